@@ -1,0 +1,39 @@
+# The two commands of the quick start: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REAL_SERVER_DIR ?= $(HOME)/.cache/turnbench/real-server
+SHARED := ../shared
+
+.PHONY: demo test lint typecheck pytest real-server bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/turnbench demo
+
+# Builds llama.cpp's server from ../shared/real-server when that folder is there
+# (CI and developers have it; ~7 min the first time, reused after).
+real-server:
+	@if [ -x $(SHARED)/real-server/setup.sh ] || [ -f $(SHARED)/real-server/setup.sh ]; then \
+		bash $(SHARED)/real-server/setup.sh $(REAL_SERVER_DIR); \
+	else echo "no $(SHARED)/real-server: the real-server test will be skipped"; fi
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+pytest: $(BIN)/.installed
+	TURNBENCH_REAL_SERVER=$(REAL_SERVER_DIR) $(BIN)/pytest
+
+test: lint typecheck real-server pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

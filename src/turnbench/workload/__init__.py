@@ -1,0 +1,1 @@
+"""Workload sources: each yields `Conversation` plans (see `conversation.py`)."""

@@ -1,0 +1,79 @@
+"""Fixtures that start real processes on 127.0.0.1 (no mocks)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+READY_PREFIX = "turnbench sim ready: "
+
+
+@dataclass
+class SimProcess:
+    """A running `turnbench sim` subprocess and its base URL (`http://127.0.0.1:PORT`)."""
+
+    proc: subprocess.Popen[str]
+    url: str
+
+    @property
+    def v1(self) -> str:
+        return self.url + "/v1"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_sim(*args: str, timeout: float = 30.0) -> SimProcess:
+    """Start the simulator on a free port (port 0) and wait for its ready line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "turnbench", "sim", "--host", "127.0.0.1", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith(READY_PREFIX):
+            url = line[len(READY_PREFIX) :].strip().removesuffix("/v1")
+            return SimProcess(proc, url)
+    proc.kill()
+    err = proc.stderr.read() if proc.stderr else ""
+    raise RuntimeError(f"simulator did not start: {err}")
+
+
+@pytest.fixture
+def sim_factory() -> Iterator[type[SimProcess] | object]:
+    """Start simulators with given flags; all are stopped at the end of the test."""
+    started: list[SimProcess] = []
+
+    def factory(*args: str) -> SimProcess:
+        s = start_sim(*args)
+        started.append(s)
+        return s
+
+    yield factory
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def sim(sim_factory) -> SimProcess:  # type: ignore[no-untyped-def]
+    """A simulator with default settings."""
+    return sim_factory()  # type: ignore[operator]
