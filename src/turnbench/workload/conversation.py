@@ -41,4 +41,6 @@ class Conversation:
     """OpenAI function schemas sent with every turn (chat API only)."""
     group: str | None = None
     """Conversations of one group share a prefix; multi-worker runs keep a group together."""
+    start_s: float | None = None
+    """Recorded arrival offset from the run start (trace replay); None lets the pacer decide."""
     metadata: dict[str, Any] = field(default_factory=dict)
