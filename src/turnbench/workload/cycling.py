@@ -1,0 +1,57 @@
+"""Replaying a list of conversations once or without end, with optional salted copies.
+
+Why salt: a copy that repeats a conversation byte for byte hits the server's prefix cache and
+makes the second pass look faster than real traffic; one distinct word at the very start of
+each copy breaks that sharing while changing the length by exactly one token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from itertools import count
+
+from turnbench.tokenizer import make_text
+from turnbench.workload.conversation import Conversation, Message
+
+
+def salt_word(conv_id: str, copy: int) -> str:
+    """One simulator token, distinct per (conversation, copy): `s<copy>x<8 hex digits>`."""
+    digest = hashlib.blake2b(f"{conv_id}#{copy}".encode(), digest_size=4).hexdigest()
+    return f"s{copy}x{digest}"
+
+
+def _salt_message(msg: Message, word: str) -> Message:
+    content = msg.get("content")
+    if isinstance(content, list):
+        return {**msg, "content": [{"type": "text", "text": word + " "}, *content]}
+    return {**msg, "content": f"{word} {content or ''}"}
+
+
+def salted(conv: Conversation, copy: int) -> Conversation:
+    """Copy `copy` of a conversation, salted at the start of its system prompt or first turn."""
+    word = salt_word(conv.id, copy)
+    new_id = f"{conv.id}#{copy}"
+    if conv.system is not None:
+        return replace(conv, id=new_id, system=f"{word} {conv.system}")
+    first, rest = conv.turns[0], conv.turns[1:]
+    if first.messages:
+        msgs = (_salt_message(first.messages[0], word), *first.messages[1:])
+        first = replace(first, messages=msgs)
+    elif first.input_tokens is not None:
+        rng = random.Random(new_id)
+        text = " ".join(filter(None, (word, make_text(first.input_tokens - 1, rng))))
+        first = replace(first, messages=({"role": "user", "content": text},), input_tokens=None)
+    return replace(conv, id=new_id, turns=(first, *rest))
+
+
+def cycled(plans: Sequence[Conversation], *, cycle: bool, salt: bool) -> Iterator[Conversation]:
+    """Yield the plans once, or forever when `cycle` (copy k >= 1 renamed `ID#k`)."""
+    yield from plans
+    if not cycle or not plans:
+        return
+    for copy in count(1):
+        for conv in plans:
+            yield salted(conv, copy) if salt else replace(conv, id=f"{conv.id}#{copy}")
