@@ -30,6 +30,9 @@ from turnbench.workload.conversation import Conversation, Turn
 from turnbench.workload.records import Record, field, non_negative
 from turnbench.workload.report import LoadReport
 
+MAX_INPUT_TOKENS = 10_000_000
+"""A prompt above this is surely a corrupt record, and would take minutes to write."""
+
 
 @lru_cache(maxsize=8192)
 def block_text(hash_id: int, block_size: int) -> str:
@@ -75,8 +78,8 @@ def _parse(rec: Record) -> _Request:
     delay = non_negative(rec, field(rec, v, "delay", float, "", required=False), "delay")
     n_in = field(rec, v, "input_length", int, "")
     n_out = field(rec, v, "output_length", int, "")
-    if n_in < 1:
-        raise rec.error("must be >= 1", "input_length")
+    if not 1 <= n_in <= MAX_INPUT_TOKENS:
+        raise rec.error(f"must be between 1 and {MAX_INPUT_TOKENS}", "input_length")
     if n_out < 1:
         raise rec.error("must be >= 1", "output_length")
     ids = field(rec, v, "hash_ids", list, "", required=False) or []
