@@ -1,0 +1,143 @@
+"""Endpoint adapters: what an OpenAI-style request and its streamed chunks look like.
+
+Why separate from the transport: the transport moves bytes and keeps time; an adapter knows
+the API. A new API (Responses, Anthropic messages) is one more adapter here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+
+from turnbench.tokenizer import render_chat
+from turnbench.workload.conversation import Message
+
+
+@dataclass(slots=True)
+class Reply:
+    """What the server said in one attempt, accumulated chunk by chunk."""
+
+    text_parts: list[str] = field(default_factory=list)
+    tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    retry_after_s: float | None = None
+    """The server's Retry-After on a 429, for the retry policy."""
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    def message(self) -> Message:
+        """The reply as an assistant message to append to the history."""
+        msg: Message = {"role": "assistant", "content": self.text}
+        if self.tool_calls:
+            msg["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        return msg
+
+
+class Adapter(Protocol):
+    """Builds a request body and reads streamed chunks for one API."""
+
+    path: str
+
+    def body(self, model: str, messages: list[Message], extra: dict[str, Any]) -> dict[str, Any]:
+        """The JSON body of a streamed request."""
+        ...
+
+    def on_chunk(self, obj: Any, reply: Reply) -> bool:
+        """Fold one decoded chunk into `reply`; return True when it carried output text."""
+        ...
+
+
+_decoder = msgspec.json.Decoder()
+decode_chunk = _decoder.decode
+
+
+def _common_usage(obj: dict[str, Any], reply: Reply) -> None:
+    usage = obj.get("usage")
+    if usage:
+        reply.usage = usage
+
+
+class ChatAdapter:
+    """`POST /chat/completions` with the messages as they are."""
+
+    path = "/chat/completions"
+
+    def body(self, model: str, messages: list[Message], extra: dict[str, Any]) -> dict[str, Any]:
+        """Streamed chat request asking for usage in the last chunk."""
+        return {
+            "model": model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **extra,
+        }
+
+    def on_chunk(self, obj: Any, reply: Reply) -> bool:
+        """Read `choices[0].delta` (content, tool calls), `finish_reason` and `usage`."""
+        _common_usage(obj, reply)
+        choices = obj.get("choices")
+        if not choices:
+            return False
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            reply.finish_reason = choice["finish_reason"]
+        delta = choice.get("delta") or {}
+        got = False
+        content = delta.get("content")
+        if content:
+            reply.text_parts.append(content)
+            got = True
+        for call in delta.get("tool_calls") or ():
+            slot = reply.tool_calls.setdefault(
+                call.get("index", 0),
+                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            if call.get("id"):
+                slot["id"] = call["id"]
+            fn = call.get("function") or {}
+            slot["function"]["name"] += fn.get("name") or ""
+            slot["function"]["arguments"] += fn.get("arguments") or ""
+            got = True
+        return got
+
+
+class CompletionsAdapter:
+    """`POST /completions` with the history rendered by the chat template as one prompt."""
+
+    path = "/completions"
+
+    def body(self, model: str, messages: list[Message], extra: dict[str, Any]) -> dict[str, Any]:
+        """Streamed completions request; tools do not exist in this API and are dropped."""
+        extra = {k: v for k, v in extra.items() if k not in ("tools", "tool_choice")}
+        return {
+            "model": model,
+            "prompt": render_chat(messages),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **extra,
+        }
+
+    def on_chunk(self, obj: Any, reply: Reply) -> bool:
+        """Read `choices[0].text`, `finish_reason` and `usage`."""
+        _common_usage(obj, reply)
+        choices = obj.get("choices")
+        if not choices:
+            return False
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            reply.finish_reason = choice["finish_reason"]
+        text = choice.get("text")
+        if text:
+            reply.text_parts.append(text)
+            return True
+        return False
+
+
+def adapter_for(api: str) -> Adapter:
+    """The adapter of a configured API name."""
+    return ChatAdapter() if api == "chat" else CompletionsAdapter()

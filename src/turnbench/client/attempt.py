@@ -1,0 +1,59 @@
+"""The record of one request attempt, built on the hot path and written by the recorder.
+
+Why a msgspec Struct: it is compact, cheap to build, and turns into a SQLite row without a
+dict in between. Every time is nanoseconds since the run's start on one monotonic clock.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+# Error kinds: each server fault is recorded as its own kind (docs/reliability.md).
+CONNECT_ERROR = "connect_error"
+HTTP_4XX = "http_4xx"
+HTTP_5XX = "http_5xx"
+RATE_LIMITED = "rate_limited"
+CONTEXT_OVERFLOW = "context_overflow"
+RESET = "reset"
+MALFORMED = "malformed"
+TRUNCATED = "truncated"
+FIRST_TOKEN_TIMEOUT = "first_token_timeout"
+IDLE_TIMEOUT = "idle_timeout"
+TIMEOUT = "timeout"
+CANCELLED = "cancelled"
+CLIENT_ERROR = "client_error"
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+STATUS_CANCELLED = "cancelled"
+
+
+class Attempt(msgspec.Struct):
+    """One request attempt: who sent it, when, what came back, and how it ended."""
+
+    stage: str
+    worker: int
+    session_id: str
+    conversation_id: str
+    turn_index: int
+    attempt: int
+    t_intended_ns: int
+    t_sent_ns: int = 0
+    t_first_token_ns: int | None = None
+    t_last_token_ns: int | None = None
+    t_end_ns: int = 0
+    gate_wait_ns: int = 0
+    chunk_gaps: bytes = b""
+    """Gaps between content chunks after the first, as little-endian int64 nanoseconds."""
+    content_chunks: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    token_source: str = "usage"
+    context_messages: int = 0
+    dropped_messages: int = 0
+    status: str = STATUS_OK
+    http_status: int | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    finish_reason: str | None = None

@@ -1,0 +1,305 @@
+"""The one validated `RunConfig`: YAML file, then `--set` overrides, then flags.
+
+Why strict: a benchmark that silently ignores a misspelt key measures something else than the
+user asked for. Every model forbids unknown keys and describes every field; errors name the
+file, the key, the value and what was expected, on one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from turnbench.distributions import Distribution
+from turnbench.errors import InputError
+from turnbench.workload.config import SyntheticWorkload, WorkloadConfig
+
+SESSION_HEADER_PRESETS = {
+    "session-id": "X-Session-ID",
+    "affinity": "X-Session-Affinity",
+    "smg": "X-SMG-Routing-Key",
+    "aibrix": "x-aibrix-session-key",
+}
+"""Named presets for the sticky-routing header; any other value is used as the header name."""
+
+SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Timeouts(_Strict):
+    """Per-request time limits, each reported as its own error kind."""
+
+    connect_s: float = Field(10.0, gt=0, description="Time to open a connection.")
+    first_token_s: float = Field(
+        120.0, gt=0, description="Time from send to the first streamed token."
+    )
+    idle_s: float = Field(60.0, gt=0, description="Longest gap between two streamed chunks.")
+    total_s: float = Field(600.0, gt=0, description="Time for the whole request.")
+
+
+class TargetConfig(_Strict):
+    """The server under test."""
+
+    url: str | None = Field(
+        None,
+        description="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1. "
+        "Unset: start the built-in simulator on a free 127.0.0.1 port.",
+    )
+    api: Literal["chat", "completions"] = Field(
+        "chat", description="chat: /chat/completions with messages; completions: rendered prompt."
+    )
+    model: str = Field("auto", description="Model name; `auto` takes the first of /v1/models.")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description="Environment variable holding the API key (sent as a Bearer token; "
+        "never written anywhere).",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra headers on every request."
+    )
+    verify_tls: bool = Field(True, description="Verify TLS certificates (https targets).")
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Per-request limits.")
+    sim_args: list[str] = Field(
+        default_factory=list,
+        description="Extra arguments for the built-in simulator when no url is set, "
+        "e.g. ['--set', 'max_num_seqs=8', '--fault', 'http500=0.05'].",
+    )
+
+
+class RetryConfig(_Strict):
+    """How the `retry` failure policy retries a failed turn."""
+
+    max_attempts: int = Field(3, ge=1, description="Attempts per turn, the first included.")
+    backoff_s: float = Field(0.5, ge=0, description="First backoff; doubles every attempt.")
+    max_backoff_s: float = Field(8.0, ge=0, description="Upper bound of one backoff.")
+    jitter: float = Field(0.2, ge=0, le=1, description="Random +- fraction of each backoff.")
+    then: Literal["continue", "abort"] = Field(
+        "continue", description="What to do once every attempt of a turn failed."
+    )
+
+
+class SessionConfig(_Strict):
+    """How one conversation is played."""
+
+    history: Literal["live", "dataset"] = Field(
+        "live",
+        description="live: append the server's replies; dataset: replay the recorded replies "
+        "(the server's reply only gates timing).",
+    )
+    think_time: Distribution = Field(
+        default_factory=Distribution,
+        description="Pause between a reply and the next turn, seconds (a number or a "
+        "distribution: fixed, exponential, lognormal, uniform, normal).",
+    )
+    dataset_think_time: bool = Field(
+        True, description="Use the dataset's recorded think time where a turn has one."
+    )
+    max_tokens: int = Field(128, ge=1, description="Output tokens when a turn does not say.")
+    ignore_eos: bool = Field(
+        False, description="Send ignore_eos so the server writes exactly max_tokens."
+    )
+    max_context_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Context limit (prompt + max_tokens). Unset: the server's max_model_len "
+        "when /v1/models reports it.",
+    )
+    context_policy: Literal["truncate", "stop", "send"] = Field(
+        "truncate",
+        description="When the next request would pass max_context_tokens: truncate (drop "
+        "oldest turns, keep the system prompt), stop (end the session as context_full), "
+        "send (send it anyway).",
+    )
+    on_failure: Literal["continue", "retry", "abort"] = Field(
+        "continue",
+        description="continue: record the failure, build the next turn from the last good "
+        "context; retry: see `retry`; abort: skip the rest of the conversation.",
+    )
+    retry: RetryConfig = Field(default_factory=RetryConfig, description="Retry settings.")
+    session_header: str = Field(
+        "X-Session-ID",
+        description="Sticky-routing header carrying the session id; presets: "
+        + ", ".join(f"{k} ({v})" for k, v in SESSION_HEADER_PRESETS.items()),
+    )
+    turn_header: str = Field("X-Turn-Index", description="Header carrying the turn number.")
+    conversation_header: str = Field(
+        "X-Conversation-ID", description="Header carrying the dataset's conversation id."
+    )
+    id_in_body: Literal["none", "user", "metadata"] = Field(
+        "none", description="Also put the session id in the body's `user` or `metadata`."
+    )
+
+    @property
+    def session_header_name(self) -> str:
+        """The header name, with presets resolved."""
+        return SESSION_HEADER_PRESETS.get(self.session_header, self.session_header)
+
+
+class LoadConfig(_Strict):
+    """When sessions start and how many run at once (see docs/load-modes.md)."""
+
+    mode: Literal["parallel", "sequential", "session-rate", "users"] = Field(
+        "users",
+        description="parallel: all sessions start at t=0; sequential: one conversation after "
+        "another; session-rate: sessions arrive open-loop at `rate`; users: `users` "
+        "concurrent users, each playing one conversation after another (closed loop).",
+    )
+    sessions: int | None = Field(
+        None, ge=1, description="Sessions to play in all (parallel: how many start at t=0)."
+    )
+    rate: float | None = Field(None, gt=0, description="session-rate: sessions per second.")
+    arrival: Literal["poisson", "constant", "gamma", "trace"] = Field(
+        "poisson",
+        description="session-rate arrival process; trace: the dataset's recorded start times.",
+    )
+    burstiness: float = Field(
+        1.0, gt=0, description="gamma: shape (1 = poisson, < 1 burstier, > 1 more regular)."
+    )
+    time_scale: float = Field(
+        1.0, gt=0, description="trace arrivals: multiply recorded times by this."
+    )
+    users: int = Field(4, ge=1, description="users: concurrent users.")
+    max_sessions: int | None = Field(None, ge=1, description="Cap on concurrent sessions.")
+    max_in_flight: int | None = Field(None, ge=1, description="Cap on concurrent requests.")
+    duration_s: float | None = Field(None, gt=0, description="Stop starting work after this.")
+    max_requests: int | None = Field(None, ge=1, description="Stop after this many requests.")
+    warmup_s: float = Field(
+        0.0,
+        ge=0,
+        description="Requests intended before this are recorded as warm-up and "
+        "left out of the metrics.",
+    )
+    end: Literal["drain", "cut"] = Field(
+        "drain",
+        description="At the limit: drain (let sessions in flight finish, up to drain_timeout_s) "
+        "or cut (cancel them at once).",
+    )
+    drain_timeout_s: float = Field(30.0, ge=0, description="Longest drain at the end.")
+
+    @model_validator(mode="after")
+    def _check(self) -> LoadConfig:
+        if self.mode == "session-rate" and self.rate is None and self.arrival != "trace":
+            raise ValueError("mode session-rate needs `rate` (sessions per second)")
+        if self.mode != "session-rate" and self.rate is not None:
+            raise ValueError(f"`rate` is for mode session-rate, not {self.mode}")
+        return self
+
+
+class RunConfig(_Strict):
+    """Everything one run needs; written back, resolved and without secrets, to the run folder."""
+
+    name: str = Field("run", description="Run name, part of the run folder's name.")
+    seed: int = Field(0, description="Seed of every random choice of the run.")
+    out_dir: str = Field("runs", description="Folder that receives the run folders.")
+    target: TargetConfig = Field(default_factory=TargetConfig, description="The server.")
+    workload: WorkloadConfig = Field(
+        default_factory=lambda: SyntheticWorkload(type="synthetic"),
+        description="Where conversations come from.",
+    )
+    session: SessionConfig = Field(default_factory=SessionConfig, description="Sessions.")
+    load: LoadConfig = Field(default_factory=LoadConfig, description="Load mode and limits.")
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as plain data with every secret-looking header value removed."""
+        data = self.model_dump(mode="json")
+        headers = data["target"]["headers"]
+        for key in headers:
+            if key.lower() in SECRET_HEADERS or "key" in key.lower() or "token" in key.lower():
+                headers[key] = "<redacted>"
+        return data
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise InputError(f"cannot set {dotted}: {key} is not a section", field=dotted)
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse one `--set dotted.key=value`; the value is read as YAML (numbers, lists...)."""
+    if "=" not in item:
+        raise InputError(f"--set expects dotted.key=value, got {item!r}", field="--set")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _format_validation(err: ValidationError, source: str, data: dict[str, Any]) -> InputError:
+    """One line from pydantic's first error: the dotted key, what was wrong, the value."""
+    first = err.errors()[0]
+    parts: list[str] = []
+    value: Any = data
+    for part in first["loc"]:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+            parts.append(str(part))
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            value = value[part]
+            parts.append(str(part))
+        elif isinstance(value, dict) and part in _UNION_TAGS:
+            continue  # the discriminator pydantic adds for a tagged union
+        else:
+            parts.append(str(part))
+            value = None
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+    more = f" (+{len(err.errors()) - 1} more errors)" if len(err.errors()) > 1 else ""
+    return InputError(f"{msg}{shown}{more}", file=source, field=".".join(parts) or None)
+
+
+_UNION_TAGS = frozenset({"synthetic", "dataset", "shared_prefix"})
+
+
+def load_config(
+    path: Path | None, overrides: dict[str, Any] | None = None, sets: list[str] | None = None
+) -> RunConfig:
+    """Read a YAML config (optional), apply `--set` items and flag overrides, and validate."""
+    data: dict[str, Any] = {}
+    source = str(path) if path else "<flags>"
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError("file not found", file=source) from None
+        except UnicodeDecodeError as e:
+            raise InputError(f"not UTF-8 text (byte {e.start})", file=source) from None
+        except OSError as e:
+            raise InputError(e.strerror or str(e), file=source) from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            problem = getattr(e, "problem", None) or "malformed YAML"
+            raise InputError(f"malformed YAML: {problem}", file=source, line=line) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise InputError("the top level must be a mapping of keys", file=source)
+        data = loaded
+    for item in sets or []:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise _format_validation(err, source, data) from None

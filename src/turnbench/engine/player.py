@@ -1,0 +1,242 @@
+"""Plays one session turn by turn: one request in flight, think time, failure policy.
+
+Why here and not in `session.py`: the session holds state and builds requests; the player owns
+time (sleeping until a turn is due), the in-flight cap, the transport and the recorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from turnbench.client import attempt as ak
+from turnbench.client.adapters import Adapter
+from turnbench.client.attempt import Attempt
+from turnbench.client.transport import Transport
+from turnbench.config import RunConfig
+from turnbench.pacing.gates import Gate
+from turnbench.record.schema import SessionRecord
+from turnbench.session import PlannedRequest, Session
+
+NS = 1_000_000_000
+
+
+class Recorder(Protocol):
+    """What the player needs of a recorder: `record(row)`."""
+
+    def record(self, row: Any) -> None:
+        """Queue one row for events.db."""
+        ...
+
+
+@dataclass
+class LiveStats:
+    """Counters for the live progress display; updated on the hot path, read at 4 Hz."""
+
+    sessions_started: int = 0
+    sessions_active: int = 0
+    sessions_done: int = 0
+    requests_started: int = 0
+    requests_ok: int = 0
+    requests_failed: int = 0
+    output_tokens: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """Everything the sessions of one worker share."""
+
+    cfg: RunConfig
+    model: str
+    transport: Transport
+    adapter: Adapter
+    recorder: Recorder
+    clock: Callable[[], int]
+    in_flight: Gate
+    worker: int = 0
+    auth_headers: dict[str, str] = field(default_factory=dict)
+    stats: LiveStats = field(default_factory=LiveStats)
+    stopping: bool = False
+    """Set at the end (duration, request limit, interrupt): no session starts a new turn
+    unless the end policy is `drain`."""
+    drained: bool = False
+    """Set when even draining sessions must stop starting turns (request limit reached)."""
+
+    @property
+    def warmup_ns(self) -> int:
+        return int(self.cfg.load.warmup_s * NS)
+
+    def stage(self, t_ns: int) -> str:
+        """`warmup` for work intended before the warm-up ends, else `main`."""
+        return "warmup" if t_ns < self.warmup_ns else "main"
+
+    def may_send(self) -> bool:
+        """Whether a session may start another request now."""
+        if self.drained:
+            return False
+        limit = self.cfg.load.max_requests
+        if limit is not None and self.stats.requests_started >= limit:
+            self.drained = True
+            self.stopping = True
+            return False
+        return not self.stopping or self.cfg.load.end == "drain"
+
+
+async def _sleep_until(ctx: RunContext, t_ns: int) -> None:
+    delay = (t_ns - ctx.clock()) / NS
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def _headers(ctx: RunContext, session: Session, turn_number: int) -> dict[str, str]:
+    scfg = ctx.cfg.session
+    return {
+        **ctx.auth_headers,
+        scfg.session_header_name: session.session_id,
+        scfg.conversation_header: session.conversation.id,
+        scfg.turn_header: str(turn_number),
+    }
+
+
+def _body(ctx: RunContext, session: Session, planned: PlannedRequest) -> dict[str, Any]:
+    scfg = ctx.cfg.session
+    extra: dict[str, Any] = {"max_tokens": planned.max_tokens}
+    if scfg.ignore_eos:
+        extra["ignore_eos"] = True
+    if scfg.id_in_body == "user":
+        extra["user"] = session.session_id
+    elif scfg.id_in_body == "metadata":
+        extra["metadata"] = {
+            "session_id": session.session_id,
+            "turn": str(planned.turn_index + 1),
+        }
+    if session.conversation.tools:
+        extra["tools"] = list(session.conversation.tools)
+    return ctx.adapter.body(ctx.model, planned.messages, extra)
+
+
+def _backoff_s(
+    ctx: RunContext, attempt: int, retry_after: float | None, rng: random.Random
+) -> float:
+    r = ctx.cfg.session.retry
+    base = min(r.max_backoff_s, r.backoff_s * 2 ** (attempt - 1))
+    base *= 1 + rng.uniform(-r.jitter, r.jitter)
+    return max(base, retry_after or 0.0)
+
+
+async def _play_turn(
+    ctx: RunContext, session: Session, planned: PlannedRequest, t_intended: int, rec: SessionRecord
+) -> tuple[bool, int]:
+    """Send a turn (with retries under the `retry` policy); return (ok, end time in ns)."""
+    scfg = ctx.cfg.session
+    attempts = scfg.retry.max_attempts if scfg.on_failure == "retry" else 1
+    turn_number = planned.turn_index + 1
+    headers = _headers(ctx, session, turn_number)
+    body = _body(ctx, session, planned)
+    stats = ctx.stats
+    end = t_intended
+    for number in range(1, attempts + 1):
+        if number > 1 and not ctx.may_send():
+            break
+        att = Attempt(
+            stage=ctx.stage(t_intended),
+            worker=ctx.worker,
+            session_id=session.session_id,
+            conversation_id=session.conversation.id,
+            turn_index=turn_number,
+            attempt=number,
+            t_intended_ns=t_intended,
+            context_messages=len(planned.messages),
+            dropped_messages=planned.dropped_messages,
+        )
+        await _sleep_until(ctx, t_intended)
+        att.gate_wait_ns = await ctx.in_flight.acquire()
+        stats.requests_started += 1
+        rec.attempts += 1
+        try:
+            reply = await ctx.transport.send(ctx.adapter, body, headers, att)
+        finally:
+            ctx.in_flight.release()
+            ctx.recorder.record(att)
+            if att.status == ak.STATUS_OK:
+                stats.requests_ok += 1
+                stats.output_tokens += att.completion_tokens or 0
+            else:
+                stats.requests_failed += 1
+                kind = att.error_kind or "unknown"
+                stats.errors[kind] = stats.errors.get(kind, 0) + 1
+        end = att.t_end_ns
+        if att.status == ak.STATUS_OK:
+            session.accept(planned, reply, att.prompt_tokens)
+            return True, end
+        if number < attempts:
+            t_intended = end + int(_backoff_s(ctx, number, reply.retry_after_s, session.rng) * NS)
+    return False, end
+
+
+async def play_session(
+    ctx: RunContext, session: Session, t_intended_ns: int, gate_wait_ns: int = 0
+) -> SessionRecord:
+    """Play every turn of `session`; always leaves a `sessions` row, even when cancelled."""
+    rec = SessionRecord(
+        session_id=session.session_id,
+        conversation_id=session.conversation.id,
+        worker=ctx.worker,
+        stage=ctx.stage(t_intended_ns),
+        t_intended_ns=t_intended_ns,
+        t_start_ns=ctx.clock(),
+        t_end_ns=0,
+        gate_wait_ns=gate_wait_ns,
+        turns_planned=len(session.turns),
+        turns_ok=0,
+        turns_failed=0,
+        attempts=0,
+        dropped_messages=0,
+        outcome="unfinished",
+    )
+    ctx.stats.sessions_started += 1
+    ctx.stats.sessions_active += 1
+    scfg = ctx.cfg.session
+    t_next = t_intended_ns
+    try:
+        outcome = "completed"
+        for index in range(len(session.turns)):
+            if index:
+                t_next += int(session.think_time_s(index) * NS)
+            if not ctx.may_send():
+                outcome = "unfinished"
+                break
+            await _sleep_until(ctx, t_next)
+            planned = session.build(index)
+            if planned is None:
+                outcome = "context_full"
+                break
+            ok, t_next = await _play_turn(ctx, session, planned, t_next, rec)
+            if ok:
+                rec.turns_ok += 1
+                continue
+            rec.turns_failed += 1
+            aborting = scfg.on_failure == "abort" or (
+                scfg.on_failure == "retry" and scfg.retry.then == "abort"
+            )
+            if aborting:
+                outcome = "aborted"
+                break
+            if ctx.drained:
+                outcome = "unfinished"
+                break
+        rec.outcome = outcome
+        return rec
+    except asyncio.CancelledError:
+        rec.outcome = "unfinished"
+        raise
+    finally:
+        rec.t_end_ns = ctx.clock()
+        rec.dropped_messages = session.dropped_messages
+        ctx.recorder.record(rec)
+        ctx.stats.sessions_active -= 1
+        ctx.stats.sessions_done += 1

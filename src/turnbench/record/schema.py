@@ -1,0 +1,80 @@
+"""The tables of `events.db`, the single source of truth of a run (docs/events-db.md).
+
+Why SQLite: one file that any tool reads, WAL mode so a reader can look while a run writes,
+and a committed batch survives `kill -9`.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from turnbench.client.attempt import Attempt
+
+SCHEMA_VERSION = 1
+
+
+class SessionRecord(msgspec.Struct):
+    """How one session went, written when it ends (or as `unfinished` when the run does)."""
+
+    session_id: str
+    conversation_id: str
+    worker: int
+    stage: str
+    t_intended_ns: int
+    t_start_ns: int
+    t_end_ns: int
+    gate_wait_ns: int
+    turns_planned: int
+    turns_ok: int
+    turns_failed: int
+    attempts: int
+    dropped_messages: int
+    outcome: str
+    """completed, aborted, context_full or unfinished."""
+
+
+class WorkerRecord(msgspec.Struct):
+    """A worker's clock anchor: its monotonic time at the run's wall-clock start."""
+
+    worker: int
+    pid: int
+    host: str
+    wall_anchor_ns: int
+    mono_anchor_ns: int
+
+
+ATTEMPT_COLUMNS = tuple(Attempt.__struct_fields__)
+SESSION_COLUMNS = tuple(SessionRecord.__struct_fields__)
+WORKER_COLUMNS = tuple(WorkerRecord.__struct_fields__)
+
+_TYPES = {
+    int: "INTEGER",
+    str: "TEXT",
+    bytes: "BLOB",
+}
+
+
+def _columns(struct: type[msgspec.Struct]) -> str:
+    cols = []
+    for f in msgspec.structs.fields(struct):
+        base = (
+            f.type
+            if f.type in _TYPES
+            else next((t for t in getattr(f.type, "__args__", ()) if t in _TYPES), str)
+        )
+        cols.append(f"{f.name} {_TYPES[base]}")
+    return ", ".join(cols)
+
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, name TEXT, turnbench_version TEXT, started_wall_ns INTEGER,
+    ended_wall_ns INTEGER, end_reason TEXT, target TEXT, model TEXT, api TEXT,
+    max_model_len INTEGER, config_json TEXT
+);
+CREATE TABLE IF NOT EXISTS workers ({_columns(WorkerRecord)});
+CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY, run_id TEXT, {_columns(Attempt)});
+CREATE TABLE IF NOT EXISTS sessions (run_id TEXT, {_columns(SessionRecord)});
+CREATE INDEX IF NOT EXISTS requests_session ON requests (session_id, turn_index, attempt);
+"""

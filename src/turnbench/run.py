@@ -1,0 +1,253 @@
+"""`turnbench run`: from a validated config to a run folder with events.db and a report.
+
+Why one orchestrator: the order matters for honesty — check the input and the server before
+anything runs, write every attempt while it runs, and whatever ends the run (its limit, Ctrl-C,
+SIGTERM) close events.db and report what ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from turnbench import __version__
+from turnbench.client.adapters import adapter_for
+from turnbench.client.transport import Transport
+from turnbench.config import RunConfig
+from turnbench.engine.local import LocalEngine
+from turnbench.engine.player import RunContext
+from turnbench.errors import InputError
+from turnbench.metrics.summary import summarize
+from turnbench.pacing.gates import Gate
+from turnbench.record.recorder import EventRecorder
+from turnbench.record.schema import WorkerRecord
+from turnbench.report.console import print_report
+from turnbench.report.progress import show_progress
+from turnbench.target import Target, probe, start_builtin_sim
+from turnbench.workload import conversations
+from turnbench.workload.conversation import Conversation
+
+
+def _open_workload(
+    cfg: RunConfig, base_dir: Path
+) -> tuple[Iterator[Conversation], list[float] | None]:
+    """The conversation stream, checked up front; recorded start times for trace arrivals."""
+    stream = conversations(cfg.workload, seed=cfg.seed, base_dir=base_dir)
+    first = next(stream, None)
+    if first is None:
+        raise InputError("the workload has no conversation to play", field="workload")
+    stream = itertools.chain([first], stream)
+    if cfg.load.arrival != "trace" or cfg.load.mode != "session-rate":
+        return stream, None
+    plans = sorted(stream, key=lambda c: c.start_s or 0.0)
+    return iter(plans), [c.start_s or 0.0 for c in plans]
+
+
+def _auth_headers(cfg: RunConfig) -> dict[str, str]:
+    key = os.environ.get(cfg.target.api_key_env)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _check_combinations(cfg: RunConfig) -> None:
+    load = cfg.load
+    cycling = getattr(cfg.workload, "cycle", False)
+    if load.mode == "parallel" and cycling and load.sessions is None:
+        raise InputError(
+            "mode parallel with a cycled workload needs load.sessions", field="load.sessions"
+        )
+    endless = cycling and load.sessions is None and load.max_requests is None
+    if endless and load.duration_s is None:
+        raise InputError(
+            "a cycled workload needs a limit: load.duration_s, load.sessions or load.max_requests",
+            field="load",
+        )
+
+
+def _run_dir(cfg: RunConfig, out: Path | None) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    base = out if out is not None else Path(cfg.out_dir)
+    path = base / f"{stamp}-{cfg.name}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = base / f"{stamp}-{cfg.name}-{n}"
+    path.mkdir(parents=True)
+    return path
+
+
+async def _run_async(
+    cfg: RunConfig,
+    target: Target,
+    stream: Iterator[Conversation],
+    start_times: list[float] | None,
+    recorder: EventRecorder,
+    console: Console,
+    show_live: bool,
+) -> str:
+    t0 = time.monotonic_ns()
+
+    def clock() -> int:
+        return time.monotonic_ns() - t0
+
+    recorder.record(
+        WorkerRecord(
+            worker=0,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            wall_anchor_ns=time.time_ns(),
+            mono_anchor_ns=t0,
+        )
+    )
+    max_ctx = cfg.session.max_context_tokens or target.max_model_len
+    end_reason = "completed"
+    async with Transport(
+        target.url,
+        headers=cfg.target.headers,
+        timeouts=cfg.target.timeouts,
+        clock=clock,
+        verify_tls=cfg.target.verify_tls,
+    ) as transport:
+        ctx = RunContext(
+            cfg=cfg,
+            model=target.model,
+            transport=transport,
+            adapter=adapter_for(cfg.target.api),
+            recorder=recorder,
+            clock=clock,
+            in_flight=Gate(cfg.load.max_in_flight, clock),
+            auth_headers=_auth_headers(cfg),
+        )
+        engine = LocalEngine(ctx, stream, max_context_tokens=max_ctx, start_times=start_times)
+        loop = asyncio.get_running_loop()
+        main = asyncio.create_task(engine.run())
+        timers: list[asyncio.TimerHandle] = []
+
+        def stop(reason: str) -> None:
+            nonlocal end_reason
+            if ctx.stopping and reason == "interrupted" and end_reason == "interrupted":
+                engine.cancel()  # a second Ctrl-C: cut at once
+                return
+            if end_reason == "completed" or reason == "interrupted":
+                end_reason = reason
+            ctx.stopping = True
+            if cfg.load.end == "cut":
+                engine.cancel()
+            else:
+                timers.append(loop.call_later(cfg.load.drain_timeout_s, engine.cancel))
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop, "interrupted")
+        if cfg.load.duration_s is not None:
+            timers.append(loop.call_later(cfg.load.duration_s, stop, "duration"))
+        progress = asyncio.create_task(show_progress(ctx.stats, console)) if show_live else None
+        try:
+            await main
+        finally:
+            for handle in timers:
+                handle.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+            if progress is not None:
+                progress.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await progress
+        if ctx.drained and end_reason == "completed":
+            end_reason = "max_requests"
+    return end_reason
+
+
+def _event_loop_runner() -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return asyncio.run
+
+
+def execute(
+    cfg: RunConfig,
+    *,
+    base_dir: Path,
+    out: Path | None = None,
+    console: Console | None = None,
+    live: bool = True,
+) -> Path:
+    """Run a benchmark; return its run folder (config.yaml, events.db, summary.json)."""
+    console = console or Console()
+    _check_combinations(cfg)
+    stream, start_times = _open_workload(cfg, base_dir)
+    headers = {**cfg.target.headers, **_auth_headers(cfg)}
+    run = _event_loop_runner()
+    target: Target | None = None
+    builtin = None
+    try:
+        url = cfg.target.url
+        if url is None:
+            builtin, url = start_builtin_sim(cfg.target.sim_args)
+            console.print(f"started the built-in simulator at {url}")
+        target = run(probe(url, cfg.target.model, headers, verify_tls=cfg.target.verify_tls))
+        target.builtin = builtin
+        if not cfg.target.verify_tls:
+            console.print("[yellow]warning:[/] TLS certificates are not verified")
+        run_dir = _run_dir(cfg, out)
+        resolved = cfg.redacted()
+        resolved["resolved"] = {
+            "url": target.url,
+            "model": target.model,
+            "max_model_len": target.max_model_len,
+        }
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        recorder = EventRecorder(run_dir / "events.db", run_id=run_dir.name)
+        recorder.start_run(
+            name=cfg.name,
+            turnbench_version=__version__,
+            started_wall_ns=time.time_ns(),
+            target=target.url,
+            model=target.model,
+            api=cfg.target.api,
+            max_model_len=target.max_model_len,
+            config_json=resolved,
+        )
+        console.print(f"run folder: {run_dir}")
+        reason = "crashed"
+        try:
+            reason = run(_run_async(cfg, target, stream, start_times, recorder, console, live))
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        finally:
+            recorder.close()
+            recorder.end_run(reason)
+        write_report(run_dir, console)
+        return run_dir
+    finally:
+        if target is not None:
+            target.close()
+        elif builtin is not None:
+            Target(url="", model="", max_model_len=None, builtin=builtin).close()
+
+
+def write_report(run_dir: Path, console: Console | None = None) -> dict[str, Any]:
+    """(Re)build summary.json from events.db and print the console report."""
+    db = run_dir / "events.db"
+    if not db.exists():
+        raise InputError("no events.db in this folder", file=str(run_dir))
+    summary = summarize(db)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print_report(summary, console or Console())
+    return summary

@@ -1,0 +1,138 @@
+"""The live state of one conversation: its history, and the next request built at send time.
+
+Why lazily: a request is built from the history as it stands when the turn is due (the server's
+live reply included), so nothing is precomputed and ten thousand waiting sessions hold only
+their histories. The context-length policy is applied here, where the history lives.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from turnbench.client.adapters import Reply
+from turnbench.config import SessionConfig
+from turnbench.tokenizer import GENERATION_OVERHEAD, count_tokens, make_text, render_message
+from turnbench.workload.conversation import Conversation, Message, Turn
+
+
+@dataclass(slots=True)
+class PlannedRequest:
+    """The messages of one turn's request and what the context policy did to the history."""
+
+    turn_index: int
+    messages: list[Message]
+    new_messages: tuple[Message, ...]
+    max_tokens: int
+    dropped_messages: int
+    context_tokens: int
+    """Estimated prompt tokens (local count, scaled by what the server reported so far)."""
+
+
+def _estimate(message: Message) -> int:
+    return count_tokens(render_message(message))
+
+
+class Session:
+    """One played conversation: history, next turn, think time and context policy."""
+
+    def __init__(
+        self,
+        session_id: str,
+        conversation: Conversation,
+        cfg: SessionConfig,
+        *,
+        max_context_tokens: int | None,
+        rng: random.Random,
+    ) -> None:
+        self.session_id = session_id
+        self.conversation = conversation
+        self.cfg = cfg
+        self.max_context_tokens = max_context_tokens
+        self.rng = rng
+        self.history: list[Message] = []
+        self._sizes: list[int] = []
+        self.dropped_messages = 0
+        self._scale = 1.0
+        if conversation.system:
+            self._append({"role": "system", "content": conversation.system})
+
+    @property
+    def turns(self) -> tuple[Turn, ...]:
+        return self.conversation.turns
+
+    def _append(self, message: Message) -> None:
+        self.history.append(message)
+        self._sizes.append(_estimate(message))
+
+    def _prompt_tokens(self, extra: int) -> int:
+        return round((sum(self._sizes) + extra + GENERATION_OVERHEAD) * self._scale)
+
+    def think_time_s(self, turn_index: int) -> float:
+        """Pause before `turn_index`, counted from the end of the previous reply."""
+        if turn_index == 0:
+            return 0.0
+        recorded = self.turns[turn_index].think_time_s
+        if recorded is not None and self.cfg.dataset_think_time:
+            return max(0.0, recorded)
+        return self.cfg.think_time.sample(self.rng)
+
+    def build(self, turn_index: int) -> PlannedRequest | None:
+        """The request of `turn_index` from the history as it is now; None if the context is
+        full and the policy (`stop`, or `truncate` with nothing left to drop) ends the session.
+        """
+        turn = self.turns[turn_index]
+        new = turn.messages or (
+            {"role": "user", "content": make_text(turn.input_tokens or 1, self.rng)},
+        )
+        max_tokens = turn.max_tokens or self.cfg.max_tokens
+        new_size = sum(_estimate(m) for m in new)
+        limit = self.max_context_tokens
+        if limit is not None and self._prompt_tokens(new_size) + max_tokens > limit:
+            if self.cfg.context_policy == "stop":
+                return None
+            if self.cfg.context_policy == "truncate":
+                while self._prompt_tokens(new_size) + max_tokens > limit:
+                    if not self._drop_oldest_turn():
+                        return None
+        return PlannedRequest(
+            turn_index=turn_index,
+            messages=[*self.history, *new],
+            new_messages=new,
+            max_tokens=max_tokens,
+            dropped_messages=self.dropped_messages,
+            context_tokens=self._prompt_tokens(new_size),
+        )
+
+    def _drop_oldest_turn(self) -> bool:
+        """Drop the oldest user message and everything up to the next user message; the
+        system prompt always stays. False when there is nothing left to drop."""
+        first = 1 if self.history and self.history[0].get("role") == "system" else 0
+        if len(self.history) <= first:
+            return False
+        end = first + 1
+        while end < len(self.history) and self.history[end].get("role") != "user":
+            end += 1
+        self.dropped_messages += end - first
+        del self.history[first:end]
+        del self._sizes[first:end]
+        return True
+
+    def accept(self, planned: PlannedRequest, reply: Reply, prompt_tokens: int | None) -> None:
+        """A successful turn: its messages and the reply join the history.
+
+        The reply is the server's with `history: live`, the recorded one with `history:
+        dataset`. A recorded reply that calls tools is replayed in both modes, because the
+        dataset's next turn carries results for exactly those calls.
+        """
+        for message in planned.new_messages:
+            self._append(message)
+        recorded = self.turns[planned.turn_index].reply
+        use_recorded = recorded is not None and (
+            self.cfg.history == "dataset" or bool(recorded.get("tool_calls"))
+        )
+        self._append(recorded if use_recorded and recorded is not None else reply.message())
+        if prompt_tokens and planned.context_tokens:
+            local = planned.context_tokens / self._scale
+            if local > 0:
+                self._scale = prompt_tokens / local

@@ -1,0 +1,134 @@
+"""The server under test: start the built-in simulator if no URL is given, and probe it.
+
+Why probe first: an unreachable server or a wrong model must be one clear error before the
+run starts, not ten thousand failed rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from turnbench.errors import TargetError
+
+SIM_READY = "turnbench sim ready: "
+
+
+@dataclass
+class Target:
+    """A resolved target: base URL (ending in /v1), model, and its context length if known."""
+
+    url: str
+    model: str
+    max_model_len: int | None
+    builtin: subprocess.Popen[str] | None = None
+
+    def close(self) -> None:
+        """Stop the built-in simulator, if this run started one."""
+        proc = self.builtin
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def start_builtin_sim(
+    args: list[str], timeout_s: float = 30.0
+) -> tuple[subprocess.Popen[str], str]:
+    """Start `turnbench sim` on a free 127.0.0.1 port; return the process and its /v1 URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "turnbench", "sim", "--host", "127.0.0.1", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,  # Ctrl-C in the terminal reaches turnbench, which stops it
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith(SIM_READY):
+            proc.stdout.close()
+            return proc, line[len(SIM_READY) :].strip()
+    proc.kill()
+    err = proc.stderr.read().strip() if proc.stderr else ""
+    raise TargetError(
+        f"the built-in simulator did not start: {err.splitlines()[-1:] or 'no output'}"
+    )
+
+
+async def probe(
+    url: str, model: str, headers: dict[str, str], *, verify_tls: bool = True, timeout_s: float = 10
+) -> Target:
+    """GET {url}/models: check the server answers, resolve `model: auto`, read max_model_len."""
+    endpoint = url.rstrip("/") + "/models"
+    try:
+        async with (
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=timeout_s), headers=headers
+            ) as http,
+            http.get(endpoint, ssl=verify_tls) as resp,
+        ):
+            if resp.status in (401, 403):
+                raise TargetError(f"{endpoint}: HTTP {resp.status}: check the API key variable")
+            if resp.status != 200:
+                raise TargetError(f"{endpoint}: HTTP {resp.status}")
+            data: Any = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        raise TargetError(
+            f"cannot reach the server at {endpoint}: {e or type(e).__name__}"
+        ) from None
+    models = (
+        [m for m in (data.get("data") or []) if isinstance(m, dict)]
+        if isinstance(data, dict)
+        else []
+    )
+    ids = [str(m.get("id")) for m in models]
+    if model == "auto":
+        if not ids:
+            raise TargetError(f"{endpoint} lists no model; set target.model")
+        model = ids[0]
+    elif ids and model not in ids:
+        raise TargetError(f"model {model!r} is not served at {url}; it serves {', '.join(ids)}")
+    info = next((m for m in models if m.get("id") == model), {})
+    max_len = _int_or_none(info.get("max_model_len"))
+    if max_len is None:
+        max_len = await _llama_cpp_context(url, headers, verify_tls)
+    return Target(url=url.rstrip("/"), model=model, max_model_len=max_len)
+
+
+async def _llama_cpp_context(url: str, headers: dict[str, str], verify_tls: bool) -> int | None:
+    """llama.cpp reports its per-slot context (not the model's trained one) at /props."""
+    root = url.rstrip("/").removesuffix("/v1")
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), headers=headers) as http,
+            http.get(root + "/props", ssl=verify_tls) as resp,
+        ):
+            if resp.status != 200:
+                return None
+            data: Any = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    settings = data.get("default_generation_settings") if isinstance(data, dict) else None
+    return _int_or_none(settings.get("n_ctx")) if isinstance(settings, dict) else None
+
+
+def _int_or_none(value: object) -> int | None:
+    with contextlib.suppress(TypeError, ValueError):
+        return int(value)  # type: ignore[call-overload]
+    return None
