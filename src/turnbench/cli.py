@@ -149,6 +149,9 @@ def report_command(
 
 def _register() -> None:
     from turnbench.sim.cli import sim_command
+    from turnbench.workload.cli import dataset_app
+
+    app.add_typer(dataset_app, name="dataset", help="Inspect and convert conversation datasets.")
 
     app.command("sim", help="Run the built-in OpenAI-compatible LLM server simulator.")(sim_command)
 

@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterator
 
 from turnbench.config import LoadConfig
-from turnbench.engine.player import NS, RunContext, play_session
+from turnbench.engine.player import NS, RunContext, play_session, sleep_until
 from turnbench.pacing.arrivals import AllAtOnce, Constant, Gamma, Pacer, Poisson, Recorded
 from turnbench.pacing.gates import Gate
 from turnbench.session import Session
@@ -87,9 +87,7 @@ class LocalEngine:
             if due is None or (load.duration_s is not None and due >= load.duration_s):
                 break
             t_due = int(due * NS)
-            delay = (t_due - ctx.clock()) / NS
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await sleep_until(ctx.clock, t_due)
             if ctx.stopping:
                 break
             wait = await self.session_gate.acquire()

@@ -86,9 +86,10 @@ class RunContext:
         return not self.stopping or self.cfg.load.end == "drain"
 
 
-async def _sleep_until(ctx: RunContext, t_ns: int) -> None:
-    delay = (t_ns - ctx.clock()) / NS
-    if delay > 0:
+async def sleep_until(clock: Callable[[], int], t_ns: int) -> None:
+    """Sleep until the clock reads `t_ns`; loops because event-loop timers (1 ms resolution
+    in uvloop) may wake a little early, and nothing may go out before it is due."""
+    while (delay := (t_ns - clock()) / NS) > 0:
         await asyncio.sleep(delay)
 
 
@@ -153,7 +154,7 @@ async def _play_turn(
             context_messages=len(planned.messages),
             dropped_messages=planned.dropped_messages,
         )
-        await _sleep_until(ctx, t_intended)
+        await sleep_until(ctx.clock, t_intended)
         att.gate_wait_ns = await ctx.in_flight.acquire()
         stats.requests_started += 1
         rec.attempts += 1
@@ -210,7 +211,7 @@ async def play_session(
             if not ctx.may_send():
                 outcome = "unfinished"
                 break
-            await _sleep_until(ctx, t_next)
+            await sleep_until(ctx.clock, t_next)
             planned = session.build(index)
             if planned is None:
                 outcome = "context_full"
