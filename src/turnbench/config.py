@@ -238,7 +238,33 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _format_validation(err: ValidationError, source: str, data: dict[str, Any]) -> InputError:
+def _line_of(text: str | None, parts: list[str]) -> int | None:
+    """The 1-based line of a dotted key in the YAML text (the deepest part found)."""
+    if not text:
+        return None
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in parts:
+        if isinstance(node, yaml.MappingNode):
+            match = next((kv for kv in node.value if kv[0].value == part), None)
+            if match is None:
+                break
+            line = match[0].start_mark.line + 1
+            node = match[1]
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _format_validation(
+    err: ValidationError, source: str, data: dict[str, Any], text: str | None = None
+) -> InputError:
     """One line from pydantic's first error: the dotted key, what was wrong, the value."""
     first = err.errors()[0]
     parts: list[str] = []
@@ -260,7 +286,12 @@ def _format_validation(err: ValidationError, source: str, data: dict[str, Any]) 
         msg = "unknown key"
     shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
     more = f" (+{len(err.errors()) - 1} more errors)" if len(err.errors()) > 1 else ""
-    return InputError(f"{msg}{shown}{more}", file=source, field=".".join(parts) or None)
+    return InputError(
+        f"{msg}{shown}{more}",
+        file=source,
+        line=_line_of(text, parts),
+        field=".".join(parts) or None,
+    )
 
 
 _UNION_TAGS = frozenset({"synthetic", "dataset", "shared_prefix"})
@@ -271,6 +302,7 @@ def load_config(
 ) -> RunConfig:
     """Read a YAML config (optional), apply `--set` items and flag overrides, and validate."""
     data: dict[str, Any] = {}
+    text: str | None = None
     source = str(path) if path else "<flags>"
     if path is not None:
         try:
@@ -302,4 +334,4 @@ def load_config(
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        raise _format_validation(err, source, data) from None
+        raise _format_validation(err, source, data, text) from None
