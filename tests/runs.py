@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import sqlite3
 from collections import defaultdict
@@ -53,8 +54,9 @@ def run_bench(tmp_path: Path, config: dict[str, Any], base_dir: Path | None = No
     cfg = RunConfig.model_validate(config)
     buf = io.StringIO()
     console = Console(file=buf, width=160)
-    path = execute(cfg, base_dir=base_dir or tmp_path, out=tmp_path / "runs", console=console,
-                   live=False)
+    path = execute(
+        cfg, base_dir=base_dir or tmp_path, out=tmp_path / "runs", console=console, live=False
+    )
     return RunResult(path, buf.getvalue())
 
 
@@ -62,5 +64,5 @@ def assert_one_in_flight(result: RunResult) -> None:
     """No two attempts of one session overlap in time."""
     for sid, rows in result.by_session().items():
         rows = sorted(rows, key=lambda r: r["t_sent_ns"])
-        for a, b in zip(rows, rows[1:], strict=False):
+        for a, b in itertools.pairwise(rows):
             assert b["t_sent_ns"] >= a["t_end_ns"], f"{sid}: attempts overlap"

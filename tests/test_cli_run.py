@@ -16,10 +16,17 @@ import pytest
 SECRET = "sk-turnbench-planted-SECRET-4242"
 
 
-def _tb(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "turnbench", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=timeout)
+def _tb(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "turnbench", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def _run_dirs(out: Path) -> list[Path]:
@@ -39,7 +46,8 @@ def test_run_writes_the_run_folder_without_secrets_and_report_rebuilds_it(tmp_pa
         "name: secrets\n"
         "target:\n  sim_args: ['--zero-delay']\n"
         "  headers: {X-Api-Key: " + SECRET + "}\n"
-        "workload: {type: synthetic, conversations: 3, turns: 2, input_tokens: 8, output_tokens: 4}\n"
+        "workload: {type: synthetic, conversations: 3, turns: 2, input_tokens: 8,"
+        " output_tokens: 4}\n"
         "load: {mode: parallel}\n"
     )
     out = tmp_path / "runs"
@@ -68,7 +76,10 @@ def test_run_writes_the_run_folder_without_secrets_and_report_rebuilds_it(tmp_pa
         ("load: {users: many}\n", "bad.yaml:1 [load.users]: Input should be a valid integer"),
         ("load:\n  mode: parallel\n  - broken\n", "bad.yaml:3: malformed YAML"),
         ("load: {mode: parallel, rate: 3}\n", "`rate` is for mode session-rate"),
-        ("workload: {type: synthetic, turns: {dist: uniform, min: 5}}\n", "uniform needs min and max"),
+        (
+            "workload: {type: synthetic, turns: {dist: uniform, min: 5}}\n",
+            "uniform needs min and max",
+        ),
         ("workload: {type: dataset, path: missing.jsonl}\n", "missing.jsonl"),
         ("- a list\n", "the top level must be a mapping"),
     ],
@@ -112,8 +123,12 @@ def test_ctrl_c_leaves_a_valid_events_db_and_a_report(tmp_path: Path) -> None:
         "load: {mode: users, users: 6, duration_s: 120, end: cut}\n"
     )
     out = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "turnbench", "run", str(cfg), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "turnbench", "run", str(cfg), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(out.glob("*/events.db")):
         time.sleep(0.2)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import urllib.request
 from pathlib import Path
 
 from conftest import SimProcess, start_sim
 from runs import assert_one_in_flight, run_bench
-
 from turnbench.tokenizer import MESSAGE_OVERHEAD
 
 
@@ -24,8 +24,13 @@ def _sim_counts(sim: SimProcess) -> dict[str, float]:
 def _config(sim: SimProcess, policy: dict, turns: int = 5, conversations: int = 8) -> dict:
     return {
         "target": {"url": sim.v1, "timeouts": {"first_token_s": 2, "idle_s": 2}},
-        "workload": {"type": "synthetic", "conversations": conversations, "turns": turns,
-                     "input_tokens": 13, "output_tokens": 6},
+        "workload": {
+            "type": "synthetic",
+            "conversations": conversations,
+            "turns": turns,
+            "input_tokens": 13,
+            "output_tokens": 6,
+        },
         "session": {"ignore_eos": True, **policy},
         "load": {"mode": "users", "users": 4},
     }
@@ -47,7 +52,7 @@ def test_continue_builds_the_next_turn_from_the_last_good_context(tmp_path: Path
     assert counts.get("http500", 0) == len(failed)
     for session_rows in result.by_session().values():
         good = [r for r in session_rows if r["status"] == "ok"]
-        for a, b in zip(good, good[1:], strict=False):
+        for a, b in itertools.pairwise(good):
             assert b["prompt_tokens"] == a["prompt_tokens"] + 6 + 2 * MESSAGE_OVERHEAD + 13
     assert {s["outcome"] for s in result.sessions} == {"completed"}
     assert sum(s["turns_failed"] for s in result.sessions) == len(failed)
@@ -59,8 +64,10 @@ def test_continue_builds_the_next_turn_from_the_last_good_context(tmp_path: Path
 def test_retry_makes_a_row_per_attempt_and_backs_off(tmp_path: Path) -> None:
     sim = start_sim("--zero-delay", "--fault", "http500=0.4", "--seed", "9")
     try:
-        policy = {"on_failure": "retry",
-                  "retry": {"max_attempts": 6, "backoff_s": 0.02, "jitter": 0.0}}
+        policy = {
+            "on_failure": "retry",
+            "retry": {"max_attempts": 6, "backoff_s": 0.02, "jitter": 0.0},
+        }
         result = run_bench(tmp_path, _config(sim, policy, turns=4))
         counts = _sim_counts(sim)
     finally:
@@ -74,14 +81,15 @@ def test_retry_makes_a_row_per_attempt_and_backs_off(tmp_path: Path) -> None:
     for attempts in by_turn.values():
         assert [a["attempt"] for a in attempts] == list(range(1, len(attempts) + 1))
         assert all(a["status"] == "error" for a in attempts[:-1])
-        for n, (a, b) in enumerate(zip(attempts, attempts[1:], strict=False), start=1):
+        for n, (a, b) in enumerate(itertools.pairwise(attempts), start=1):
             assert b["t_sent_ns"] - a["t_end_ns"] >= 0.02 * 2 ** (n - 1) * 1e9 - 1e6
     assert_one_in_flight(result)
 
 
 def test_retry_honours_retry_after_on_429(tmp_path: Path) -> None:
-    sim = start_sim("--zero-delay", "--fault", "http429=0.5", "--seed", "2",
-                    "--set", "retry_after_s=1")
+    sim = start_sim(
+        "--zero-delay", "--fault", "http429=0.5", "--seed", "2", "--set", "retry_after_s=1"
+    )
     try:
         policy = {"on_failure": "retry", "retry": {"max_attempts": 4, "backoff_s": 0.01}}
         result = run_bench(tmp_path, _config(sim, policy, turns=2, conversations=3))

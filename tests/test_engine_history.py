@@ -2,38 +2,48 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import statistics
 from pathlib import Path
 
 from runs import assert_one_in_flight, run_bench
-
 from turnbench.config import SessionConfig
 from turnbench.session import Session
 from turnbench.tokenizer import MESSAGE_OVERHEAD, count_chat_tokens
 from turnbench.workload.conversation import Conversation, Turn
 
 
-def _synthetic(turns: int, user: int, out: int, system: int = 0, conversations: int = 4,
-               groups: int = 1) -> dict:
-    return {"type": "synthetic", "conversations": conversations, "turns": turns,
-            "input_tokens": user, "output_tokens": out, "system_prompt_tokens": system,
-            "system_prompt_groups": groups}
+def _synthetic(
+    turns: int, user: int, out: int, system: int = 0, conversations: int = 4, groups: int = 1
+) -> dict:
+    return {
+        "type": "synthetic",
+        "conversations": conversations,
+        "turns": turns,
+        "input_tokens": user,
+        "output_tokens": out,
+        "system_prompt_tokens": system,
+        "system_prompt_groups": groups,
+    }
 
 
 def test_live_history_grows_by_reply_and_new_message(tmp_path: Path) -> None:
     user, out = 17, 9
-    result = run_bench(tmp_path, {
-        "target": {"sim_args": ["--zero-delay"], "api": "chat"},
-        "workload": _synthetic(5, user, out, system=30),
-        "session": {"ignore_eos": True},
-        "load": {"mode": "parallel"},
-    })
+    result = run_bench(
+        tmp_path,
+        {
+            "target": {"sim_args": ["--zero-delay"], "api": "chat"},
+            "workload": _synthetic(5, user, out, system=30),
+            "session": {"ignore_eos": True},
+            "load": {"mode": "parallel"},
+        },
+    )
     for sid, rows in result.by_session().items():
         assert [r["turn_index"] for r in rows] == [1, 2, 3, 4, 5]
         assert rows[0]["prompt_tokens"] == (30 + MESSAGE_OVERHEAD) + (user + MESSAGE_OVERHEAD) + 2
-        for a, b in zip(rows, rows[1:], strict=False):
+        for a, b in itertools.pairwise(rows):
             assert a["completion_tokens"] == out and a["token_source"] == "usage"
             expected = a["prompt_tokens"] + out + MESSAGE_OVERHEAD + user + MESSAGE_OVERHEAD
             assert b["prompt_tokens"] == expected, sid
@@ -41,15 +51,18 @@ def test_live_history_grows_by_reply_and_new_message(tmp_path: Path) -> None:
 
 
 def test_completions_api_renders_the_same_history(tmp_path: Path) -> None:
-    result = run_bench(tmp_path, {
-        "target": {"sim_args": ["--zero-delay"], "api": "completions"},
-        "workload": _synthetic(3, 11, 5, system=8),
-        "session": {"ignore_eos": True},
-        "load": {"mode": "parallel"},
-    })
+    result = run_bench(
+        tmp_path,
+        {
+            "target": {"sim_args": ["--zero-delay"], "api": "completions"},
+            "workload": _synthetic(3, 11, 5, system=8),
+            "session": {"ignore_eos": True},
+            "load": {"mode": "parallel"},
+        },
+    )
     for rows in result.by_session().values():
         assert rows[0]["prompt_tokens"] == 8 + 3 + 11 + 3 + 2
-        for a, b in zip(rows, rows[1:], strict=False):
+        for a, b in itertools.pairwise(rows):
             assert b["prompt_tokens"] == a["prompt_tokens"] + 5 + 3 + 11 + 3
 
 
@@ -61,19 +74,23 @@ def _write_dataset(path: Path) -> list[list[dict]]:
             msgs.append({"role": "user", "content": f"question {t} of conversation {c} " * (t + 1)})
             msgs.append({"role": "assistant", "content": f"recorded answer {t}, " * (3 + t)})
         convs.append(msgs)
-    path.write_text("".join(json.dumps({"id": f"c{i}", "messages": m}) + "\n"
-                            for i, m in enumerate(convs)))
+    path.write_text(
+        "".join(json.dumps({"id": f"c{i}", "messages": m}) + "\n" for i, m in enumerate(convs))
+    )
     return convs
 
 
 def test_dataset_history_replays_recorded_replies(tmp_path: Path) -> None:
     convs = _write_dataset(tmp_path / "chats.jsonl")
-    result = run_bench(tmp_path, {
-        "target": {"sim_args": ["--zero-delay"]},
-        "workload": {"type": "dataset", "path": "chats.jsonl", "format": "messages"},
-        "session": {"history": "dataset", "max_tokens": 7, "ignore_eos": True},
-        "load": {"mode": "sequential"},
-    })
+    result = run_bench(
+        tmp_path,
+        {
+            "target": {"sim_args": ["--zero-delay"]},
+            "workload": {"type": "dataset", "path": "chats.jsonl", "format": "messages"},
+            "session": {"history": "dataset", "max_tokens": 7, "ignore_eos": True},
+            "load": {"mode": "sequential"},
+        },
+    )
     rows = result.attempts
     assert len(rows) == 12
     for r in rows:
@@ -83,8 +100,14 @@ def test_dataset_history_replays_recorded_replies(tmp_path: Path) -> None:
 
 
 def test_turn_two_is_faster_with_the_prefix_cache_and_not_without(tmp_path: Path) -> None:
-    slow_prefill = ["--prefill-ms-per-token", "0.25", "--ttft-base-ms", "5",
-                    "--decode-ms-base", "1"]
+    slow_prefill = [
+        "--prefill-ms-per-token",
+        "0.25",
+        "--ttft-base-ms",
+        "5",
+        "--decode-ms-base",
+        "1",
+    ]
     config = {
         "workload": _synthetic(4, 20, 8, system=1200, conversations=6, groups=6),
         "session": {"ignore_eos": True},
@@ -110,9 +133,14 @@ def test_turn_two_is_faster_with_the_prefix_cache_and_not_without(tmp_path: Path
     assert cold > 0.8, cold
 
 
-def _session(turns: int, limit: int | None, policy: str, system: str | None = "sys " * 20) -> Session:
-    conv = Conversation(id="c", system=system,
-                        turns=tuple(Turn(input_tokens=50, max_tokens=20) for _ in range(turns)))
+def _session(
+    turns: int, limit: int | None, policy: str, system: str | None = "sys " * 20
+) -> Session:
+    conv = Conversation(
+        id="c",
+        system=system,
+        turns=tuple(Turn(input_tokens=50, max_tokens=20) for _ in range(turns)),
+    )
     cfg = SessionConfig(context_policy=policy)  # type: ignore[arg-type]
     return Session("s", conv, cfg, max_context_tokens=limit, rng=random.Random(1))
 
@@ -143,12 +171,15 @@ def test_stop_policy_ends_at_the_limit() -> None:
 
 
 def test_truncate_keeps_every_request_under_the_limit_end_to_end(tmp_path: Path) -> None:
-    result = run_bench(tmp_path, {
-        "target": {"sim_args": ["--zero-delay"]},
-        "workload": _synthetic(8, 60, 30, system=40),
-        "session": {"ignore_eos": True, "max_context_tokens": 400},
-        "load": {"mode": "parallel"},
-    })
+    result = run_bench(
+        tmp_path,
+        {
+            "target": {"sim_args": ["--zero-delay"]},
+            "workload": _synthetic(8, 60, 30, system=40),
+            "session": {"ignore_eos": True, "max_context_tokens": 400},
+            "load": {"mode": "parallel"},
+        },
+    )
     rows = result.attempts
     assert all(r["status"] == "ok" for r in rows)
     assert all(r["prompt_tokens"] + 30 <= 400 for r in rows)
@@ -165,13 +196,16 @@ def test_context_policies_stop_and_send_end_to_end(tmp_path: Path) -> None:
         "session": {"ignore_eos": True},
         "load": {"mode": "parallel"},
     }
-    stop = run_bench(tmp_path / "stop", {**base, "session": {**base["session"],
-                                                             "context_policy": "stop"}})
+    stop = run_bench(
+        tmp_path / "stop", {**base, "session": {**base["session"], "context_policy": "stop"}}
+    )
     assert {s["outcome"] for s in stop.sessions} == {"context_full"}
     assert all(r["status"] == "ok" for r in stop.attempts)
-    send = run_bench(tmp_path / "send", {**base, "session": {**base["session"],
-                                                             "context_policy": "send"}})
+    send = run_bench(
+        tmp_path / "send", {**base, "session": {**base["session"], "context_policy": "send"}}
+    )
     kinds = {r["error_kind"] for r in send.attempts if r["status"] == "error"}
     assert kinds == {"context_overflow"}
-    assert send.summary["errors"] == {"context_overflow": sum(
-        r["status"] == "error" for r in send.attempts)}
+    assert send.summary["errors"] == {
+        "context_overflow": sum(r["status"] == "error" for r in send.attempts)
+    }

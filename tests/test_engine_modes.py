@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -11,14 +12,26 @@ NS = 1e9
 FAST_SIM = ["--zero-delay"]
 
 
-def _cfg(load: dict, *, turns: int = 3, think: float = 0.0, sim: list[str] | None = None,
-         conversations: int = 12, **extra: dict) -> dict:
+def _cfg(
+    load: dict,
+    *,
+    turns: int = 3,
+    think: float = 0.0,
+    sim: list[str] | None = None,
+    conversations: int = 12,
+    **extra: dict,
+) -> dict:
     return {
         "name": "t",
         "seed": 3,
         "target": {"sim_args": sim if sim is not None else FAST_SIM},
-        "workload": {"type": "synthetic", "conversations": conversations, "turns": turns,
-                     "input_tokens": 20, "output_tokens": 8},
+        "workload": {
+            "type": "synthetic",
+            "conversations": conversations,
+            "turns": turns,
+            "input_tokens": 20,
+            "output_tokens": 8,
+        },
         "session": {"think_time": think, "ignore_eos": True},
         "load": load,
         **extra,
@@ -30,7 +43,7 @@ def _check_turn_order(result, think_s: float) -> None:
     for sid, rows in result.by_session().items():
         rows = sorted(rows, key=lambda r: (r["turn_index"], r["attempt"]))
         assert [r["turn_index"] for r in rows] == list(range(1, len(rows) + 1)), sid
-        for a, b in zip(rows, rows[1:], strict=False):
+        for a, b in itertools.pairwise(rows):
             assert b["t_intended_ns"] >= a["t_end_ns"] + think_s * NS - 1, sid
             assert b["t_sent_ns"] >= a["t_end_ns"] + think_s * NS - 1, sid
 
@@ -52,7 +65,7 @@ def test_sequential_plays_one_conversation_after_another(tmp_path: Path) -> None
     result = run_bench(tmp_path, _cfg({"mode": "sequential"}, conversations=5, think=0.02))
     sessions = result.sessions
     assert len(sessions) == 5
-    for a, b in zip(sessions, sessions[1:], strict=False):
+    for a, b in itertools.pairwise(sessions):
         assert b["t_start_ns"] >= a["t_end_ns"]
     assert_one_in_flight(result)
     _check_turn_order(result, 0.02)
@@ -62,14 +75,27 @@ def test_users_keeps_exactly_n_sessions_active(tmp_path: Path) -> None:
     users = 4
     result = run_bench(
         tmp_path,
-        {**_cfg({"mode": "users", "users": users, "duration_s": 3, "end": "cut"}, think=0.05,
-                sim=["--ttft-base-ms", "5", "--decode-ms-base", "2"]),
-         "workload": {"type": "synthetic", "conversations": 10, "cycle": True, "turns": 3,
-                      "input_tokens": 20, "output_tokens": 8}},
+        {
+            **_cfg(
+                {"mode": "users", "users": users, "duration_s": 3, "end": "cut"},
+                think=0.05,
+                sim=["--ttft-base-ms", "5", "--decode-ms-base", "2"],
+            ),
+            "workload": {
+                "type": "synthetic",
+                "conversations": 10,
+                "cycle": True,
+                "turns": 3,
+                "input_tokens": 20,
+                "output_tokens": 8,
+            },
+        },
     )
     sessions = result.sessions
     assert len(sessions) > users
-    events = sorted([(s["t_start_ns"], 1) for s in sessions] + [(s["t_end_ns"], -1) for s in sessions])
+    events = sorted(
+        [(s["t_start_ns"], 1) for s in sessions] + [(s["t_end_ns"], -1) for s in sessions]
+    )
     active = peak = 0
     weighted = 0.0
     last_t = events[0][0]
@@ -94,17 +120,27 @@ def test_session_rate_poisson_arrivals_are_exponential(tmp_path: Path) -> None:
     rate = 40.0
     result = run_bench(
         tmp_path,
-        {**_cfg({"mode": "session-rate", "rate": rate, "duration_s": 5}, turns=2),
-         "workload": {"type": "synthetic", "conversations": 50, "cycle": True, "turns": 2,
-                      "input_tokens": 10, "output_tokens": 4}},
+        {
+            **_cfg({"mode": "session-rate", "rate": rate, "duration_s": 5}, turns=2),
+            "workload": {
+                "type": "synthetic",
+                "conversations": 50,
+                "cycle": True,
+                "turns": 2,
+                "input_tokens": 10,
+                "output_tokens": 4,
+            },
+        },
     )
     starts = sorted(s["t_intended_ns"] / NS for s in result.sessions)
-    gaps = sorted(b - a for a, b in zip(starts, starts[1:], strict=False))
+    gaps = sorted(b - a for a, b in itertools.pairwise(starts))
     n = len(gaps)
     assert 120 < n < 290, n
     # Kolmogorov-Smirnov distance to Exp(rate), critical value at alpha = 0.01.
-    d = max(max(abs((i + 1) / n - (1 - math.exp(-rate * g))), abs(i / n - (1 - math.exp(-rate * g))))
-            for i, g in enumerate(gaps))
+    d = max(
+        max(abs((i + 1) / n - (1 - math.exp(-rate * g))), abs(i / n - (1 - math.exp(-rate * g))))
+        for i, g in enumerate(gaps)
+    )
     assert d < 1.63 / math.sqrt(n), d
     lags = [(s["t_start_ns"] - s["t_intended_ns"]) / 1e6 for s in result.sessions]
     assert sorted(lags)[len(lags) // 2] < 20
@@ -114,11 +150,17 @@ def test_session_rate_poisson_arrivals_are_exponential(tmp_path: Path) -> None:
 def test_max_in_flight_caps_requests_and_records_the_wait(tmp_path: Path) -> None:
     result = run_bench(
         tmp_path,
-        _cfg({"mode": "parallel", "max_in_flight": 2}, conversations=6, turns=2,
-             sim=["--ttft-base-ms", "20", "--decode-ms-base", "5"]),
+        _cfg(
+            {"mode": "parallel", "max_in_flight": 2},
+            conversations=6,
+            turns=2,
+            sim=["--ttft-base-ms", "20", "--decode-ms-base", "5"],
+        ),
     )
     attempts = result.attempts
-    events = sorted([(r["t_sent_ns"], 1) for r in attempts] + [(r["t_end_ns"], -1) for r in attempts])
+    events = sorted(
+        [(r["t_sent_ns"], 1) for r in attempts] + [(r["t_end_ns"], -1) for r in attempts]
+    )
     active = peak = 0
     for _, step in sorted(events, key=lambda e: (e[0], e[1])):
         active += step
@@ -131,10 +173,21 @@ def test_max_in_flight_caps_requests_and_records_the_wait(tmp_path: Path) -> Non
 def test_max_requests_and_warmup(tmp_path: Path) -> None:
     result = run_bench(
         tmp_path,
-        {**_cfg({"mode": "users", "users": 2, "max_requests": 20, "warmup_s": 0.3}, think=0.05,
-                sim=["--ttft-base-ms", "10", "--decode-ms-base", "3"]),
-         "workload": {"type": "synthetic", "conversations": 4, "cycle": True, "turns": 4,
-                      "input_tokens": 10, "output_tokens": 4}},
+        {
+            **_cfg(
+                {"mode": "users", "users": 2, "max_requests": 20, "warmup_s": 0.3},
+                think=0.05,
+                sim=["--ttft-base-ms", "10", "--decode-ms-base", "3"],
+            ),
+            "workload": {
+                "type": "synthetic",
+                "conversations": 4,
+                "cycle": True,
+                "turns": 4,
+                "input_tokens": 10,
+                "output_tokens": 4,
+            },
+        },
     )
     attempts = result.attempts
     assert len(attempts) == 20

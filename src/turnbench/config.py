@@ -270,10 +270,9 @@ def _format_validation(
     parts: list[str] = []
     value: Any = data
     for part in first["loc"]:
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-            parts.append(str(part))
-        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+        if (isinstance(value, dict) and part in value) or (
+            isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        ):
             value = value[part]
             parts.append(str(part))
         elif isinstance(value, dict) and part in _UNION_TAGS:

@@ -59,9 +59,7 @@ def render_message(message: Mapping[str, Any]) -> str:
     """Render one chat message with the template; tool calls follow the content as JSON."""
     content = message.get("content")
     if isinstance(content, list):  # OpenAI content parts: keep the text parts
-        content = "".join(
-            str(p.get("text", "")) for p in content if isinstance(p, Mapping)
-        )
+        content = "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
     text = "" if content is None else str(content)
     tool_calls = message.get("tool_calls")
     if tool_calls:

@@ -57,3 +57,5 @@ class Attempt(msgspec.Struct):
     error_kind: str | None = None
     error_message: str | None = None
     finish_reason: str | None = None
+    reconnects: int = 0
+    """Fresh connections opened because a pooled one was closed before the server answered."""

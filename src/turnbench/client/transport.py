@@ -22,6 +22,7 @@ from turnbench.client.sse import SSEParser
 from turnbench.config import Timeouts
 
 _ERROR_BODY_LIMIT = 2000
+_RECONNECTS = 2
 _CONTEXT_WORDS = ("maximum context length", "context length", "exceed_context_size", "too long")
 
 
@@ -123,9 +124,8 @@ class Transport:
         att.t_sent_ns = clock()
         try:
             async with asyncio.timeout(min(total_deadline, t_start + to.first_token_s)) as cm:
-                async with self._session.post(
-                    self.base_url + adapter.path, data=payload, headers=headers
-                ) as resp:
+                resp = await self._open(self.base_url + adapter.path, payload, headers, att)
+                async with resp:
                     got_response = True
                     att.http_status = resp.status
                     if resp.status >= 400:
@@ -207,6 +207,29 @@ class Transport:
             att.finish_reason = reply.finish_reason
             _read_usage(att, reply)
         return reply
+
+    async def _open(
+        self, url: str, payload: bytes, headers: dict[str, str], att: Attempt
+    ) -> aiohttp.ClientResponse:
+        """POST and wait for the response head, reconnecting when a pooled keep-alive
+        connection turns out closed by the server before it answered anything.
+
+        Why: servers close idle or surplus keep-alive connections (llama.cpp does under
+        concurrency); a request written to such a socket never reached the server, so
+        sending it again on a fresh connection is not a retry of a server fault. Each
+        reconnect is counted on the attempt. A refused connection is never retried here.
+        """
+        assert self._session is not None
+        for tries in range(_RECONNECTS + 1):
+            try:
+                return await self._session.post(url, data=payload, headers=headers)
+            except aiohttp.ClientConnectorError:
+                raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if tries == _RECONNECTS:
+                    raise
+                att.reconnects += 1
+        raise AssertionError("unreachable")
 
 
 def _read_usage(att: Attempt, reply: Reply) -> None:

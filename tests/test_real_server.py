@@ -1,0 +1,95 @@
+"""End to end against a server we did not write: llama.cpp's llama-server on the CPU.
+
+Why: a simulator we wrote can share our misreadings of the protocol. The server is built by
+`../shared/real-server/setup.sh` (`make test` runs it; ~7 minutes the first time). Outside CI
+the test is skipped when the server is not built; in CI (CI=true) that is a failure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runs import assert_one_in_flight, run_bench
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-server"
+INSTALL = Path(
+    os.environ.get("TURNBENCH_REAL_SERVER", Path.home() / ".cache" / "turnbench" / "real-server")
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def llama_url() -> Iterator[str]:
+    if not (INSTALL / "bin" / "llama-server").exists() or not (SHARED / "start.sh").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the real server is not built in {INSTALL} (make real-server)")
+        pytest.skip("llama-server not built: run `make real-server`")
+    port = _free_port()
+    proc = subprocess.run(
+        ["bash", str(SHARED / "start.sh"), str(port), str(INSTALL)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "PARALLEL": "4", "CTX": "16384"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout.strip().splitlines()[-1])
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_multi_turn_sessions_against_llama_cpp(tmp_path: Path, llama_url: str, api: str) -> None:
+    result = run_bench(
+        tmp_path,
+        {
+            "name": f"llama-{api}",
+            "target": {"url": llama_url, "api": api, "model": "auto"},
+            "workload": {
+                "type": "synthetic",
+                "conversations": 3,
+                "turns": 3,
+                "input_tokens": 40,
+                "output_tokens": 12,
+                "system_prompt_tokens": 150,
+                "system_prompt_groups": 3,
+            },
+            "session": {"ignore_eos": True},
+            "load": {"mode": "users", "users": 2},
+        },
+    )
+    rows = result.attempts
+    assert len(rows) == 9, [r["error_message"] for r in rows]
+    assert all(r["status"] == "ok" for r in rows), [r["error_message"] for r in rows]
+    assert all(r["token_source"] == "usage" for r in rows)
+    assert all(r["completion_tokens"] == 12 for r in rows)
+    assert_one_in_flight(result)
+    for sid, session in result.by_session().items():
+        assert [r["turn_index"] for r in session] == [1, 2, 3], sid
+        for a, b in itertools.pairwise(session):
+            assert b["t_sent_ns"] >= a["t_end_ns"]
+            assert b["prompt_tokens"] > a["prompt_tokens"] + 12
+            # the previous turn's prompt is a prefix of this one: the server reuses it
+            assert b["cached_tokens"] >= a["prompt_tokens"] // 2, (
+                a["prompt_tokens"],
+                b["cached_tokens"],
+            )
+    summary = result.summary
+    assert summary["run"]["model"] == "gemma-3-270m"
+    assert {t["turn"] for t in summary["per_turn"]} == {1, 2, 3}
+    assert summary["per_turn"][1]["mean_cached_tokens"] > 0
