@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/turnbench demo
+	$(BIN)/turnbench run examples/demo.yaml
 
 # Builds llama.cpp's server from ../shared/real-server when that folder is there
 # (CI and developers have it; ~7 min the first time, reused after).

@@ -147,3 +147,20 @@ def test_ctrl_c_leaves_a_valid_events_db_and_a_report(tmp_path: Path) -> None:
     assert statuses.get("cancelled") == 6, statuses  # one in flight per user, all cut
     assert outcomes.get("unfinished") == 6
     assert (run / "summary.json").exists() and "Per turn" in stdout
+
+
+def test_completions_api_with_tool_turns_is_refused_up_front(tmp_path: Path) -> None:
+    data = tmp_path / "tools.jsonl"
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    msgs = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        {"role": "assistant", "content": "It is sunny."},
+    ]
+    data.write_text(json.dumps({"id": "t", "messages": msgs}) + "\n")
+    out = tmp_path / "runs"
+    proc = _tb("run", "--dataset", str(data), "--api", "completions", "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    assert "tool calls" in proc.stderr and "tools.jsonl" in proc.stderr
+    assert not _run_dirs(out)

@@ -37,7 +37,7 @@ from turnbench.record.schema import WorkerRecord
 from turnbench.report.console import print_report
 from turnbench.report.progress import show_progress
 from turnbench.target import Target, probe, start_builtin_sim
-from turnbench.workload import conversations
+from turnbench.workload import DatasetWorkload, conversations, load_dataset
 from turnbench.workload.conversation import Conversation
 
 
@@ -54,6 +54,32 @@ def _open_workload(
         return stream, None
     plans = sorted(stream, key=lambda c: c.start_s or 0.0)
     return iter(plans), [c.start_s or 0.0 for c in plans]
+
+
+def _uses_tools(conversation: Conversation) -> bool:
+    if conversation.tools:
+        return True
+    return any(
+        m.get("role") == "tool" or m.get("tool_calls")
+        for turn in conversation.turns
+        for m in (*turn.messages, *((turn.reply,) if turn.reply else ()))
+    )
+
+
+def _check_api_fits_workload(cfg: RunConfig, base_dir: Path) -> None:
+    """The completions API has no tool calls: refuse a dataset with tool turns up front."""
+    workload = cfg.workload
+    if cfg.target.api != "completions" or not isinstance(workload, DatasetWorkload):
+        return
+    path = workload.path if workload.path.is_absolute() else base_dir / workload.path
+    for conversation in load_dataset(path, workload.format, workload).conversations:
+        if _uses_tools(conversation):
+            raise InputError(
+                f"conversation {conversation.id!r} has tool calls, which the completions API "
+                "cannot send; use `target.api: chat`",
+                file=str(path),
+                field="target.api",
+            )
 
 
 def _auth_headers(cfg: RunConfig) -> dict[str, str]:
@@ -191,6 +217,7 @@ def execute(
     """Run a benchmark; return its run folder (config.yaml, events.db, summary.json)."""
     console = console or Console()
     _check_combinations(cfg)
+    _check_api_fits_workload(cfg, base_dir)
     stream, start_times = _open_workload(cfg, base_dir)
     headers = {**cfg.target.headers, **_auth_headers(cfg)}
     run = _event_loop_runner()

@@ -123,7 +123,7 @@ class Transport:
         got_response = False
         att.t_sent_ns = clock()
         try:
-            async with asyncio.timeout(min(total_deadline, t_start + to.first_token_s)) as cm:
+            async with asyncio.timeout_at(min(total_deadline, t_start + to.first_token_s)) as cm:
                 resp = await self._open(self.base_url + adapter.path, payload, headers, att)
                 async with resp:
                     got_response = True

@@ -1,0 +1,189 @@
+"""The fault matrix (issue 6): each server fault is survived and recorded as its own kind.
+
+For every fault the simulator injects: the run finishes, the number of attempts in events.db
+equals the number of requests the simulator counted, no session ever has two attempts in
+flight, and failures stay out of the latency distributions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import SimProcess, start_sim
+from runs import assert_one_in_flight, run_bench
+
+FAULTS = {
+    "http500": "http_5xx",
+    "http429": "rate_limited",
+    "reset": "reset",
+    "malformed": "malformed",
+    "truncate": "truncated",
+    "stall": "first_token_timeout",
+}
+
+
+def _sim_total(sim: SimProcess) -> dict[str, float]:
+    text = urllib.request.urlopen(sim.url + "/metrics", timeout=10).read().decode()
+    pattern = r'^turnbench_sim_requests_total\{[^}]*outcome="(\w+)"[^}]*\} ([\d.e+]+)$'
+    return {m.group(1): float(m.group(2)) for m in re.finditer(pattern, text, re.M)}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_each_fault_is_recorded_and_counted(tmp_path: Path, fault: str) -> None:
+    sim = start_sim(
+        "--fault",
+        f"{fault}=0.3",
+        "--seed",
+        "11",
+        "--set",
+        "stall_s=3",
+        "--ttft-base-ms",
+        "2",
+        "--decode-ms-base",
+        "2",
+    )
+    try:
+        result = run_bench(
+            tmp_path,
+            {
+                "target": {"url": sim.v1, "timeouts": {"first_token_s": 0.8, "idle_s": 0.8}},
+                "workload": {
+                    "type": "synthetic",
+                    "conversations": 8,
+                    "turns": 4,
+                    "input_tokens": 10,
+                    "output_tokens": 12,
+                },
+                "session": {"ignore_eos": True, "on_failure": "continue"},
+                "load": {"mode": "users", "users": 4},
+            },
+        )
+        time.sleep(0.2)  # the simulator books a request the client gave up on when it sees it go
+        counted = _sim_total(sim)
+    finally:
+        sim.stop()
+    rows = result.attempts
+    assert len(rows) == 32
+    assert sum(counted.values()) == len(rows), counted
+    failed = [r for r in rows if r["status"] == "error"]
+    assert failed, "the fault never fired"
+    assert {r["error_kind"] for r in failed} == {FAULTS[fault]}
+    assert counted[fault] == len(failed)
+    assert_one_in_flight(result)
+    summary = result.summary
+    assert summary["requests"]["failed"] == len(failed)
+    assert summary["errors"] == {FAULTS[fault]: len(failed)}
+    assert summary["requests"]["e2e_ms"]["count"] == len(rows) - len(failed)
+    assert summary["requests"]["ttft_ms"]["count"] == len(rows) - len(failed)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_server_killed_mid_run_then_back(tmp_path: Path) -> None:
+    port = _free_port()
+    args = ("--port", str(port), "--ttft-base-ms", "5", "--decode-ms-base", "5")
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "turnbench", "sim", "--host", "127.0.0.1", *args],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None and proc.stdout.readline().startswith("turnbench sim ready")
+        return proc
+
+    first = start()
+    holder: dict[str, subprocess.Popen[str]] = {}
+
+    def chaos() -> None:
+        time.sleep(1.5)
+        first.kill()
+        first.wait()
+        time.sleep(1.5)
+        holder["second"] = start()
+
+    thread = threading.Thread(target=chaos)
+    thread.start()
+    try:
+        result = run_bench(
+            tmp_path,
+            {
+                "target": {"url": f"http://127.0.0.1:{port}/v1"},
+                "workload": {
+                    "type": "synthetic",
+                    "conversations": 6,
+                    "cycle": True,
+                    "turns": 4,
+                    "input_tokens": 10,
+                    "output_tokens": 10,
+                },
+                "session": {"ignore_eos": True, "think_time": 0.1},
+                "load": {"mode": "users", "users": 3, "duration_s": 6, "end": "cut"},
+            },
+        )
+    finally:
+        thread.join()
+        for proc in (first, holder.get("second")):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=10)
+    rows = result.attempts
+    kinds = {r["error_kind"] for r in rows if r["status"] == "error"}
+    assert "connect_error" in kinds, kinds
+    assert kinds <= {"connect_error", "reset"}
+    kill_at = min(r["t_end_ns"] for r in rows if r["status"] == "error")
+    back = [r for r in rows if r["status"] == "ok" and r["t_sent_ns"] > kill_at + 1e9]
+    assert back, "the run did not recover when the server came back"
+    assert_one_in_flight(result)
+
+
+def test_kill_9_leaves_a_readable_events_db(tmp_path: Path) -> None:
+    cfg = tmp_path / "long.yaml"
+    cfg.write_text(
+        "target: {sim_args: ['--decode-ms-base', '1', '--ttft-base-ms', '1']}\n"
+        "workload: {type: synthetic, conversations: 10, cycle: true, turns: 3,"
+        " input_tokens: 10, output_tokens: 5}\n"
+        "load: {mode: users, users: 4, duration_s: 60}\n"
+    )
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "turnbench", "run", str(cfg), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(out.glob("*/events.db")):
+        time.sleep(0.2)
+    time.sleep(3)
+    os.killpg(proc.pid, signal.SIGKILL)  # turnbench and its simulator, no goodbye
+    proc.wait()
+    (run,) = list(out.iterdir())
+    conn = sqlite3.connect(run / "events.db")
+    (n,) = conn.execute("SELECT COUNT(*) FROM requests").fetchone()
+    conn.close()
+    assert n > 0
+    report = subprocess.run(
+        [sys.executable, "-m", "turnbench", "report", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert report.returncode == 0, report.stderr
+    assert (run / "summary.json").exists() and "Per turn" in report.stdout
