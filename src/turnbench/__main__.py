@@ -1,3 +1,4 @@
 from turnbench.cli import main
 
-main()
+if __name__ == "__main__":  # worker processes import this module again: do not run then
+    main()

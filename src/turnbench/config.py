@@ -7,6 +7,7 @@ file, the key, the value and what was expected, on one line.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -191,12 +192,43 @@ class LoadConfig(_Strict):
         return self
 
 
+class EngineConfig(_Strict):
+    """Where sessions run: this process, worker processes, or Ray actors."""
+
+    kind: Literal["local", "ray"] = Field(
+        "local", description="local: this machine; ray: actors of a Ray cluster."
+    )
+    workers: int | Literal["auto"] = Field(
+        1,
+        description="Worker processes (or Ray actors); each owns the sessions it starts. "
+        "1 runs everything in this process; auto: one per CPU core.",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="ray: cluster address (`auto`, `ray://host:10001`); unset starts a local "
+        "Ray instance.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> EngineConfig:
+        if isinstance(self.workers, int) and self.workers < 1:
+            raise ValueError("workers must be at least 1 (or auto)")
+        return self
+
+    def worker_count(self) -> int:
+        """The number of workers, `auto` resolved to the number of CPU cores."""
+        if self.workers == "auto":
+            return max(1, os.cpu_count() or 1)
+        return self.workers
+
+
 class RunConfig(_Strict):
     """Everything one run needs; written back, resolved and without secrets, to the run folder."""
 
     name: str = Field("run", description="Run name, part of the run folder's name.")
     seed: int = Field(0, description="Seed of every random choice of the run.")
     out_dir: str = Field("runs", description="Folder that receives the run folders.")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Workers.")
     target: TargetConfig = Field(default_factory=TargetConfig, description="The server.")
     workload: WorkloadConfig = Field(
         default_factory=lambda: SyntheticWorkload(type="synthetic"),
@@ -273,7 +305,8 @@ def _format_validation(
         if (isinstance(value, dict) and part in value) or (
             isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
         ):
-            value = value[part]
+            container: Any = value
+            value = container[part]
             parts.append(str(part))
         elif isinstance(value, dict) and part in _UNION_TAGS:
             continue  # the discriminator pydantic adds for a tagged union

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
@@ -27,8 +27,12 @@ from turnbench import __version__
 from turnbench.client.adapters import adapter_for
 from turnbench.client.transport import Transport
 from turnbench.config import RunConfig
-from turnbench.engine.local import LocalEngine
+from turnbench.engine.inprocess import InProcessLauncher
 from turnbench.engine.player import RunContext
+from turnbench.engine.procs import ProcessPool
+from turnbench.engine.remote import RemoteLauncher, shares
+from turnbench.engine.scheduler import Launcher, Scheduler
+from turnbench.engine.worker import WorkerSpec
 from turnbench.errors import InputError
 from turnbench.metrics.summary import summarize
 from turnbench.pacing.gates import Gate
@@ -39,6 +43,9 @@ from turnbench.report.progress import show_progress
 from turnbench.target import Target, probe, start_builtin_sim
 from turnbench.workload import DatasetWorkload, conversations, load_dataset
 from turnbench.workload.conversation import Conversation
+
+if TYPE_CHECKING:
+    from turnbench.engine.ray_actors import RayPool
 
 
 def _open_workload(
@@ -114,6 +121,27 @@ def _run_dir(cfg: RunConfig, out: Path | None) -> Path:
     return path
 
 
+def _specs(cfg: RunConfig, target: Target, max_ctx: int | None, wall_ns: int) -> list[WorkerSpec]:
+    n = cfg.engine.worker_count()
+    in_flight = shares(cfg.load.max_in_flight, n)
+    requests = shares(cfg.load.max_requests, n)
+    config = cfg.model_dump(mode="json")
+    return [
+        WorkerSpec(
+            worker=i,
+            config=config,
+            url=target.url,
+            model=target.model,
+            max_context_tokens=max_ctx,
+            wall_anchor_ns=wall_ns,
+            in_flight_limit=in_flight[i],
+            max_requests=requests[i],
+            auth_headers=_auth_headers(cfg),
+        )
+        for i in range(n)
+    ]
+
+
 async def _run_async(
     cfg: RunConfig,
     target: Target,
@@ -123,22 +151,23 @@ async def _run_async(
     console: Console,
     show_live: bool,
 ) -> str:
+    max_ctx = cfg.session.max_context_tokens or target.max_model_len
+    remote = cfg.engine.kind == "ray" or cfg.engine.worker_count() > 1
+    pool: ProcessPool | RayPool | None = None
+    wall_ns = time.time_ns()
     t0 = time.monotonic_ns()
+    if remote:
+        specs = _specs(cfg, target, max_ctx, wall_ns)
+        if cfg.engine.kind == "ray":
+            from turnbench.engine.ray_actors import RayPool
+
+            pool = RayPool(specs, cfg.engine.ray_address)
+        else:
+            pool = ProcessPool(specs)
 
     def clock() -> int:
         return time.monotonic_ns() - t0
 
-    recorder.record(
-        WorkerRecord(
-            worker=0,
-            pid=os.getpid(),
-            host=socket.gethostname(),
-            wall_anchor_ns=time.time_ns(),
-            mono_anchor_ns=t0,
-        )
-    )
-    max_ctx = cfg.session.max_context_tokens or target.max_model_len
-    end_reason = "completed"
     async with Transport(
         target.url,
         headers=cfg.target.headers,
@@ -146,54 +175,85 @@ async def _run_async(
         clock=clock,
         verify_tls=cfg.target.verify_tls,
     ) as transport:
-        ctx = RunContext(
-            cfg=cfg,
-            model=target.model,
-            transport=transport,
-            adapter=adapter_for(cfg.target.api),
-            recorder=recorder,
-            clock=clock,
-            in_flight=Gate(cfg.load.max_in_flight, clock),
-            auth_headers=_auth_headers(cfg),
-        )
-        engine = LocalEngine(ctx, stream, max_context_tokens=max_ctx, start_times=start_times)
-        loop = asyncio.get_running_loop()
-        main = asyncio.create_task(engine.run())
-        timers: list[asyncio.TimerHandle] = []
+        launcher: Launcher
+        if pool is None:
+            recorder.record(
+                WorkerRecord(
+                    worker=0,
+                    pid=os.getpid(),
+                    host=socket.gethostname(),
+                    wall_anchor_ns=wall_ns,
+                    mono_anchor_ns=t0,
+                )
+            )
+            ctx = RunContext(
+                cfg=cfg,
+                model=target.model,
+                transport=transport,
+                adapter=adapter_for(cfg.target.api),
+                recorder=recorder,
+                clock=clock,
+                in_flight=Gate(cfg.load.max_in_flight, clock),
+                auth_headers=_auth_headers(cfg),
+            )
+            launcher = InProcessLauncher(ctx, max_ctx)
+        else:
+            remote_launcher = RemoteLauncher(
+                pool.channels,
+                recorder,
+                clock,
+                on_problem=lambda msg: console.print(f"[bold red]problem:[/] {msg}"),
+            )
+            await pool.attach(remote_launcher)
+            launcher = remote_launcher
+        scheduler = Scheduler(cfg.load, cfg.seed, launcher, stream, clock, start_times=start_times)
+        end_reason = await _drive(cfg, scheduler, launcher, console, show_live)
+        if pool is not None:
+            await pool.close()
+    return end_reason
 
-        def stop(reason: str) -> None:
-            nonlocal end_reason
-            if ctx.stopping and reason == "interrupted" and end_reason == "interrupted":
-                engine.cancel()  # a second Ctrl-C: cut at once
-                return
-            if end_reason == "completed" or reason == "interrupted":
-                end_reason = reason
-            ctx.stopping = True
-            if cfg.load.end == "cut":
-                engine.cancel()
-            else:
-                timers.append(loop.call_later(cfg.load.drain_timeout_s, engine.cancel))
 
+async def _drive(
+    cfg: RunConfig, scheduler: Scheduler, launcher: Launcher, console: Console, show_live: bool
+) -> str:
+    """Run the scheduler under the limits, the end policy and the signals."""
+    loop = asyncio.get_running_loop()
+    end_reason = "completed"
+    timers: list[asyncio.TimerHandle] = []
+
+    def stop(reason: str) -> None:
+        nonlocal end_reason
+        if scheduler.stopping and reason == "interrupted" and end_reason == "interrupted":
+            launcher.cancel()  # a second Ctrl-C: cut at once
+            return
+        if end_reason == "completed" or reason == "interrupted":
+            end_reason = reason
+        scheduler.stop()
+        if cfg.load.end == "cut":
+            launcher.cancel()
+        else:
+            timers.append(loop.call_later(cfg.load.drain_timeout_s, launcher.cancel))
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop, "interrupted")
+    if cfg.load.duration_s is not None:
+        timers.append(loop.call_later(cfg.load.duration_s, stop, "duration"))
+    progress = asyncio.create_task(show_progress(launcher.stats, console)) if show_live else None
+    try:
+        await scheduler.run()
+    finally:
+        for handle in timers:
+            handle.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop, "interrupted")
-        if cfg.load.duration_s is not None:
-            timers.append(loop.call_later(cfg.load.duration_s, stop, "duration"))
-        progress = asyncio.create_task(show_progress(ctx.stats, console)) if show_live else None
-        try:
-            await main
-        finally:
-            for handle in timers:
-                handle.cancel()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(sig)
-            if progress is not None:
-                progress.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await progress
-        if ctx.drained and end_reason == "completed":
-            end_reason = "max_requests"
+                loop.remove_signal_handler(sig)
+        if progress is not None:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
+    if launcher.exhausted and end_reason == "completed":
+        end_reason = "max_requests"
     return end_reason
 
 

@@ -174,6 +174,8 @@ class Transport:
                             done = done or event == b"[DONE]"
                         if not done:
                             _fail(att, ak.TRUNCATED, "stream ended without [DONE]")
+        except aiohttp.ConnectionTimeoutError as e:  # a TimeoutError too: it must come first
+            _fail(att, ak.CONNECT_ERROR, f"no connection within {to.connect_s} s: {e}")
         except TimeoutError:
             if loop.time() >= total_deadline - 0.001:
                 _fail(att, ak.TIMEOUT, f"no complete reply within {to.total_s} s")
@@ -186,7 +188,7 @@ class Transport:
             att.error_kind = ak.CANCELLED
             att.error_message = "cancelled by the run's end or an interrupt"
             raise
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
+        except aiohttp.ClientConnectorError as e:
             _fail(att, ak.CONNECT_ERROR, str(e) or type(e).__name__)
         except (
             aiohttp.ClientPayloadError,

@@ -75,15 +75,25 @@ class RunContext:
         return "warmup" if t_ns < self.warmup_ns else "main"
 
     def may_send(self) -> bool:
-        """Whether a session may start another request now."""
-        if self.drained:
+        """Whether a session may go on to another turn (the end policy allows it)."""
+        return not self.drained and (not self.stopping or self.cfg.load.end == "drain")
+
+    def claim_request(self) -> bool:
+        """Take one request from the `max_requests` budget, right before it is sent.
+
+        Why at send time: a session checked earlier may have slept through its think time
+        while others used the budget up; claiming and counting in one step (no await in
+        between) keeps the total exact.
+        """
+        if not self.may_send():
             return False
         limit = self.cfg.load.max_requests
         if limit is not None and self.stats.requests_started >= limit:
             self.drained = True
             self.stopping = True
             return False
-        return not self.stopping or self.cfg.load.end == "drain"
+        self.stats.requests_started += 1
+        return True
 
 
 async def sleep_until(clock: Callable[[], int], t_ns: int) -> None:
@@ -124,15 +134,23 @@ def _backoff_s(
     ctx: RunContext, attempt: int, retry_after: float | None, rng: random.Random
 ) -> float:
     r = ctx.cfg.session.retry
-    base = min(r.max_backoff_s, r.backoff_s * 2 ** (attempt - 1))
-    base *= 1 + rng.uniform(-r.jitter, r.jitter)
-    return max(base, retry_after or 0.0)
+    base = r.backoff_s * 2 ** (attempt - 1) * (1 + rng.uniform(-r.jitter, r.jitter))
+    return max(min(r.max_backoff_s, base), retry_after or 0.0)
 
 
 async def _play_turn(
-    ctx: RunContext, session: Session, planned: PlannedRequest, t_intended: int, rec: SessionRecord
-) -> tuple[bool, int]:
-    """Send a turn (with retries under the `retry` policy); return (ok, end time in ns)."""
+    ctx: RunContext,
+    session: Session,
+    planned: PlannedRequest,
+    t_intended: int,
+    rec: SessionRecord,
+    held_ns: int,
+) -> tuple[bool | None, int]:
+    """Send a turn (with retries under the `retry` policy); return (ok, end time in ns).
+
+    ok is None when the run's end or its request limit stopped the turn before it was sent.
+    `held_ns` is time a cap already held this turn back (the session cap, for a first turn).
+    """
     scfg = ctx.cfg.session
     attempts = scfg.retry.max_attempts if scfg.on_failure == "retry" else 1
     turn_number = planned.turn_index + 1
@@ -141,8 +159,9 @@ async def _play_turn(
     stats = ctx.stats
     end = t_intended
     for number in range(1, attempts + 1):
-        if number > 1 and not ctx.may_send():
-            break
+        await sleep_until(ctx.clock, t_intended)
+        if not ctx.claim_request():
+            return None, end
         att = Attempt(
             stage=ctx.stage(t_intended),
             worker=ctx.worker,
@@ -154,9 +173,8 @@ async def _play_turn(
             context_messages=len(planned.messages),
             dropped_messages=planned.dropped_messages,
         )
-        await sleep_until(ctx.clock, t_intended)
-        att.gate_wait_ns = await ctx.in_flight.acquire()
-        stats.requests_started += 1
+        att.gate_wait_ns = held_ns + await ctx.in_flight.acquire()
+        held_ns = 0
         rec.attempts += 1
         try:
             reply = await ctx.transport.send(ctx.adapter, body, headers, att)
@@ -216,7 +234,11 @@ async def play_session(
             if planned is None:
                 outcome = "context_full"
                 break
-            ok, t_next = await _play_turn(ctx, session, planned, t_next, rec)
+            held = gate_wait_ns if index == 0 else 0
+            ok, t_next = await _play_turn(ctx, session, planned, t_next, rec, held)
+            if ok is None:
+                outcome = "unfinished"
+                break
             if ok:
                 rec.turns_ok += 1
                 continue

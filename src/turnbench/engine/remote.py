@@ -1,0 +1,215 @@
+"""The coordinator's side of worker processes and Ray actors.
+
+Why a coordinator: pacing and caps must hold for the run as a whole, so one place decides when
+a session starts (the scheduler) and which worker owns it (least loaded, a shared-prefix group
+kept together); after that, the worker plays every turn of it alone. Rows come back in batches
+and go to the one recorder. A worker that dies is reported, its sessions are recorded as
+`unfinished`, and the run goes on with the others.
+
+Caps that act per request (`max_in_flight`, `max_requests`) are split between workers in
+shares that add up to the total, so the total is never exceeded without a per-request
+round trip between processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from turnbench.engine.player import LiveStats, Recorder
+from turnbench.engine.worker import batch_decoder
+from turnbench.record.schema import SessionRecord
+from turnbench.workload.conversation import Conversation
+
+
+class Channel(Protocol):
+    """How the coordinator talks to one worker (a pipe, or Ray actor calls)."""
+
+    def start(
+        self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
+    ) -> None:
+        """Ask the worker to start a session."""
+        ...
+
+    def stop(self) -> None:
+        """Tell the worker the run is ending."""
+        ...
+
+    def cancel(self) -> None:
+        """Tell the worker to cut its sessions."""
+        ...
+
+
+def shares(total: int | None, parts: int) -> list[int | None]:
+    """Split a cap into `parts` shares that add up to it (None stays None for all)."""
+    if total is None:
+        return [None] * parts
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+@dataclass
+class _Pending:
+    worker: int
+    conversation_id: str
+    turns: int
+    t_intended_ns: int
+    gate_wait_ns: int
+    done: asyncio.Future[None]
+
+
+@dataclass
+class _WorkerState:
+    channel: Channel
+    active: int = 0
+    alive: bool = True
+    drained: bool = False
+    stats: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class RemoteLauncher:
+    """Assigns sessions to workers and collects what they send back."""
+
+    def __init__(
+        self,
+        channels: Sequence[Channel],
+        recorder: Recorder,
+        clock: Callable[[], int],
+        on_problem: Callable[[str], None],
+    ) -> None:
+        self.workers = [_WorkerState(c) for c in channels]
+        self.recorder = recorder
+        self.clock = clock
+        self.on_problem = on_problem
+        self._stats = LiveStats()
+        self._pending: dict[int, _Pending] = {}
+        self._groups: dict[str, int] = {}
+
+    @property
+    def stats(self) -> LiveStats:
+        return self._stats
+
+    @property
+    def exhausted(self) -> bool:
+        alive = [w for w in self.workers if w.alive]
+        return not alive or all(w.drained for w in alive)
+
+    def _pick(self, conversation: Conversation) -> int:
+        alive = [i for i, w in enumerate(self.workers) if w.alive and not w.drained]
+        if not alive:
+            raise RuntimeError("no worker is left to run sessions")
+        group = conversation.group
+        if group is not None and self._groups.get(group) in alive:
+            return self._groups[group]
+        chosen = min(alive, key=lambda i: self.workers[i].active)
+        if group is not None:
+            self._groups[group] = chosen
+        return chosen
+
+    async def play(
+        self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
+    ) -> None:
+        """Start the session on its worker and wait until the worker reports it done."""
+        if self.exhausted:
+            return
+        w = self._pick(conversation)
+        state = self.workers[w]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending[index] = _Pending(
+            w, conversation.id, len(conversation.turns), t_intended_ns, gate_wait_ns, done
+        )
+        state.active += 1
+        self._refresh_active()
+        state.channel.start(index, conversation, t_intended_ns, gate_wait_ns)
+        await done
+
+    def receive(self, payload: bytes) -> None:
+        """Take one batch from a worker: record its rows, settle finished sessions."""
+        batch = batch_decoder.decode(payload)
+        for row in batch.workers:
+            self.recorder.record(row)
+        for attempt in batch.attempts:
+            self.recorder.record(attempt)
+        for session in batch.sessions:
+            self.recorder.record(session)
+        state = self.workers[batch.worker]
+        state.stats = batch.stats
+        state.errors = batch.errors
+        state.drained = batch.drained
+        for index in batch.done:
+            self._settle(index)
+        self._refresh_stats()
+
+    def _settle(self, index: int) -> None:
+        pending = self._pending.pop(index, None)
+        if pending is None:
+            return
+        self.workers[pending.worker].active -= 1
+        if not pending.done.done():
+            pending.done.set_result(None)
+        self._refresh_active()
+
+    def worker_died(self, worker: int, why: str) -> None:
+        """Record the dead worker's sessions as unfinished and carry on without it."""
+        state = self.workers[worker]
+        if not state.alive:
+            return
+        state.alive = False
+        lost = [i for i, p in self._pending.items() if p.worker == worker]
+        self.on_problem(
+            f"worker {worker} died ({why}); {len(lost)} of its sessions are recorded as unfinished"
+        )
+        now = self.clock()
+        for index in lost:
+            p = self._pending[index]
+            self.recorder.record(
+                SessionRecord(
+                    session_id=f"s{index}",
+                    conversation_id=p.conversation_id,
+                    worker=worker,
+                    stage="main",
+                    t_intended_ns=p.t_intended_ns,
+                    t_start_ns=p.t_intended_ns,
+                    t_end_ns=now,
+                    gate_wait_ns=p.gate_wait_ns,
+                    turns_planned=p.turns,
+                    turns_ok=0,
+                    turns_failed=0,
+                    attempts=0,
+                    dropped_messages=0,
+                    outcome="unfinished",
+                )
+            )
+            self._settle(index)
+
+    def _refresh_active(self) -> None:
+        self._stats.sessions_active = len(self._pending)
+
+    def _refresh_stats(self) -> None:
+        s = self._stats
+        for name in (
+            "sessions_done",
+            "requests_started",
+            "requests_ok",
+            "requests_failed",
+            "output_tokens",
+        ):
+            setattr(s, name, sum(w.stats.get(name, 0) for w in self.workers))
+        errors: dict[str, int] = {}
+        for w in self.workers:
+            for kind, n in w.errors.items():
+                errors[kind] = errors.get(kind, 0) + n
+        s.errors = errors
+
+    def stop(self) -> None:
+        for w in self.workers:
+            if w.alive:
+                w.channel.stop()
+
+    def cancel(self) -> None:
+        for w in self.workers:
+            if w.alive:
+                w.channel.cancel()

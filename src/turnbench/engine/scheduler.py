@@ -1,0 +1,154 @@
+"""Decides WHEN sessions start: open-loop arrivals or a fixed number of users.
+
+Why two loops: `parallel` and `session-rate` start sessions when a pacer says they are due,
+whatever the server does (open loop); `users` and `sequential` hold a number of users
+constant, each starting its next conversation when the last one ends (closed loop). WHERE a
+session plays is the launcher's business (this process, worker processes, or Ray actors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from turnbench.config import LoadConfig
+from turnbench.engine.player import NS, LiveStats, sleep_until
+from turnbench.pacing.arrivals import AllAtOnce, Constant, Gamma, Pacer, Poisson, Recorded
+from turnbench.pacing.gates import Gate
+from turnbench.workload.conversation import Conversation
+
+
+class Launcher(Protocol):
+    """Plays sessions somewhere; every turn of a session runs where the session started."""
+
+    @property
+    def stats(self) -> LiveStats:
+        """Live counters for the progress line."""
+        ...
+
+    async def play(
+        self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
+    ) -> None:
+        """Play session number `index` to its end; returns when its sessions row is recorded."""
+        ...
+
+    @property
+    def exhausted(self) -> bool:
+        """True once the request limit is reached: no more sessions should start."""
+        ...
+
+    def stop(self) -> None:
+        """The run is ending: sessions start no new turn unless the end policy is drain."""
+        ...
+
+    def cancel(self) -> None:
+        """Cut every session in flight; their attempts are recorded as cancelled."""
+        ...
+
+
+def make_pacer(load: LoadConfig, rng: random.Random, start_times: list[float] | None) -> Pacer:
+    """The arrival process of an open-loop mode."""
+    if load.mode == "parallel":
+        return AllAtOnce(load.sessions if load.sessions is not None else 1 << 62)
+    if load.arrival == "trace":
+        return Recorded(start_times or [], load.time_scale)
+    assert load.rate is not None
+    if load.arrival == "constant":
+        return Constant(load.rate)
+    if load.arrival == "gamma":
+        return Gamma(load.rate, load.burstiness, rng)
+    return Poisson(load.rate, rng)
+
+
+class Scheduler:
+    """Starts sessions from a conversation stream through a launcher, and waits for them."""
+
+    def __init__(
+        self,
+        load: LoadConfig,
+        seed: int,
+        launcher: Launcher,
+        conversations: Iterator[Conversation],
+        clock: Callable[[], int],
+        *,
+        start_times: list[float] | None = None,
+    ) -> None:
+        self.load = load
+        self.launcher = launcher
+        self.conversations = conversations
+        self.clock = clock
+        self.start_times = start_times
+        self.rng = random.Random(seed)
+        self.session_gate = Gate(load.max_sessions, clock)
+        self.stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = 0
+
+    def _next(self) -> tuple[int, Conversation] | None:
+        if self.stopping or self.launcher.exhausted:
+            return None
+        if self.load.sessions is not None and self._started >= self.load.sessions:
+            return None
+        conversation = next(self.conversations, None)
+        if conversation is None:
+            return None
+        self._started += 1
+        return self._started - 1, conversation
+
+    async def _play(self, index: int, conversation: Conversation, t_due: int, wait: int) -> None:
+        try:
+            await self.launcher.play(index, conversation, t_due, wait)
+        finally:
+            self.session_gate.release()
+
+    async def arrivals(self) -> None:
+        """Open loop: start each session when the pacer says it is due."""
+        load = self.load
+        pacer = make_pacer(load, self.rng, self.start_times)
+        k = 0
+        while not self.stopping:
+            due = pacer.due(k)
+            if due is None or (load.duration_s is not None and due >= load.duration_s):
+                break
+            t_due = int(due * NS)
+            await sleep_until(self.clock, t_due)
+            wait = await self.session_gate.acquire()
+            nxt = self._next()
+            if nxt is None:
+                self.session_gate.release()
+                break
+            task = asyncio.create_task(self._play(*nxt, t_due, wait))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            k += 1
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _user(self) -> None:
+        t_free = self.clock()
+        while True:
+            wait = await self.session_gate.acquire()
+            nxt = self._next()
+            if nxt is None:
+                self.session_gate.release()
+                return
+            await self._play(*nxt, t_free, wait)
+            t_free = self.clock()
+
+    async def users(self, count: int) -> None:
+        """Closed loop: `count` users, each playing one conversation after another."""
+        await asyncio.gather(*(self._user() for _ in range(count)))
+
+    async def run(self) -> None:
+        """Run the configured mode until the workload, a limit or a stop ends it."""
+        if self.load.mode in ("parallel", "session-rate"):
+            await self.arrivals()
+        else:
+            await self.users(1 if self.load.mode == "sequential" else self.load.users)
+
+    def stop(self) -> None:
+        """Start no more sessions; sessions in flight follow the end policy."""
+        self.stopping = True
+        self.launcher.stop()

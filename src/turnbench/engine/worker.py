@@ -1,0 +1,195 @@
+"""A worker: owns the sessions it is given, plays every turn of them, ships rows back.
+
+Why this split: the same core runs in a worker process (over a pipe) and in a Ray actor (over
+actor calls). Session state never leaves the worker; what crosses the boundary is a "start
+session" message one way and compact batches of rows, finished session numbers and counters
+the other way, so the hot path (one request, its chunks) has no inter-process step at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from turnbench.client.adapters import adapter_for
+from turnbench.client.attempt import Attempt
+from turnbench.client.transport import Transport
+from turnbench.config import RunConfig
+from turnbench.engine.inprocess import new_session
+from turnbench.engine.player import LiveStats, RunContext, play_session
+from turnbench.pacing.gates import Gate
+from turnbench.record.schema import SessionRecord, WorkerRecord
+from turnbench.workload.conversation import Conversation
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to start: picklable, and free of secrets but the auth header."""
+
+    worker: int
+    config: dict[str, Any]
+    url: str
+    model: str
+    max_context_tokens: int | None
+    wall_anchor_ns: int
+    """The run's wall-clock start; each worker derives its own monotonic origin from it."""
+    in_flight_limit: int | None
+    max_requests: int | None
+    auth_headers: dict[str, str]
+
+
+class Batch(msgspec.Struct):
+    """What a worker sends back every few milliseconds."""
+
+    worker: int
+    attempts: list[Attempt]
+    sessions: list[SessionRecord]
+    workers: list[WorkerRecord]
+    done: list[int]
+    stats: dict[str, int]
+    errors: dict[str, int]
+    drained: bool
+
+
+batch_encoder = msgspec.msgpack.Encoder()
+batch_decoder = msgspec.msgpack.Decoder(Batch)
+
+_COUNTERS = (
+    "sessions_started",
+    "sessions_done",
+    "requests_started",
+    "requests_ok",
+    "requests_failed",
+    "output_tokens",
+)
+
+
+class _Outbox:
+    """The worker's recorder: rows wait here until the next batch."""
+
+    def __init__(self) -> None:
+        self.attempts: list[Attempt] = []
+        self.sessions: list[SessionRecord] = []
+        self.workers: list[WorkerRecord] = []
+
+    def record(self, row: Any) -> None:
+        if isinstance(row, Attempt):
+            self.attempts.append(row)
+        elif isinstance(row, SessionRecord):
+            self.sessions.append(row)
+        else:
+            self.workers.append(row)
+
+
+class WorkerCore:
+    """The sessions of one worker, in that worker's event loop."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.cfg = RunConfig.model_validate(spec.config)
+        self._outbox = _Outbox()
+        self._done: list[int] = []
+        self._tasks: dict[int, asyncio.Task[object]] = {}
+        self._transport: Transport | None = None
+        self.ctx: RunContext | None = None
+
+    async def open(self) -> None:
+        """Open the connection pool and anchor this worker's clock to the run's start."""
+        spec = self.spec
+        t0 = time.monotonic_ns() - (time.time_ns() - spec.wall_anchor_ns)
+
+        def clock() -> int:
+            return time.monotonic_ns() - t0
+
+        self._outbox.record(
+            WorkerRecord(
+                worker=spec.worker,
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                wall_anchor_ns=spec.wall_anchor_ns,
+                mono_anchor_ns=t0,
+            )
+        )
+        cfg = self.cfg.model_copy(deep=True)
+        cfg.load.max_requests = spec.max_requests
+        self._transport = Transport(
+            spec.url,
+            headers=cfg.target.headers,
+            timeouts=cfg.target.timeouts,
+            clock=clock,
+            verify_tls=cfg.target.verify_tls,
+        )
+        await self._transport.__aenter__()
+        self.ctx = RunContext(
+            cfg=cfg,
+            model=spec.model,
+            transport=self._transport,
+            adapter=adapter_for(cfg.target.api),
+            recorder=self._outbox,
+            clock=clock,
+            in_flight=Gate(spec.in_flight_limit, clock),
+            worker=spec.worker,
+            auth_headers=spec.auth_headers,
+        )
+
+    def start(
+        self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
+    ) -> None:
+        """Start session `index` here; every one of its turns will run here."""
+        assert self.ctx is not None
+        session = new_session(self.ctx, index, conversation, self.spec.max_context_tokens)
+        task = asyncio.create_task(play_session(self.ctx, session, t_intended_ns, gate_wait_ns))
+        self._tasks[index] = task
+        task.add_done_callback(functools.partial(self._finish, index))
+
+    def _finish(self, index: int, _task: asyncio.Task[object]) -> None:
+        self._tasks.pop(index, None)
+        self._done.append(index)
+
+    def stop(self) -> None:
+        """The run is ending: no new turns unless the end policy is drain."""
+        assert self.ctx is not None
+        self.ctx.stopping = True
+
+    def cancel(self) -> None:
+        """Cut every session in flight (each records itself as unfinished)."""
+        for task in list(self._tasks.values()):
+            task.cancel()
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    def take_batch(self) -> bytes | None:
+        """Everything recorded since the last call, encoded; None when there is nothing."""
+        assert self.ctx is not None
+        out = self._outbox
+        stats: LiveStats = self.ctx.stats
+        if not (out.attempts or out.sessions or out.workers or self._done):
+            return None
+        batch = Batch(
+            worker=self.spec.worker,
+            attempts=out.attempts,
+            sessions=out.sessions,
+            workers=out.workers,
+            done=self._done,
+            stats={k: getattr(stats, k) for k in _COUNTERS},
+            errors=dict(stats.errors),
+            drained=self.ctx.drained,
+        )
+        self._outbox = _Outbox()
+        self.ctx.recorder = self._outbox
+        self._done = []
+        return batch_encoder.encode(batch)
+
+    async def close(self) -> None:
+        """Close the connection pool (after the sessions ended)."""
+        if self._transport is not None:
+            await self._transport.__aexit__(None, None, None)
