@@ -1,0 +1,322 @@
+"""The simulator's HTTP server: routes, the request pipeline and the timing model.
+
+Why aiohttp's low-level `web.Server` with a dict of routes: the router, middlewares and
+signals of `web.Application` cost more than the simulated work at a thousand streams a second
+on one core, and the simulator has six fixed routes.
+
+A completion request goes: parse → fault draw → admission (429 when the queue is full) →
+FIFO wait for one of `max_num_seqs` slots → prefix-cache lookup → prefill delay
+(`ttft_base_ms + prefill_ms_per_token × uncached tokens`) → first token → one token every
+`decode_ms_base + decode_ms_per_seq × running` ms → finish; the slot is freed at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from turnbench.sim.config import SimConfig
+from turnbench.sim.faults import FaultInjector, FaultPlan
+from turnbench.sim.prefix_cache import PrefixCache, block_hashes
+from turnbench.sim.prom import SimMetrics
+from turnbench.sim.protocol import RequestError, SimRequest, parse_request, tokenize_body
+from turnbench.sim.scheduler import QueueFull, Scheduler
+from turnbench.sim.sse import DONE, MALFORMED, ReplyFormat
+from turnbench.sim.textgen import Reply, plan_reply, reply_rng
+from turnbench.tokenizer import tokens
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Largest request body accepted (aiohttp's default of 1 MiB is below a long context)."""
+
+FAULT_CUT = 3
+"""Token events a stream fault lets through before it breaks the stream."""
+
+SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+_JSON = "application/json"
+
+Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def error_response(err: RequestError, headers: dict[str, str] | None = None) -> web.Response:
+    """An OpenAI-style JSON error reply."""
+    return web.Response(status=err.status, body=err.body(), content_type=_JSON, headers=headers)
+
+
+class _Pacer:
+    """Sleeps token by token against absolute deadlines, so sleep overshoot does not add up."""
+
+    def __init__(self, server: SimServer) -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self._next = self._loop.time()
+
+    async def tokens(self, n: int) -> None:
+        """Wait for `n` decode steps at the current batch size."""
+        cfg = self._server.cfg
+        if cfg.zero_delay or n <= 0:
+            return
+        step_ms = cfg.decode_ms_base + cfg.decode_ms_per_seq * self._server.scheduler.running
+        self._next += n * step_ms / 1000.0
+        delay = self._next - self._loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class SimServer:
+    """The simulated inference server: config, scheduler, prefix cache, faults and metrics."""
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.scheduler = Scheduler(cfg.max_num_seqs, cfg.max_waiting)
+        self.cache = PrefixCache(cfg.kv_cache_tokens, cfg.block_size)
+        self.faults = FaultInjector(cfg.faults, cfg.seed)
+        self.metrics = SimMetrics(cfg.model)
+        self.started = int(time.time())
+        self._routes: dict[tuple[str, str], Handler] = {
+            ("POST", "/v1/chat/completions"): self._chat,
+            ("POST", "/v1/completions"): self._completions,
+            ("GET", "/v1/models"): self._models,
+            ("GET", "/health"): self._health,
+            ("GET", "/metrics"): self._metrics,
+            ("POST", "/tokenize"): self._tokenize,
+        }
+        self._paths = {path for _, path in self._routes}
+
+    def make_server(self) -> web.Server:
+        """The aiohttp low-level server; handlers are cancelled when their client goes away."""
+
+        loop = asyncio.get_running_loop()
+
+        def request_factory(
+            message: RawRequestMessage,
+            payload: StreamReader,
+            protocol: RequestHandler,
+            writer: AbstractStreamWriter,
+            task: asyncio.Task[None],
+        ) -> BaseRequest:
+            return BaseRequest(
+                message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY_BYTES
+            )
+
+        return web.Server(
+            self.handle,
+            request_factory=request_factory,
+            handler_cancellation=True,
+            access_log=None,
+        )
+
+    async def handle(self, request: BaseRequest) -> web.StreamResponse:
+        """Dispatch on method and path; unknown paths get 404, wrong methods 405."""
+        route = self._routes.get((request.method, request.path))
+        if route is not None:
+            return await route(request)
+        if request.path in self._paths:
+            err = RequestError(f"Method {request.method} not allowed", status=405)
+            return error_response(err)
+        return error_response(RequestError(f"Not found: {request.path}", status=404))
+
+    async def _health(self, request: BaseRequest) -> web.StreamResponse:
+        return web.Response(status=200)
+
+    async def _models(self, request: BaseRequest) -> web.StreamResponse:
+        cfg = self.cfg
+        model = {
+            "id": cfg.model,
+            "object": "model",
+            "created": self.started,
+            "owned_by": "turnbench",
+            "root": cfg.model,
+            "parent": None,
+            "max_model_len": cfg.max_model_len,
+        }
+        body = msgspec.json.encode({"object": "list", "data": [model]})
+        return web.Response(body=body, content_type=_JSON)
+
+    async def _metrics(self, request: BaseRequest) -> web.StreamResponse:
+        text = self.metrics.render(
+            running=self.scheduler.running,
+            waiting=self.scheduler.waiting,
+            kv_usage=self.cache.usage,
+        )
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+    async def _tokenize(self, request: BaseRequest) -> web.StreamResponse:
+        try:
+            text = tokenize_body(await request.read(), self.cfg.model)
+        except RequestError as err:
+            return error_response(err)
+        ids = [zlib.crc32(t.encode("utf-8", "surrogatepass")) for t in tokens(text)]
+        body = {"count": len(ids), "max_model_len": self.cfg.max_model_len, "tokens": ids}
+        return web.Response(body=msgspec.json.encode(body), content_type=_JSON)
+
+    async def _chat(self, request: BaseRequest) -> web.StreamResponse:
+        return await self._complete(request, chat=True)
+
+    async def _completions(self, request: BaseRequest) -> web.StreamResponse:
+        return await self._complete(request, chat=False)
+
+    async def _complete(self, request: BaseRequest, *, chat: bool) -> web.StreamResponse:
+        """Validate, inject faults, queue, then serve; every request bumps one outcome."""
+        cfg, outcomes = self.cfg, self.metrics.outcomes
+        arrival = asyncio.get_running_loop().time()
+        session = request.headers.get(cfg.session_header)
+        if session is not None:
+            self.metrics.sessions[session] += 1
+        try:
+            req = parse_request(
+                await request.read(),
+                chat=chat,
+                served_model=cfg.model,
+                max_model_len=cfg.max_model_len,
+            )
+        except RequestError as err:
+            outcomes["error"] += 1
+            return error_response(err)
+        plan = self.faults.draw(req.stream)
+        if plan.fatal == "http500":
+            outcomes["http500"] += 1
+            return error_response(
+                RequestError(
+                    "Injected fault: internal error", status=500, kind="InternalServerError"
+                )
+            )
+        try:
+            if plan.fatal == "http429":
+                raise QueueFull
+            ticket = self.scheduler.admit()
+        except QueueFull:
+            outcomes["http429"] += 1
+            busy = RequestError(
+                "The server is busy, retry later", status=429, kind="RateLimitError"
+            )
+            return error_response(busy, headers={"Retry-After": str(cfg.retry_after_s)})
+        outcome = "cancelled"
+        try:
+            await self.scheduler.wait(ticket)
+            try:
+                resp, outcome = await self._serve(request, req, plan, arrival)
+            finally:
+                self.scheduler.release()
+        finally:
+            outcomes[outcome] += 1
+        return resp
+
+    async def _serve(
+        self, request: BaseRequest, req: SimRequest, plan: FaultPlan, arrival: float
+    ) -> tuple[web.StreamResponse, str]:
+        """Run one admitted request: cache lookup, prefill, decode, reply; returns the outcome."""
+        cfg, metrics, cache = self.cfg, self.metrics, self.cache
+        n_prompt = len(req.prompt_tokens)
+        keys = block_hashes(req.prompt_tokens, cfg.block_size) if cache.capacity_blocks else []
+        cached = cache.match(keys, n_prompt)
+        metrics.prefix_queries += n_prompt
+        metrics.prefix_hits += cached
+        metrics.prompt_tokens += n_prompt
+        limit = req.max_tokens if req.max_tokens is not None else cfg.max_model_len - n_prompt
+        reply = plan_reply(
+            reply_rng(cfg.seed, req.seed, req.prompt),
+            limit=limit,
+            min_tokens=req.min_tokens,
+            ignore_eos=req.ignore_eos,
+            stop=req.stop,
+            length_cfg=cfg.output_len,
+        )
+        fmt = ReplyFormat(chat=req.chat, model=cfg.model)
+        resp: web.StreamResponse | None = None
+        if req.stream:
+            resp = web.StreamResponse(headers=SSE_HEADERS)
+            await resp.prepare(request)
+        if not cfg.zero_delay:
+            prefill_ms = cfg.ttft_base_ms + cfg.prefill_ms_per_token * (n_prompt - cached)
+            await asyncio.sleep(prefill_ms / 1000.0)
+        cache.insert(keys)
+        if plan.stall:
+            await asyncio.sleep(cfg.stall_s)
+        loop = asyncio.get_running_loop()
+        metrics.ttft.observe(loop.time() - arrival)
+        pacer = _Pacer(self)
+        if resp is None:
+            await pacer.tokens(len(reply.pieces) - 1)
+            body = fmt.full_body(
+                "".join(reply.pieces), reply.finish_reason, n_prompt, len(reply.pieces), cached
+            )
+            resp = web.Response(body=body, content_type=_JSON)
+            emitted, outcome = len(reply.pieces), plan.outcome
+        else:
+            emitted, outcome = await self._stream(
+                request, resp, fmt, req, reply, plan, cached, pacer
+            )
+        metrics.generation_tokens += emitted
+        if outcome in ("ok", "stall", "malformed"):
+            metrics.success[reply.finish_reason] += 1
+            self._cache_reply(req.prompt_tokens, keys, reply)
+        return resp, outcome
+
+    async def _stream(
+        self,
+        request: BaseRequest,
+        resp: web.StreamResponse,
+        fmt: ReplyFormat,
+        req: SimRequest,
+        reply: Reply,
+        plan: FaultPlan,
+        cached: int,
+        pacer: _Pacer,
+    ) -> tuple[int, str]:
+        """Write the SSE stream, breaking it as the fault plan says; returns tokens emitted.
+
+        In zero-delay mode the whole stream goes out in one write (still one SSE event per
+        token); otherwise each token event is written when its decode step ends.
+        """
+        events = fmt.token_events(reply.pieces, reply.finish_reason)
+        n_tokens = len(reply.pieces)
+        head = [fmt.role_event()] if req.chat else []
+        tail: list[bytes] = []
+        if req.include_usage:
+            tail.append(fmt.usage_event(len(req.prompt_tokens), n_tokens, cached))
+        tail.append(DONE)
+        fatal = plan.fatal
+        if fatal in ("reset", "truncate", "malformed"):
+            cut = min(FAULT_CUT, len(events) - 1)
+            if fatal == "malformed":
+                events.insert(cut, MALFORMED)
+            else:
+                events, tail = events[:cut], []
+                n_tokens = min(n_tokens, cut)
+        if self.cfg.zero_delay:
+            await resp.write(b"".join(head + events + tail))
+        else:
+            await resp.write(b"".join(head + events[:1]))
+            for event in events[1:]:
+                if event is not MALFORMED:
+                    await pacer.tokens(1)
+                await resp.write(event)
+            await resp.write(b"".join(tail))
+        if fatal == "reset":
+            if request.transport is not None:
+                request.transport.abort()
+            return n_tokens, "reset"
+        await resp.write_eof()
+        return n_tokens, plan.outcome
+
+    def _cache_reply(self, prompt_tokens: list[str], keys: list[int], reply: Reply) -> None:
+        """Cache the reply's full blocks too, chained after the prompt's, as vLLM keeps them.
+
+        Why it matters: the next turn renders this prompt, then the reply, then more; its
+        prefix therefore runs through the reply's blocks as well.
+        """
+        if not self.cache.capacity_blocks or not reply.pieces:
+            return
+        bs = self.cfg.block_size
+        rest = prompt_tokens[len(keys) * bs :] + [p.strip() for p in reply.pieces]
+        self.cache.insert(block_hashes(rest, bs, keys[-1] if keys else 0))

@@ -1,0 +1,122 @@
+"""Reply bodies as bytes: SSE chunks for streams, JSON objects otherwise.
+
+Why prebuilt byte templates: a streamed token is one SSE event, and at a thousand streams a
+second the simulator writes tens of thousands of events a second on one core; splicing the
+token's JSON string between a per-request head and tail costs a fraction of encoding a dict.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Sequence
+
+import msgspec
+
+from turnbench.sim.textgen import PIECES
+
+DONE = b"data: [DONE]\n\n"
+MALFORMED = b"data: {not json\n\n"
+"""The broken event a `malformed` fault emits."""
+
+_encode = msgspec.json.encode
+_PIECE_JSON: dict[str, bytes] = {p: _encode(p) for p in PIECES + tuple(p[1:] for p in PIECES)}
+_PIECE_JSON[""] = b'""'
+_BOOT = os.urandom(4).hex()
+_ids = itertools.count(1)
+
+
+def _json_str(text: str) -> bytes:
+    """A JSON string literal, cached for the reply vocabulary."""
+    cached = _PIECE_JSON.get(text)
+    return cached if cached is not None else _encode(text)
+
+
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, object]:
+    """The OpenAI `usage` object, with vLLM's `prompt_tokens_details.cached_tokens`."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+    }
+
+
+class ReplyFormat:
+    """Byte builders for one reply; why per reply: the id and timestamp are baked in once."""
+
+    def __init__(self, *, chat: bool, model: str) -> None:
+        self.chat = chat
+        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{_BOOT}{next(_ids):010x}"
+        self.created = int(time.time())
+        obj = b"chat.completion.chunk" if chat else b"text_completion"
+        self._head = (
+            b'data: {"id":"' + self.id.encode() + b'","object":"' + obj + b'","created":'
+            + str(self.created).encode() + b',"model":' + _encode(model) + b',"choices":'
+        )  # fmt: skip
+        if chat:
+            self._open = self._head + b'[{"index":0,"delta":{"content":'
+            self._close = b'},"logprobs":null,"finish_reason":'
+        else:
+            self._open = self._head + b'[{"index":0,"text":'
+            self._close = b',"logprobs":null,"finish_reason":'
+        self._end = b',"stop_reason":null}]}\n\n'
+        self.model = model
+
+    def role_event(self) -> bytes:
+        """The first chat event: the assistant role with empty content, as vLLM sends it."""
+        return self._head + (
+            b'[{"index":0,"delta":{"role":"assistant","content":""},'
+            b'"logprobs":null,"finish_reason":null}]}\n\n'
+        )
+
+    def token_events(self, pieces: Sequence[str], finish_reason: str) -> list[bytes]:
+        """One event per piece; the last one carries the finish reason.
+
+        An empty reply (a stop string hit at once) is one event with empty text, so the client
+        still sees how the reply finished.
+        """
+        opened, closed = self._open, self._close + b"null" + self._end
+        events = [opened + _json_str(p) + closed for p in pieces[:-1]]
+        last = pieces[-1] if pieces else ""
+        events.append(
+            opened
+            + _json_str(last)
+            + self._close
+            + b'"'
+            + finish_reason.encode()
+            + b'"'
+            + self._end
+        )
+        return events
+
+    def usage_event(self, prompt_tokens: int, completion_tokens: int, cached: int) -> bytes:
+        """The final `choices: []` event with `usage` (when `stream_options.include_usage`)."""
+        return (
+            self._head + b"[],\"usage\":" + _encode(usage(prompt_tokens, completion_tokens, cached))
+            + b"}\n\n"
+        )  # fmt: skip
+
+    def full_body(
+        self, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int, cached: int
+    ) -> bytes:
+        """The non-streaming reply: `chat.completion` or `text_completion` with usage."""
+        if self.chat:
+            choice: dict[str, object] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "tool_calls": []},
+            }
+        else:
+            choice = {"index": 0, "text": text}
+        choice.update({"logprobs": None, "finish_reason": finish_reason, "stop_reason": None})
+        return _encode(
+            {
+                "id": self.id,
+                "object": "chat.completion" if self.chat else "text_completion",
+                "created": self.created,
+                "model": self.model,
+                "choices": [choice],
+                "usage": usage(prompt_tokens, completion_tokens, cached),
+            }
+        )
