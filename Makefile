@@ -10,7 +10,11 @@ SHARED := ../shared
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
 	touch $@
 
 demo: $(BIN)/.installed
@@ -23,14 +27,14 @@ real-server:
 		bash $(SHARED)/real-server/setup.sh $(REAL_SERVER_DIR); \
 	else echo "no $(SHARED)/real-server: the real-server test will be skipped"; fi
 
-lint: $(BIN)/.installed
+lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-typecheck: $(BIN)/.installed
+typecheck: $(BIN)/.installed-dev
 	$(BIN)/mypy
 
-pytest: $(BIN)/.installed
+pytest: $(BIN)/.installed-dev
 	TURNBENCH_REAL_SERVER=$(REAL_SERVER_DIR) $(BIN)/pytest
 
 test: lint typecheck real-server pytest

@@ -31,6 +31,7 @@ FAULTS = {
     "malformed": "malformed",
     "truncate": "truncated",
     "stall": "first_token_timeout",
+    "stall_mid": "idle_timeout",
 }
 
 

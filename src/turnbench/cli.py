@@ -84,6 +84,13 @@ def run_command(
     shared_prefix: str | None = typer.Option(
         None, "--shared-prefix", help="GROUPS:PROMPTS_PER_GROUP shared-prefix user sessions."
     ),
+    workers: str | None = typer.Option(
+        None, "--workers", help="Worker processes (or Ray actors): a number or auto."
+    ),
+    engine: str | None = typer.Option(None, "--engine", help="local or ray."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="ray: auto, or ray://host:10001; unset: a local Ray."
+    ),
     sets: list[str] = typer.Option(
         [], "--set", help="Override any config key: dotted.key=value (repeatable)."
     ),
@@ -108,6 +115,9 @@ def run_command(
         "session.history": history,
         "seed": seed,
         "workload.turns": turns,
+        "engine.workers": int(workers) if workers and workers.isdigit() else workers,
+        "engine.kind": engine,
+        "engine.ray_address": ray_address,
     }
     if dataset is not None:
         overrides["workload"] = {

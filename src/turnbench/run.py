@@ -121,7 +121,7 @@ def _run_dir(cfg: RunConfig, out: Path | None) -> Path:
     return path
 
 
-def _specs(cfg: RunConfig, target: Target, max_ctx: int | None, wall_ns: int) -> list[WorkerSpec]:
+def _specs(cfg: RunConfig, target: Target, max_ctx: int | None) -> list[WorkerSpec]:
     n = cfg.engine.worker_count()
     in_flight = shares(cfg.load.max_in_flight, n)
     requests = shares(cfg.load.max_requests, n)
@@ -133,7 +133,6 @@ def _specs(cfg: RunConfig, target: Target, max_ctx: int | None, wall_ns: int) ->
             url=target.url,
             model=target.model,
             max_context_tokens=max_ctx,
-            wall_anchor_ns=wall_ns,
             in_flight_limit=in_flight[i],
             max_requests=requests[i],
             auth_headers=_auth_headers(cfg),
@@ -151,23 +150,68 @@ async def _run_async(
     console: Console,
     show_live: bool,
 ) -> str:
-    max_ctx = cfg.session.max_context_tokens or target.max_model_len
-    remote = cfg.engine.kind == "ray" or cfg.engine.worker_count() > 1
-    pool: ProcessPool | RayPool | None = None
-    wall_ns = time.time_ns()
-    t0 = time.monotonic_ns()
-    if remote:
-        specs = _specs(cfg, target, max_ctx, wall_ns)
-        if cfg.engine.kind == "ray":
-            from turnbench.engine.ray_actors import RayPool
+    """Run in this process (one worker) or through worker processes / Ray actors.
 
-            pool = RayPool(specs, cfg.engine.ray_address)
-        else:
-            pool = ProcessPool(specs)
+    The run's clock starts only when every worker is up, so start-up never shows as lag.
+    """
+    max_ctx = cfg.session.max_context_tokens or target.max_model_len
+    if cfg.engine.kind == "local" and cfg.engine.worker_count() == 1:
+        return await _run_in_process(
+            cfg, target, stream, start_times, recorder, console, show_live, max_ctx
+        )
+    specs = _specs(cfg, target, max_ctx)
+    pool: ProcessPool | RayPool
+    if cfg.engine.kind == "ray":
+        from turnbench.engine.ray_actors import RayPool
+
+        pool = RayPool(specs, cfg.engine.ray_address)
+    else:
+        pool = ProcessPool(specs)
+    holder: dict[str, int] = {"t0": time.monotonic_ns()}
+
+    def clock() -> int:
+        return time.monotonic_ns() - holder["t0"]
+
+    launcher = RemoteLauncher(
+        pool.channels,
+        recorder,
+        clock,
+        on_problem=lambda msg: console.print(f"[bold red]problem:[/] {msg}"),
+    )
+    try:
+        await pool.attach(launcher)
+        wall_ns, holder["t0"] = time.time_ns(), time.monotonic_ns()
+        launcher.begin(wall_ns)
+        scheduler = Scheduler(cfg.load, cfg.seed, launcher, stream, clock, start_times=start_times)
+        return await _drive(cfg, scheduler, launcher, console, show_live)
+    finally:
+        await pool.close()
+
+
+async def _run_in_process(
+    cfg: RunConfig,
+    target: Target,
+    stream: Iterator[Conversation],
+    start_times: list[float] | None,
+    recorder: EventRecorder,
+    console: Console,
+    show_live: bool,
+    max_ctx: int | None,
+) -> str:
+    wall_ns, t0 = time.time_ns(), time.monotonic_ns()
 
     def clock() -> int:
         return time.monotonic_ns() - t0
 
+    recorder.record(
+        WorkerRecord(
+            worker=0,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            wall_anchor_ns=wall_ns,
+            mono_anchor_ns=t0,
+        )
+    )
     async with Transport(
         target.url,
         headers=cfg.target.headers,
@@ -175,42 +219,19 @@ async def _run_async(
         clock=clock,
         verify_tls=cfg.target.verify_tls,
     ) as transport:
-        launcher: Launcher
-        if pool is None:
-            recorder.record(
-                WorkerRecord(
-                    worker=0,
-                    pid=os.getpid(),
-                    host=socket.gethostname(),
-                    wall_anchor_ns=wall_ns,
-                    mono_anchor_ns=t0,
-                )
-            )
-            ctx = RunContext(
-                cfg=cfg,
-                model=target.model,
-                transport=transport,
-                adapter=adapter_for(cfg.target.api),
-                recorder=recorder,
-                clock=clock,
-                in_flight=Gate(cfg.load.max_in_flight, clock),
-                auth_headers=_auth_headers(cfg),
-            )
-            launcher = InProcessLauncher(ctx, max_ctx)
-        else:
-            remote_launcher = RemoteLauncher(
-                pool.channels,
-                recorder,
-                clock,
-                on_problem=lambda msg: console.print(f"[bold red]problem:[/] {msg}"),
-            )
-            await pool.attach(remote_launcher)
-            launcher = remote_launcher
+        ctx = RunContext(
+            cfg=cfg,
+            model=target.model,
+            transport=transport,
+            adapter=adapter_for(cfg.target.api),
+            recorder=recorder,
+            clock=clock,
+            in_flight=Gate(cfg.load.max_in_flight, clock),
+            auth_headers=_auth_headers(cfg),
+        )
+        launcher = InProcessLauncher(ctx, max_ctx)
         scheduler = Scheduler(cfg.load, cfg.seed, launcher, stream, clock, start_times=start_times)
-        end_reason = await _drive(cfg, scheduler, launcher, console, show_live)
-        if pool is not None:
-            await pool.close()
-    return end_reason
+        return await _drive(cfg, scheduler, launcher, console, show_live)
 
 
 async def _drive(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import pickle
+import signal
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -19,6 +20,8 @@ from turnbench.engine.worker import WorkerCore, WorkerSpec
 from turnbench.workload.conversation import Conversation
 
 BATCH_PERIOD_S = 0.05
+READY = b"ready"
+"""A worker's first message: its connection pool is open."""
 START_TIMEOUT_S = 60.0
 
 
@@ -31,6 +34,9 @@ class ProcessChannel:
     def _send(self, *message: Any) -> None:
         with contextlib.suppress(OSError):  # a dead worker is noticed on its reading side
             self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def begin(self, wall_anchor_ns: int) -> None:
+        self._send("begin", wall_anchor_ns)
 
     def start(
         self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
@@ -48,15 +54,18 @@ class ProcessChannel:
 
 
 def _process_main(conn: Connection, spec: WorkerSpec) -> None:
-    """Entry point of a worker process."""
+    """Entry point of a worker process.
+
+    Ctrl-C in a terminal reaches the whole process group: workers ignore it, and the
+    coordinator tells them to stop or cut, so their last rows still reach events.db.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import uvloop
 
         uvloop.run(_serve(conn, spec))
     except ImportError:  # pragma: no cover - platforms without uvloop
         asyncio.run(_serve(conn, spec))
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the coordinator decides
-        pass
 
 
 async def _serve(conn: Connection, spec: WorkerSpec) -> None:
@@ -74,7 +83,9 @@ async def _serve(conn: Connection, spec: WorkerSpec) -> None:
             leaving.set()
             return
         kind = message[0]
-        if kind == "start":
+        if kind == "begin":
+            core.begin(message[1])
+        elif kind == "start":
             core.start(*message[1:])
         elif kind == "stop":
             core.stop()
@@ -84,6 +95,7 @@ async def _serve(conn: Connection, spec: WorkerSpec) -> None:
             leaving.set()
 
     loop.add_reader(conn.fileno(), on_message)
+    conn.send_bytes(READY)
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(leaving.wait(), BATCH_PERIOD_S)
@@ -148,7 +160,8 @@ class ProcessPool:
                 launcher.worker_died(i, f"exit code {proc.exitcode}")
             return
         self._ready[i].set()
-        launcher.receive(payload)
+        if payload != READY:
+            launcher.receive(payload)
 
     async def close(self, timeout_s: float = 30.0) -> None:
         """Ask every worker to leave once its sessions are over, and wait for the last rows."""

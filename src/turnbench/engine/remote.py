@@ -27,6 +27,10 @@ from turnbench.workload.conversation import Conversation
 class Channel(Protocol):
     """How the coordinator talks to one worker (a pipe, or Ray actor calls)."""
 
+    def begin(self, wall_anchor_ns: int) -> None:
+        """Start the worker's clock at the run's start (wall-clock nanoseconds)."""
+        ...
+
     def start(
         self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
     ) -> None:
@@ -91,6 +95,11 @@ class RemoteLauncher:
     @property
     def stats(self) -> LiveStats:
         return self._stats
+
+    def begin(self, wall_anchor_ns: int) -> None:
+        """Start every worker's clock: called once all workers are up."""
+        for w in self.workers:
+            w.channel.begin(wall_anchor_ns)
 
     @property
     def exhausted(self) -> bool:

@@ -38,8 +38,6 @@ class WorkerSpec:
     url: str
     model: str
     max_context_tokens: int | None
-    wall_anchor_ns: int
-    """The run's wall-clock start; each worker derives its own monotonic origin from it."""
     in_flight_limit: int | None
     max_requests: int | None
     auth_headers: dict[str, str]
@@ -98,25 +96,16 @@ class WorkerCore:
         self._done: list[int] = []
         self._tasks: dict[int, asyncio.Task[object]] = {}
         self._transport: Transport | None = None
+        self._t0 = time.monotonic_ns()
         self.ctx: RunContext | None = None
 
     async def open(self) -> None:
-        """Open the connection pool and anchor this worker's clock to the run's start."""
+        """Open the connection pool; the clock starts at `begin`."""
         spec = self.spec
-        t0 = time.monotonic_ns() - (time.time_ns() - spec.wall_anchor_ns)
 
         def clock() -> int:
-            return time.monotonic_ns() - t0
+            return time.monotonic_ns() - self._t0
 
-        self._outbox.record(
-            WorkerRecord(
-                worker=spec.worker,
-                pid=os.getpid(),
-                host=socket.gethostname(),
-                wall_anchor_ns=spec.wall_anchor_ns,
-                mono_anchor_ns=t0,
-            )
-        )
         cfg = self.cfg.model_copy(deep=True)
         cfg.load.max_requests = spec.max_requests
         self._transport = Transport(
@@ -137,6 +126,24 @@ class WorkerCore:
             in_flight=Gate(spec.in_flight_limit, clock),
             worker=spec.worker,
             auth_headers=spec.auth_headers,
+        )
+
+    def begin(self, wall_anchor_ns: int) -> None:
+        """Start this worker's clock at the run's start, given as wall-clock time.
+
+        Why wall clock: workers on other machines share no monotonic clock; each derives its
+        own monotonic origin from the run's wall-clock start, so rows of all workers line up
+        (to the precision the machines' clocks agree: NTP on a cluster).
+        """
+        self._t0 = time.monotonic_ns() - (time.time_ns() - wall_anchor_ns)
+        self._outbox.record(
+            WorkerRecord(
+                worker=self.spec.worker,
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                wall_anchor_ns=wall_anchor_ns,
+                mono_anchor_ns=self._t0,
+            )
         )
 
     def start(

@@ -200,7 +200,9 @@ class SimServer:
                 "The server is busy, retry later", status=429, kind="RateLimitError"
             )
             return error_response(busy, headers={"Retry-After": str(cfg.retry_after_s)})
-        outcome = "cancelled"
+        # A client that hangs up is booked as `cancelled`, unless a fault was injected: then
+        # the fault is what the server did (a client gives up on a stalled or broken stream).
+        outcome = "cancelled" if plan.outcome == "ok" else plan.outcome
         try:
             await self.scheduler.wait(ticket)
             try:
@@ -257,7 +259,7 @@ class SimServer:
                 request, resp, fmt, req, reply, plan, cached, pacer
             )
         metrics.generation_tokens += emitted
-        if outcome in ("ok", "stall", "malformed"):
+        if outcome in ("ok", "stall", "stall_mid", "malformed"):
             metrics.success[reply.finish_reason] += 1
             self._cache_reply(req.prompt_tokens, keys, reply)
         return resp, outcome
@@ -293,11 +295,19 @@ class SimServer:
             else:
                 events, tail = events[:cut], []
                 n_tokens = min(n_tokens, cut)
+        stall_at = min(FAULT_CUT, len(events)) if plan.stall_mid else -1
         if self.cfg.zero_delay:
-            await resp.write(b"".join(head + events + tail))
+            if stall_at >= 0:
+                await resp.write(b"".join(head + events[:stall_at]))
+                await asyncio.sleep(self.cfg.stall_s)
+                await resp.write(b"".join(events[stall_at:] + tail))
+            else:
+                await resp.write(b"".join(head + events + tail))
         else:
             await resp.write(b"".join(head + events[:1]))
-            for event in events[1:]:
+            for i, event in enumerate(events[1:], start=1):
+                if i == stall_at:
+                    await asyncio.sleep(self.cfg.stall_s)
                 if event is not MALFORMED:
                     await pacer.tokens(1)
                 await resp.write(event)

@@ -16,10 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from turnbench.errors import InputError
 
-FAULT_KINDS: tuple[str, ...] = ("http500", "http429", "reset", "stall", "malformed", "truncate")
+FAULT_KINDS: tuple[str, ...] = (
+    "http500",
+    "http429",
+    "reset",
+    "stall",
+    "stall_mid",
+    "malformed",
+    "truncate",
+)
 """Every fault the simulator can inject, in the order a request checks them."""
 
-FaultKind = Literal["http500", "http429", "reset", "stall", "malformed", "truncate"]
+FaultKind = Literal["http500", "http429", "reset", "stall", "stall_mid", "malformed", "truncate"]
 
 
 class OutputLenConfig(BaseModel):
@@ -86,7 +94,10 @@ class SimConfig(BaseModel):
         description="Fault kind → probability per request, drawn independently for each kind.",
     )
     stall_s: float = Field(
-        5.0, ge=0, description="How long a `stall` fault holds the first token, in seconds."
+        5.0,
+        ge=0,
+        description="How long a `stall` fault holds the first token, and a `stall_mid` fault the stream "
+        "after a few tokens, in seconds.",
     )
     session_header: str = Field(
         "X-Session-ID",

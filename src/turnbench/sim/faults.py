@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from turnbench.sim.config import FaultKind
 
-STREAM_ONLY = frozenset({"reset", "malformed", "truncate"})
+STREAM_ONLY = frozenset({"reset", "malformed", "truncate", "stall_mid"})
 """Faults that only make sense inside an SSE stream; non-streaming requests skip them."""
 
 _PRECEDENCE = ("http500", "http429", "reset", "malformed", "truncate")
@@ -28,13 +28,17 @@ class FaultPlan:
 
     fatal: str | None = None
     stall: bool = False
+    stall_mid: bool = False
+    """Hold the stream for `stall_s` after a few tokens (a client's idle timeout)."""
 
     @property
     def outcome(self) -> str:
         """The `turnbench_sim_requests_total` outcome label, if the request gets this far."""
         if self.fatal is not None:
             return self.fatal
-        return "stall" if self.stall else "ok"
+        if self.stall:
+            return "stall"
+        return "stall_mid" if self.stall_mid else "ok"
 
 
 NO_FAULT = FaultPlan()
@@ -57,6 +61,7 @@ class FaultInjector:
             drawn -= STREAM_ONLY
         fatal = next((k for k in _PRECEDENCE if k in drawn), None)
         stall = "stall" in drawn
-        if fatal is None and not stall:
+        stall_mid = "stall_mid" in drawn
+        if fatal is None and not stall and not stall_mid:
             return NO_FAULT
-        return FaultPlan(fatal=fatal, stall=stall)
+        return FaultPlan(fatal=fatal, stall=stall, stall_mid=stall_mid)

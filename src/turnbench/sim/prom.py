@@ -16,7 +16,8 @@ TTFT_BUCKETS: tuple[float, ...] = (
 """vLLM's `vllm:time_to_first_token_seconds` bucket bounds."""
 
 OUTCOMES: tuple[str, ...] = (
-    "ok", "http500", "http429", "reset", "stall", "malformed", "truncate", "error", "cancelled",
+    "ok", "http500", "http429", "reset", "stall", "stall_mid", "malformed", "truncate", "error",
+    "cancelled",
 )  # fmt: skip
 """Labels of `turnbench_sim_requests_total`, listed even while zero."""
 

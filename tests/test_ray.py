@@ -1,0 +1,61 @@
+"""The Ray engine (issue 5): the same workers as actors of a local Ray instance."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from runs import assert_one_in_flight, run_bench
+
+try:
+    import ray  # noqa: F401
+except ImportError:  # the extra is installed by `make test`; elsewhere skip, in CI fail
+    if os.environ.get("CI") == "true":
+        raise
+    pytest.skip("ray is not installed (pip install 'turnbench[ray]')", allow_module_level=True)
+
+
+def test_multi_turn_run_on_ray_actors(tmp_path: Path) -> None:
+    result = run_bench(
+        tmp_path,
+        {
+            "engine": {"kind": "ray", "workers": 2},
+            "target": {"sim_args": ["--ttft-base-ms", "3", "--decode-ms-base", "1"]},
+            "workload": {
+                "type": "synthetic",
+                "conversations": 10,
+                "turns": 4,
+                "input_tokens": 12,
+                "output_tokens": 6,
+                "system_prompt_tokens": 20,
+                "system_prompt_groups": 10,
+            },
+            "session": {"ignore_eos": True, "think_time": 0.02},
+            "load": {"mode": "users", "users": 4, "max_in_flight": 2},
+        },
+    )
+    rows = result.attempts
+    assert len(rows) == 40 and all(r["status"] == "ok" for r in rows)
+    workers = defaultdict(set)
+    for r in rows:
+        workers[r["session_id"]].add(r["worker"])
+    assert all(len(w) == 1 for w in workers.values())
+    assert {r["worker"] for r in rows} == {0, 1}
+    assert len(result.sessions) == 10
+    assert_one_in_flight(result)
+    for session_rows in result.by_session().values():
+        for a, b in zip(session_rows, session_rows[1:], strict=False):
+            assert b["t_sent_ns"] >= a["t_end_ns"] + 0.02e9 - 1
+            assert b["prompt_tokens"] == a["prompt_tokens"] + 6 + 3 + 12 + 3
+    events = sorted([(r["t_sent_ns"], 1) for r in rows] + [(r["t_end_ns"], -1) for r in rows])
+    active = peak = 0
+    for _, step in events:
+        active += step
+        peak = max(peak, active)
+    assert peak <= 2
+    anchors = result.rows("SELECT * FROM workers")
+    assert len(anchors) == 2 and len({a["wall_anchor_ns"] for a in anchors}) == 1
+    lag = result.summary["requests"]["schedule_lag_ms"]
+    assert lag["p50"] < 50

@@ -1,0 +1,165 @@
+"""Worker processes (issue 5): sessions stay on their worker, caps hold across workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from runs import assert_one_in_flight, run_bench
+
+from turnbench.engine.remote import shares
+
+
+def test_shares_add_up_to_the_total() -> None:
+    assert shares(None, 3) == [None, None, None]
+    assert shares(10, 3) == [4, 3, 3]
+    assert shares(2, 4) == [1, 1, 0, 0]
+
+
+def _cfg(workers: int, load: dict, **workload: object) -> dict:
+    return {
+        "engine": {"workers": workers},
+        "target": {"sim_args": ["--ttft-base-ms", "3", "--decode-ms-base", "1"]},
+        "workload": {
+            "type": "synthetic",
+            "conversations": 12,
+            "turns": 4,
+            "input_tokens": 12,
+            "output_tokens": 6,
+            "system_prompt_tokens": 40,
+            "system_prompt_groups": 3,
+            **workload,
+        },
+        "session": {"ignore_eos": True, "think_time": 0.02},
+        "load": load,
+    }
+
+
+def test_every_turn_of_a_session_runs_on_its_worker(tmp_path: Path) -> None:
+    result = run_bench(tmp_path, _cfg(2, {"mode": "parallel"}))
+    rows = result.attempts
+    assert len(rows) == 48 and all(r["status"] == "ok" for r in rows)
+    workers_of = defaultdict(set)
+    for r in rows:
+        workers_of[r["session_id"]].add(r["worker"])
+    assert all(len(w) == 1 for w in workers_of.values())
+    assert {r["worker"] for r in rows} == {0, 1}
+    sessions = result.sessions
+    assert all(s["worker"] == next(iter(workers_of[s["session_id"]])) for s in sessions)
+    # a shared-prefix group stays on one worker
+    groups = defaultdict(set)
+    for s in sessions:
+        groups[int(s["session_id"][1:]) % 3].add(s["worker"])
+    assert all(len(g) == 1 for g in groups.values())
+    assert len(result.rows("SELECT * FROM workers")) == 2
+    assert_one_in_flight(result)
+    # the same live-history invariant as in one process
+    for session_rows in result.by_session().values():
+        for a, b in zip(session_rows, session_rows[1:], strict=False):
+            assert b["prompt_tokens"] == a["prompt_tokens"] + 6 + 3 + 12 + 3
+
+
+def test_caps_hold_across_workers(tmp_path: Path) -> None:
+    result = run_bench(
+        tmp_path,
+        _cfg(2, {"mode": "users", "users": 5, "max_in_flight": 3, "max_requests": 30}, cycle=True),
+    )
+    rows = result.attempts
+    assert len(rows) == 30
+    events = sorted([(r["t_sent_ns"], 1) for r in rows] + [(r["t_end_ns"], -1) for r in rows])
+    active = peak = 0
+    for _, step in events:
+        active += step
+        peak = max(peak, active)
+    assert peak <= 3
+    starts = sorted(
+        [(s["t_start_ns"], 1) for s in result.sessions]
+        + [(s["t_end_ns"], -1) for s in result.sessions]
+    )
+    active = peak = 0
+    for _, step in starts:
+        active += step
+        peak = max(peak, active)
+    assert peak <= 5
+
+
+def test_a_dead_worker_is_reported_and_the_run_goes_on(tmp_path: Path) -> None:
+    def kill_a_worker() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                ["pgrep", "-f", "multiprocessing.spawn"], capture_output=True, text=True
+            ).stdout.split()
+            mine = [int(p) for p in out if _parent(int(p)) == os.getpid()]
+            if len(mine) >= 2:
+                time.sleep(1.5)
+                os.kill(mine[0], signal.SIGKILL)
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    try:
+        result = run_bench(
+            tmp_path,
+            _cfg(2, {"mode": "users", "users": 4, "duration_s": 4, "end": "cut"}, cycle=True),
+        )
+    finally:
+        killer.join()
+    assert "worker" in result.output and "died" in result.output
+    sessions = result.sessions
+    assert any(s["outcome"] == "unfinished" for s in sessions)
+    late = [r for r in result.attempts if r["t_sent_ns"] > 3e9]
+    assert late and {r["worker"] for r in late} == {late[0]["worker"]}
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")
+def test_ctrl_c_with_workers_leaves_a_valid_db(tmp_path: Path) -> None:
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text(
+        "engine: {workers: 2}\n"
+        "target: {sim_args: ['--decode-ms-base', '20']}\n"
+        "workload: {type: synthetic, conversations: 8, cycle: true, turns: 5,"
+        " input_tokens: 10, output_tokens: 40}\n"
+        "session: {ignore_eos: true}\n"
+        "load: {mode: users, users: 4, duration_s: 120, end: cut}\n"
+    )
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "turnbench", "run", str(cfg), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(out.glob("*/events.db")):
+        time.sleep(0.2)
+    time.sleep(4)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    import sqlite3
+
+    (run,) = list(out.iterdir())
+    conn = sqlite3.connect(run / "events.db")
+    statuses = dict(conn.execute("SELECT status, COUNT(*) FROM requests GROUP BY status"))
+    conn.close()
+    assert statuses.get("cancelled") == 4, statuses
+    assert statuses.get("ok", 0) > 0
+    assert "died" not in stdout + stderr
