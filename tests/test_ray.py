@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
 from runs import assert_one_in_flight, run_bench
 
 try:
@@ -46,7 +48,7 @@ def test_multi_turn_run_on_ray_actors(tmp_path: Path) -> None:
     assert len(result.sessions) == 10
     assert_one_in_flight(result)
     for session_rows in result.by_session().values():
-        for a, b in zip(session_rows, session_rows[1:], strict=False):
+        for a, b in itertools.pairwise(session_rows):
             assert b["t_sent_ns"] >= a["t_end_ns"] + 0.02e9 - 1
             assert b["prompt_tokens"] == a["prompt_tokens"] + 6 + 3 + 12 + 3
     events = sorted([(r["t_sent_ns"], 1) for r in rows] + [(r["t_end_ns"], -1) for r in rows])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -12,8 +13,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from runs import assert_one_in_flight, run_bench
 
+from runs import assert_one_in_flight, run_bench
 from turnbench.engine.remote import shares
 
 
@@ -62,7 +63,7 @@ def test_every_turn_of_a_session_runs_on_its_worker(tmp_path: Path) -> None:
     assert_one_in_flight(result)
     # the same live-history invariant as in one process
     for session_rows in result.by_session().values():
-        for a, b in zip(session_rows, session_rows[1:], strict=False):
+        for a, b in itertools.pairwise(session_rows):
             assert b["prompt_tokens"] == a["prompt_tokens"] + 6 + 3 + 12 + 3
 
 
