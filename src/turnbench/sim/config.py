@@ -96,8 +96,8 @@ class SimConfig(BaseModel):
     stall_s: float = Field(
         5.0,
         ge=0,
-        description="How long a `stall` fault holds the first token, and a `stall_mid` fault the stream "
-        "after a few tokens, in seconds.",
+        description="How long a `stall` fault holds the first token, and a `stall_mid` "
+        "fault the stream after a few tokens, in seconds.",
     )
     session_header: str = Field(
         "X-Session-ID",
