@@ -188,3 +188,30 @@ def test_kill_9_leaves_a_readable_events_db(tmp_path: Path) -> None:
     )
     assert report.returncode == 0, report.stderr
     assert (run / "summary.json").exists() and "Per turn" in report.stdout
+
+
+def test_very_slow_server_hits_the_total_timeout(tmp_path: Path) -> None:
+    sim = start_sim("--decode-ms-base", "100", "--ttft-base-ms", "1")
+    try:
+        result = run_bench(
+            tmp_path,
+            {
+                "target": {"url": sim.v1, "timeouts": {"total_s": 0.5, "idle_s": 5}},
+                "workload": {
+                    "type": "synthetic",
+                    "conversations": 2,
+                    "turns": 2,
+                    "input_tokens": 10,
+                    "output_tokens": 30,
+                },
+                "session": {"ignore_eos": True},
+                "load": {"mode": "parallel"},
+            },
+        )
+        counted = _sim_total(sim)
+    finally:
+        sim.stop()
+    rows = result.attempts
+    assert {r["error_kind"] for r in rows} == {"timeout"}
+    assert all(0.49e9 < r["t_end_ns"] - r["t_sent_ns"] < 1.5e9 for r in rows)
+    assert sum(counted.values()) == len(rows) == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -107,7 +108,8 @@ def headline(summary: dict[str, Any]) -> Table:
     table.add_column("what")
     table.add_column("value", justify="right")
     run = summary["run"]
-    table.add_row("target", f"{run.get('target')} ({run.get('model')}, {run.get('api')})")
+    served = escape(f"{run.get('target')} ({run.get('model')}, {run.get('api')})")
+    table.add_row("target", served)  # the server chose the model name: never markup
     table.add_row(
         "attempts (ok / failed / cancelled / warm-up)",
         f"{req['ok']} / {req['failed']} / {req['cancelled']} / {req['warmup']}",

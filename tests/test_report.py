@@ -1,0 +1,69 @@
+"""The report: the verdict on who held the load back, and escaping of server text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runs import run_bench
+
+
+def test_a_cap_holding_requests_back_is_called_capacity_bound(tmp_path: Path) -> None:
+    result = run_bench(
+        tmp_path,
+        {
+            "target": {"sim_args": ["--decode-ms-base", "5", "--ttft-base-ms", "5"]},
+            "workload": {
+                "type": "synthetic",
+                "conversations": 6,
+                "turns": 2,
+                "input_tokens": 10,
+                "output_tokens": 10,
+            },
+            "session": {"ignore_eos": True},
+            "load": {"mode": "parallel", "max_in_flight": 1},
+        },
+    )
+    verdict = result.summary["verdict"]
+    assert verdict["capacity_bound"] and not verdict["client_bound"]
+    assert "capacity-bound" in result.output
+    req = result.summary["requests"]
+    # from the intended send, latency includes the wait for the cap
+    assert req["e2e_from_intended_ms"]["p99"] > req["e2e_ms"]["p99"] + 50
+
+
+def test_an_unhurried_run_gets_no_warning(tmp_path: Path) -> None:
+    result = run_bench(
+        tmp_path,
+        {
+            "target": {"sim_args": ["--zero-delay"]},
+            "workload": {
+                "type": "synthetic",
+                "conversations": 3,
+                "turns": 2,
+                "input_tokens": 5,
+                "output_tokens": 5,
+            },
+            "load": {"mode": "sequential"},
+        },
+    )
+    verdict = result.summary["verdict"]
+    assert not verdict["capacity_bound"] and not verdict["client_bound"]
+    assert "warning" not in result.output
+
+
+def test_server_text_is_escaped_on_the_console(tmp_path: Path) -> None:
+    result = run_bench(
+        tmp_path,
+        {
+            "target": {"sim_args": ["--zero-delay", "--model", "[bold red]evil[/]"]},
+            "workload": {
+                "type": "synthetic",
+                "conversations": 1,
+                "turns": 1,
+                "input_tokens": 5,
+                "output_tokens": 5,
+            },
+            "load": {"mode": "sequential"},
+        },
+    )
+    assert "[bold red]evil[/]" in result.output
