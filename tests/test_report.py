@@ -67,3 +67,27 @@ def test_server_text_is_escaped_on_the_console(tmp_path: Path) -> None:
         },
     )
     assert "[bold red]evil[/]" in result.output
+
+
+def test_html_report_is_self_contained_and_escaped(tmp_path: Path) -> None:
+    hostile = "<script>alert(1)</script>"
+    result = run_bench(
+        tmp_path,
+        {
+            "target": {"sim_args": ["--model", hostile, "--decode-ms-base", "2"]},
+            "workload": {
+                "type": "synthetic",
+                "conversations": 4,
+                "turns": 3,
+                "input_tokens": 8,
+                "output_tokens": 6,
+            },
+            "load": {"mode": "parallel"},
+        },
+    )
+    page = (result.path / "report.html").read_text()
+    assert hostile not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("data:image/png;base64,") == 4
+    assert "http://" not in page.replace(result.summary["run"]["target"], "")  # nothing fetched
+    for heading in ("Per request", "Per turn", "Per conversation", "Plots"):
+        assert heading in page
