@@ -6,6 +6,9 @@ import io
 import itertools
 import json
 import sqlite3
+import subprocess
+import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,3 +69,33 @@ def assert_one_in_flight(result: RunResult) -> None:
         rows = sorted(rows, key=lambda r: r["t_sent_ns"])
         for a, b in itertools.pairwise(rows):
             assert b["t_sent_ns"] >= a["t_end_ns"], f"{sid}: attempts overlap"
+
+
+def peak_concurrency(intervals: list[tuple[int, int]]) -> int:
+    """The most intervals open at once (one ending as another starts does not overlap it)."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    active = peak = 0
+    for _, step in events:
+        active += step
+        peak = max(peak, active)
+    return peak
+
+
+def request_intervals(rows: list[sqlite3.Row]) -> list[tuple[int, int]]:
+    return [(r["t_sent_ns"], r["t_end_ns"]) for r in rows]
+
+
+def start_run(cfg: Path, out: Path, *, quiet: bool = False) -> subprocess.Popen[str]:
+    """`turnbench run CFG` in its own process group, returned once its events.db exists."""
+    sink = subprocess.DEVNULL if quiet else subprocess.PIPE
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "turnbench", "run", str(cfg), "--out", str(out)],
+        stdout=sink,
+        stderr=sink,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(out.glob("*/events.db")):
+        time.sleep(0.2)
+    return proc

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from runs import start_run
+
 SECRET = "sk-turnbench-planted-SECRET-4242"
 
 
@@ -123,15 +125,7 @@ def test_ctrl_c_leaves_a_valid_events_db_and_a_report(tmp_path: Path) -> None:
         "load: {mode: users, users: 6, duration_s: 120, end: cut}\n"
     )
     out = tmp_path / "runs"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "turnbench", "run", str(cfg), "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(out.glob("*/events.db")):
-        time.sleep(0.2)
+    proc = start_run(cfg, out)
     time.sleep(3)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)

@@ -6,7 +6,7 @@ import itertools
 import math
 from pathlib import Path
 
-from runs import assert_one_in_flight, run_bench
+from runs import assert_one_in_flight, peak_concurrency, request_intervals, run_bench
 
 NS = 1e9
 FAST_SIM = ["--zero-delay"]
@@ -158,14 +158,7 @@ def test_max_in_flight_caps_requests_and_records_the_wait(tmp_path: Path) -> Non
         ),
     )
     attempts = result.attempts
-    events = sorted(
-        [(r["t_sent_ns"], 1) for r in attempts] + [(r["t_end_ns"], -1) for r in attempts]
-    )
-    active = peak = 0
-    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
-        active += step
-        peak = max(peak, active)
-    assert peak <= 2
+    assert peak_concurrency(request_intervals(attempts)) <= 2
     assert max(r["gate_wait_ns"] for r in attempts) > 0
     assert sum(1 for r in attempts if r["gate_wait_ns"] > 0) >= 4
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SimProcess, start_sim
-from runs import assert_one_in_flight, run_bench
+from runs import assert_one_in_flight, run_bench, start_run
 
 FAULTS = {
     "http500": "http_5xx",
@@ -163,15 +163,7 @@ def test_kill_9_leaves_a_readable_events_db(tmp_path: Path) -> None:
         "load: {mode: users, users: 4, duration_s: 60}\n"
     )
     out = tmp_path / "runs"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "turnbench", "run", str(cfg), "--out", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(out.glob("*/events.db")):
-        time.sleep(0.2)
+    proc = start_run(cfg, out, quiet=True)
     time.sleep(3)
     os.killpg(proc.pid, signal.SIGKILL)  # turnbench and its simulator, no goodbye
     proc.wait()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runs import assert_one_in_flight, run_bench
+from runs import assert_one_in_flight, peak_concurrency, request_intervals, run_bench
 
 try:
     import ray  # noqa: F401
@@ -51,12 +51,7 @@ def test_multi_turn_run_on_ray_actors(tmp_path: Path) -> None:
         for a, b in itertools.pairwise(session_rows):
             assert b["t_sent_ns"] >= a["t_end_ns"] + 0.02e9 - 1
             assert b["prompt_tokens"] == a["prompt_tokens"] + 6 + 3 + 12 + 3
-    events = sorted([(r["t_sent_ns"], 1) for r in rows] + [(r["t_end_ns"], -1) for r in rows])
-    active = peak = 0
-    for _, step in events:
-        active += step
-        peak = max(peak, active)
-    assert peak <= 2
+    assert peak_concurrency(request_intervals(rows)) <= 2
     anchors = result.rows("SELECT * FROM workers")
     assert len(anchors) == 2 and len({a["wall_anchor_ns"] for a in anchors}) == 1
     lag = result.summary["requests"]["schedule_lag_ms"]

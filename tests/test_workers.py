@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runs import assert_one_in_flight, run_bench
+from runs import assert_one_in_flight, peak_concurrency, request_intervals, run_bench, start_run
 from turnbench.engine.remote import shares
 
 
@@ -74,21 +74,9 @@ def test_caps_hold_across_workers(tmp_path: Path) -> None:
     )
     rows = result.attempts
     assert len(rows) == 30
-    events = sorted([(r["t_sent_ns"], 1) for r in rows] + [(r["t_end_ns"], -1) for r in rows])
-    active = peak = 0
-    for _, step in events:
-        active += step
-        peak = max(peak, active)
-    assert peak <= 3
-    starts = sorted(
-        [(s["t_start_ns"], 1) for s in result.sessions]
-        + [(s["t_end_ns"], -1) for s in result.sessions]
-    )
-    active = peak = 0
-    for _, step in starts:
-        active += step
-        peak = max(peak, active)
-    assert peak <= 5
+    assert peak_concurrency(request_intervals(rows)) <= 3
+    sessions = [(s["t_start_ns"], s["t_end_ns"]) for s in result.sessions]
+    assert peak_concurrency(sessions) <= 5
 
 
 def test_a_dead_worker_is_reported_and_the_run_goes_on(tmp_path: Path) -> None:
@@ -141,16 +129,7 @@ def test_ctrl_c_with_workers_leaves_a_valid_db(tmp_path: Path) -> None:
         "load: {mode: users, users: 4, duration_s: 120, end: cut}\n"
     )
     out = tmp_path / "runs"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "turnbench", "run", str(cfg), "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(out.glob("*/events.db")):
-        time.sleep(0.2)
+    proc = start_run(cfg, out)
     time.sleep(4)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     stdout, stderr = proc.communicate(timeout=60)

@@ -56,10 +56,29 @@ _decoder = msgspec.json.Decoder()
 decode_chunk = _decoder.decode
 
 
-def _common_usage(obj: dict[str, Any], reply: Reply) -> None:
+def _first_choice(obj: Any, reply: Reply) -> Any:
+    """Take `usage` and `finish_reason` from a chunk; return its first choice, if any."""
     usage = obj.get("usage")
     if usage:
         reply.usage = usage
+    choices = obj.get("choices")
+    if not choices:
+        return None
+    choice = choices[0]
+    if choice.get("finish_reason"):
+        reply.finish_reason = choice["finish_reason"]
+    return choice
+
+
+def _streamed(model: str, extra: dict[str, Any], **payload: Any) -> dict[str, Any]:
+    """A streamed request body that asks for usage in the last chunk."""
+    return {
+        "model": model,
+        **payload,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **extra,
+    }
 
 
 class ChatAdapter:
@@ -68,24 +87,14 @@ class ChatAdapter:
     path = "/chat/completions"
 
     def body(self, model: str, messages: list[Message], extra: dict[str, Any]) -> dict[str, Any]:
-        """Streamed chat request asking for usage in the last chunk."""
-        return {
-            "model": model,
-            "messages": messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            **extra,
-        }
+        """Streamed chat request."""
+        return _streamed(model, extra, messages=messages)
 
     def on_chunk(self, obj: Any, reply: Reply) -> bool:
         """Read `choices[0].delta` (content, tool calls), `finish_reason` and `usage`."""
-        _common_usage(obj, reply)
-        choices = obj.get("choices")
-        if not choices:
+        choice = _first_choice(obj, reply)
+        if choice is None:
             return False
-        choice = choices[0]
-        if choice.get("finish_reason"):
-            reply.finish_reason = choice["finish_reason"]
         delta = choice.get("delta") or {}
         got = False
         content = delta.get("content")
@@ -114,24 +123,12 @@ class CompletionsAdapter:
     def body(self, model: str, messages: list[Message], extra: dict[str, Any]) -> dict[str, Any]:
         """Streamed completions request; tools do not exist in this API and are dropped."""
         extra = {k: v for k, v in extra.items() if k not in ("tools", "tool_choice")}
-        return {
-            "model": model,
-            "prompt": render_chat(messages),
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            **extra,
-        }
+        return _streamed(model, extra, prompt=render_chat(messages))
 
     def on_chunk(self, obj: Any, reply: Reply) -> bool:
         """Read `choices[0].text`, `finish_reason` and `usage`."""
-        _common_usage(obj, reply)
-        choices = obj.get("choices")
-        if not choices:
-            return False
-        choice = choices[0]
-        if choice.get("finish_reason"):
-            reply.finish_reason = choice["finish_reason"]
-        text = choice.get("text")
+        choice = _first_choice(obj, reply)
+        text = choice.get("text") if choice is not None else None
         if text:
             reply.text_parts.append(text)
             return True
