@@ -66,6 +66,12 @@ class TargetConfig(_Strict):
     )
     verify_tls: bool = Field(True, description="Verify TLS certificates (https targets).")
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Per-request limits.")
+    tokenizer_json: str | None = Field(
+        None,
+        description="Path to the server's Hugging Face tokenizer.json (needs the `tokenizers` "
+        "package; nothing is downloaded): texts of a token length are measured with it. Unset: "
+        "the server's /tokenize calibrates lengths, else they are approximate.",
+    )
     sim_args: list[str] = Field(
         default_factory=list,
         description="Extra arguments for the built-in simulator when no url is set, "

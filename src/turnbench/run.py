@@ -43,16 +43,17 @@ from turnbench.report.progress import show_progress
 from turnbench.target import Target, probe, start_builtin_sim
 from turnbench.workload import DatasetWorkload, conversations, load_dataset
 from turnbench.workload.conversation import Conversation
+from turnbench.workload.lengths import TextSizer, calibrate
 
 if TYPE_CHECKING:
     from turnbench.engine.ray_actors import RayPool
 
 
 def _open_workload(
-    cfg: RunConfig, base_dir: Path
+    cfg: RunConfig, base_dir: Path, sizer: TextSizer
 ) -> tuple[Iterator[Conversation], list[float] | None]:
     """The conversation stream, checked up front; recorded start times for trace arrivals."""
-    stream = conversations(cfg.workload, seed=cfg.seed, base_dir=base_dir)
+    stream = conversations(cfg.workload, seed=cfg.seed, base_dir=base_dir, sizer=sizer)
     first = next(stream, None)
     if first is None:
         raise InputError("the workload has no conversation to play", field="workload")
@@ -61,6 +62,26 @@ def _open_workload(
         return stream, None
     plans = sorted(stream, key=lambda c: c.start_s or 0.0)
     return iter(plans), [c.start_s or 0.0 for c in plans]
+
+
+async def _sizer(
+    cfg: RunConfig, target: Target, headers: dict[str, str], base_dir: Path
+) -> TextSizer:
+    """Size texts for the server's tokenizer: tokenizer.json, else /tokenize, else approximate.
+
+    Why after the probe: /tokenize is the probed server's; the workload is opened after this,
+    since a source's texts (system prompts, trace blocks) are written to length with it.
+    """
+    path = cfg.target.tokenizer_json
+    if path is not None and not Path(path).is_absolute():
+        path = str(base_dir / path)
+    return await calibrate(
+        target.url,
+        target.model,
+        headers,
+        tokenizer_json=path,
+        verify_tls=cfg.target.verify_tls,
+    )
 
 
 def _uses_tools(conversation: Conversation) -> bool:
@@ -121,7 +142,9 @@ def _run_dir(cfg: RunConfig, out: Path | None) -> Path:
     return path
 
 
-def _specs(cfg: RunConfig, target: Target, max_ctx: int | None) -> list[WorkerSpec]:
+def _specs(
+    cfg: RunConfig, target: Target, max_ctx: int | None, sizer: TextSizer
+) -> list[WorkerSpec]:
     n = cfg.engine.worker_count()
     in_flight = shares(cfg.load.max_in_flight, n)
     requests = shares(cfg.load.max_requests, n)
@@ -136,6 +159,7 @@ def _specs(cfg: RunConfig, target: Target, max_ctx: int | None) -> list[WorkerSp
             in_flight_limit=in_flight[i],
             max_requests=requests[i],
             auth_headers=_auth_headers(cfg),
+            sizer=sizer,
         )
         for i in range(n)
     ]
@@ -149,6 +173,7 @@ async def _run_async(
     recorder: EventRecorder,
     console: Console,
     show_live: bool,
+    sizer: TextSizer,
 ) -> str:
     """Run in this process (one worker) or through worker processes / Ray actors.
 
@@ -157,9 +182,9 @@ async def _run_async(
     max_ctx = cfg.session.max_context_tokens or target.max_model_len
     if cfg.engine.kind == "local" and cfg.engine.worker_count() == 1:
         return await _run_in_process(
-            cfg, target, stream, start_times, recorder, console, show_live, max_ctx
+            cfg, target, stream, start_times, recorder, console, show_live, max_ctx, sizer
         )
-    specs = _specs(cfg, target, max_ctx)
+    specs = _specs(cfg, target, max_ctx, sizer)
     pool: ProcessPool | RayPool
     if cfg.engine.kind == "ray":
         from turnbench.engine.ray_actors import RayPool
@@ -197,6 +222,7 @@ async def _run_in_process(
     console: Console,
     show_live: bool,
     max_ctx: int | None,
+    sizer: TextSizer,
 ) -> str:
     wall_ns, t0 = time.time_ns(), time.monotonic_ns()
 
@@ -228,6 +254,7 @@ async def _run_in_process(
             clock=clock,
             in_flight=Gate(cfg.load.max_in_flight, clock),
             auth_headers=_auth_headers(cfg),
+            sizer=sizer,
         )
         launcher = InProcessLauncher(ctx, max_ctx)
         scheduler = Scheduler(cfg.load, cfg.seed, launcher, stream, clock, start_times=start_times)
@@ -299,7 +326,6 @@ def execute(
     console = console or Console()
     _check_combinations(cfg)
     _check_api_fits_workload(cfg, base_dir)
-    stream, start_times = _open_workload(cfg, base_dir)
     headers = {**cfg.target.headers, **_auth_headers(cfg)}
     run = _event_loop_runner()
     target: Target | None = None
@@ -311,6 +337,8 @@ def execute(
             console.print(f"started the built-in simulator at {url}")
         target = run(probe(url, cfg.target.model, headers, verify_tls=cfg.target.verify_tls))
         target.builtin = builtin
+        sizer = run(_sizer(cfg, target, headers, base_dir))
+        stream, start_times = _open_workload(cfg, base_dir, sizer)
         if not cfg.target.verify_tls:
             console.print("[yellow]warning:[/] TLS certificates are not verified")
         run_dir = _run_dir(cfg, out)
@@ -319,6 +347,7 @@ def execute(
             "url": target.url,
             "model": target.model,
             "max_model_len": target.max_model_len,
+            "length_source": sizer.source,
         }
         (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         recorder = EventRecorder(run_dir / "events.db", run_id=run_dir.name)
@@ -335,7 +364,9 @@ def execute(
         console.print(f"run folder: {run_dir}")
         reason = "crashed"
         try:
-            reason = run(_run_async(cfg, target, stream, start_times, recorder, console, live))
+            reason = run(
+                _run_async(cfg, target, stream, start_times, recorder, console, live, sizer)
+            )
         except KeyboardInterrupt:
             reason = "interrupted"
         finally:

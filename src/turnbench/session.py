@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from turnbench.client.adapters import Reply
 from turnbench.config import SessionConfig
-from turnbench.tokenizer import GENERATION_OVERHEAD, count_tokens, make_text, render_message
+from turnbench.tokenizer import GENERATION_OVERHEAD, count_tokens, render_message
 from turnbench.workload.conversation import Conversation, Message, Turn
+from turnbench.workload.lengths import TextSizer
 
 
 @dataclass(slots=True)
@@ -44,12 +45,15 @@ class Session:
         *,
         max_context_tokens: int | None,
         rng: random.Random,
+        sizer: TextSizer | None = None,
     ) -> None:
         self.session_id = session_id
         self.conversation = conversation
         self.cfg = cfg
         self.max_context_tokens = max_context_tokens
         self.rng = rng
+        self.sizer = sizer or TextSizer()
+        """Writes unwritten user turns to length for the server's tokenizer."""
         self.history: list[Message] = []
         self._sizes: list[int] = []
         self.dropped_messages = 0
@@ -83,7 +87,7 @@ class Session:
         """
         turn = self.turns[turn_index]
         new = turn.messages or (
-            {"role": "user", "content": make_text(turn.input_tokens or 1, self.rng)},
+            {"role": "user", "content": self.sizer.make_text(turn.input_tokens or 1, self.rng)},
         )
         max_tokens = turn.max_tokens or self.cfg.max_tokens
         new_size = sum(_estimate(m) for m in new)

@@ -20,6 +20,7 @@ def new_session(
         ctx.cfg.session,
         max_context_tokens=max_context_tokens,
         rng=random.Random(f"{ctx.cfg.seed}:{index}"),
+        sizer=ctx.sizer,
     )
 
 

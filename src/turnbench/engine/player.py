@@ -20,6 +20,7 @@ from turnbench.config import RunConfig
 from turnbench.pacing.gates import Gate
 from turnbench.record.schema import SessionRecord
 from turnbench.session import PlannedRequest, Session
+from turnbench.workload.lengths import TextSizer
 
 NS = 1_000_000_000
 
@@ -59,6 +60,8 @@ class RunContext:
     in_flight: Gate
     worker: int = 0
     auth_headers: dict[str, str] = field(default_factory=dict)
+    sizer: TextSizer = field(default_factory=TextSizer)
+    """Writes synthetic user turns to length for the server's tokenizer."""
     stats: LiveStats = field(default_factory=LiveStats)
     stopping: bool = False
     """Set at the end (duration, request limit, interrupt): no session starts a new turn

@@ -13,7 +13,7 @@ import functools
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -27,6 +27,7 @@ from turnbench.engine.player import LiveStats, RunContext, play_session
 from turnbench.pacing.gates import Gate
 from turnbench.record.schema import SessionRecord, WorkerRecord
 from turnbench.workload.conversation import Conversation
+from turnbench.workload.lengths import TextSizer
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class WorkerSpec:
     in_flight_limit: int | None
     max_requests: int | None
     auth_headers: dict[str, str]
+    sizer: TextSizer = field(default_factory=TextSizer)
+    """The run's text sizer, calibrated once by the coordinator (a frozen dataclass)."""
 
 
 class Batch(msgspec.Struct):
@@ -126,6 +129,7 @@ class WorkerCore:
             in_flight=Gate(spec.in_flight_limit, clock),
             worker=spec.worker,
             auth_headers=spec.auth_headers,
+            sizer=spec.sizer,
         )
 
     def begin(self, wall_anchor_ns: int) -> None:

@@ -160,6 +160,10 @@ def _verdict(req: dict[str, Any], load: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+APPROXIMATE_LENGTHS = "token lengths are approximate (no tokenizer.json, no /tokenize)"
+"""The note of a run whose texts were sized without the server's tokenizer."""
+
+
 def summarize(db_path: Path) -> dict[str, Any]:
     """The run's summary (the content of summary.json) from its events.db."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
@@ -182,9 +186,14 @@ def summarize(db_path: Path) -> dict[str, Any]:
     out_tokens = sum(r["completion_tokens"] or 0 for r in ok)
     in_tokens = sum(r["prompt_tokens"] or 0 for r in ok)
     cached = sum(r["cached_tokens"] or 0 for r in ok)
+    length_source = (config.get("resolved") or {}).get("length_source")
+    verdict = _verdict(req, config.get("load", {}))
+    if length_source == "approximate":
+        verdict["notes"].append(APPROXIMATE_LENGTHS)
     return {
         "run": run,
         "config": config,
+        "length_source": length_source,
         "requests": {
             "attempts": len(attempts),
             "warmup": len(attempts) - len(main),
@@ -204,5 +213,5 @@ def summarize(db_path: Path) -> dict[str, Any]:
         "per_turn": _per_turn(ok, failed),
         "per_conversation": _per_conversation([s for s in sessions if s["stage"] != "warmup"]),
         "errors": dict(sorted(Counter(r["error_kind"] for r in failed + cancelled).items())),
-        "verdict": _verdict(req, config.get("load", {})),
+        "verdict": verdict,
     }

@@ -13,8 +13,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from itertools import count
 
-from turnbench.tokenizer import make_text
 from turnbench.workload.conversation import Conversation, Message
+from turnbench.workload.lengths import TextSizer
 
 
 def salt_word(conv_id: str, copy: int) -> str:
@@ -30,7 +30,7 @@ def _salt_message(msg: Message, word: str) -> Message:
     return {**msg, "content": f"{word} {content or ''}"}
 
 
-def salted(conv: Conversation, copy: int) -> Conversation:
+def salted(conv: Conversation, copy: int, sizer: TextSizer = TextSizer()) -> Conversation:
     """Copy `copy` of a conversation, salted at the start of its system prompt or first turn."""
     word = salt_word(conv.id, copy)
     new_id = f"{conv.id}#{copy}"
@@ -42,16 +42,18 @@ def salted(conv: Conversation, copy: int) -> Conversation:
         first = replace(first, messages=msgs)
     elif first.input_tokens is not None:
         rng = random.Random(new_id)
-        text = " ".join(filter(None, (word, make_text(first.input_tokens - 1, rng))))
+        text = sizer.make_text(first.input_tokens, rng, lead=word)
         first = replace(first, messages=({"role": "user", "content": text},), input_tokens=None)
     return replace(conv, id=new_id, turns=(first, *rest))
 
 
-def cycled(plans: Sequence[Conversation], *, cycle: bool, salt: bool) -> Iterator[Conversation]:
+def cycled(
+    plans: Sequence[Conversation], *, cycle: bool, salt: bool, sizer: TextSizer = TextSizer()
+) -> Iterator[Conversation]:
     """Yield the plans once, or forever when `cycle` (copy k >= 1 renamed `ID#k`)."""
     yield from plans
     if not cycle or not plans:
         return
     for copy in count(1):
         for conv in plans:
-            yield salted(conv, copy) if salt else replace(conv, id=f"{conv.id}#{copy}")
+            yield salted(conv, copy, sizer) if salt else replace(conv, id=f"{conv.id}#{copy}")

@@ -15,6 +15,7 @@ from turnbench.errors import InputError
 from turnbench.workload.config import DatasetFormat, DatasetOptions
 from turnbench.workload.conversation import Conversation
 from turnbench.workload.detect import detect_format
+from turnbench.workload.lengths import TextSizer
 from turnbench.workload.messages import load_messages
 from turnbench.workload.records import Record, read_records
 from turnbench.workload.report import LoadReport
@@ -22,7 +23,7 @@ from turnbench.workload.report import LoadReport
 Loader = Callable[[Sequence[Record], DatasetOptions, LoadReport], Sequence[Conversation]]
 
 
-def _loaders() -> dict[str, Loader]:
+def _loaders(sizer: TextSizer) -> dict[str, Loader]:
     from turnbench.workload.aiperf import load_aiperf
     from turnbench.workload.rows import load_rows
     from turnbench.workload.sharegpt import load_sharegpt
@@ -33,7 +34,7 @@ def _loaders() -> dict[str, Loader]:
         "sharegpt": lambda recs, opts, rep: load_sharegpt(recs, opts.sharegpt, rep),
         "rows": lambda recs, opts, rep: load_rows(recs, rep),
         "aiperf": lambda recs, opts, rep: load_aiperf(recs, rep),
-        "trace": lambda recs, opts, rep: load_trace(recs, opts.trace, rep),
+        "trace": lambda recs, opts, rep: load_trace(recs, opts.trace, rep, sizer),
     }
 
 
@@ -48,14 +49,21 @@ class DatasetLoad:
 
 
 def load_dataset(
-    path: Path, format: DatasetFormat = "auto", options: DatasetOptions | None = None
+    path: Path,
+    format: DatasetFormat = "auto",
+    options: DatasetOptions | None = None,
+    sizer: TextSizer | None = None,
 ) -> DatasetLoad:
-    """Read, validate and plan a whole dataset file; any bad record raises InputError."""
+    """Read, validate and plan a whole dataset file; any bad record raises InputError.
+
+    `sizer` writes the texts a format only gives lengths for (traces); default: exact for the
+    simulator.
+    """
     options = options or DatasetOptions()
     records = read_records(path)
     fmt = detect_format(records, options) if format == "auto" else format
     report = LoadReport(records=len(records))
-    plans = _loaders()[fmt](records, options, report)
+    plans = _loaders(sizer or TextSizer())[fmt](records, options, report)
     if not plans:
         raise InputError(
             "no conversations left after filters (see the drop reasons with "

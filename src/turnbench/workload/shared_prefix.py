@@ -12,9 +12,9 @@ import math
 import random
 from collections.abc import Iterator
 
-from turnbench.tokenizer import make_text
 from turnbench.workload.config import SharedPrefixWorkload
 from turnbench.workload.conversation import Conversation, Turn
+from turnbench.workload.lengths import TextSizer
 
 
 def _length(rng: random.Random, length: int, ratio: float) -> int:
@@ -23,7 +23,9 @@ def _length(rng: random.Random, length: int, ratio: float) -> int:
     return rng.randint(low, length) if length >= low else length
 
 
-def shared_prefix(cfg: SharedPrefixWorkload, seed: int) -> Iterator[Conversation]:
+def shared_prefix(
+    cfg: SharedPrefixWorkload, seed: int, sizer: TextSizer = TextSizer()
+) -> Iterator[Conversation]:
     """Yield the groups' plans, deterministic in the seed (cfg.seed, else the run's)."""
     seed = cfg.seed if cfg.seed is not None else seed
     rng = random.Random(f"turnbench-shared-prefix-{seed}")
@@ -33,13 +35,13 @@ def shared_prefix(cfg: SharedPrefixWorkload, seed: int) -> Iterator[Conversation
             if cfg.system_prompt_len
             else 0
         )
-        system = make_text(sys_len, rng) if sys_len else None
+        system = sizer.make_text(sys_len, rng) if sys_len else None
         turns = [
             Turn(
                 messages=(
                     {
                         "role": "user",
-                        "content": make_text(
+                        "content": sizer.make_text(
                             _length(rng, cfg.question_len, cfg.question_len_range_ratio), rng
                         ),
                     },

@@ -1,7 +1,7 @@
 """Synthetic conversations: lengths drawn from distributions, text written at send time.
 
 Why user text is left unwritten: ten thousand planned sessions then cost a few integers each;
-the session writes exactly `input_tokens` tokens with `tokenizer.make_text` when it sends.
+the session writes `input_tokens` tokens with its `TextSizer` when it sends.
 System prompts are written here, one per group from a per-group seed, so every conversation of
 a group shares its prompt byte for byte (and the server's prefix cache can reuse it).
 """
@@ -11,17 +11,19 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from turnbench.tokenizer import make_text
 from turnbench.workload.config import SyntheticWorkload
 from turnbench.workload.conversation import Conversation, Turn
+from turnbench.workload.lengths import TextSizer
 
 
-def system_prompt(seed: int, group: int, n_tokens: int) -> str:
+def system_prompt(seed: int, group: int, n_tokens: int, sizer: TextSizer = TextSizer()) -> str:
     """The shared system prompt of one group: the same seed and group give the same text."""
-    return make_text(n_tokens, random.Random(f"turnbench-system-{seed}-{group}"))
+    return sizer.make_text(n_tokens, random.Random(f"turnbench-system-{seed}-{group}"))
 
 
-def synthetic(cfg: SyntheticWorkload, seed: int) -> Iterator[Conversation]:
+def synthetic(
+    cfg: SyntheticWorkload, seed: int, sizer: TextSizer = TextSizer()
+) -> Iterator[Conversation]:
     """Yield `cfg.conversations` plans, deterministic in the seed (cfg.seed, else the run's)."""
     seed = cfg.seed if cfg.seed is not None else seed
     rng = random.Random(f"turnbench-synthetic-{seed}")
@@ -31,7 +33,7 @@ def synthetic(cfg: SyntheticWorkload, seed: int) -> Iterator[Conversation]:
         system = None
         if cfg.system_prompt_tokens > 0:
             if group not in prompts:
-                prompts[group] = system_prompt(seed, group, cfg.system_prompt_tokens)
+                prompts[group] = system_prompt(seed, group, cfg.system_prompt_tokens, sizer)
             system = prompts[group]
         n_turns = cfg.turns.sample_int(rng, minimum=1)
         turns = tuple(

@@ -5,7 +5,8 @@ Why text per hash id: a hash id stands for one `block_size`-token KV block; the 
 give the same text everywhere (a prefix-cache hit) and different ids different text. Block h is
 the word `h<h>` (unique per id, so blocks never collide) then `block_size - 1` vocabulary words
 from a seed derived from h (`random.Random` seeded with a string is stable across processes,
-unlike `hash()`). The last block is cut to make `input_length` exact; blocks missing from a
+unlike `hash()`); the run's `TextSizer` sets how many words make `block_size` tokens for the
+server's tokenizer. The last block is cut to make `input_length` exact; blocks missing from a
 short `hash_ids` list are filled from a per-request seed.
 
 Sessions (`session_id`, as AIPerf writes them): one conversation per session, turns in file
@@ -24,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from turnbench.tokenizer import make_text
 from turnbench.workload.config import TraceOptions
 from turnbench.workload.conversation import Conversation, Turn
+from turnbench.workload.lengths import TextSizer
 from turnbench.workload.records import Record, field, non_negative
 from turnbench.workload.report import LoadReport
 
@@ -35,26 +36,30 @@ MAX_INPUT_TOKENS = 10_000_000
 
 
 @lru_cache(maxsize=8192)
-def block_text(hash_id: int, block_size: int) -> str:
-    """The text of one hash id: exactly `block_size` simulator tokens, the same every time."""
+def block_text(hash_id: int, n_tokens: int, sizer: TextSizer = TextSizer()) -> str:
+    """The text of one hash id, `n_tokens` tokens long (a block, or the cut last block): the
+    word `h<id>` then words from the id's seed, the same every time."""
     rng = random.Random(f"turnbench-block-{hash_id}")
-    return " ".join(filter(None, (f"h{hash_id}", make_text(block_size - 1, rng))))
+    return sizer.make_text(n_tokens, rng, lead=f"h{hash_id}")
 
 
-def prompt_text(hash_ids: Sequence[int], n_tokens: int, block_size: int, filler: str) -> str:
+def prompt_text(
+    hash_ids: Sequence[int],
+    n_tokens: int,
+    block_size: int,
+    filler: str,
+    sizer: TextSizer = TextSizer(),
+) -> str:
     """`n_tokens` tokens: the blocks of `hash_ids` in order, the last one cut, then filler."""
     parts: list[str] = []
     left = n_tokens
     for h in hash_ids:
         if left <= 0:
             break
-        text = block_text(h, block_size)
-        if left < block_size:
-            text = " ".join(text.split(" ")[:left])
-        parts.append(text)
+        parts.append(block_text(h, min(left, block_size), sizer))
         left -= min(left, block_size)
     if left > 0:
-        parts.append(make_text(left, random.Random(f"turnbench-filler-{filler}")))
+        parts.append(sizer.make_text(left, random.Random(f"turnbench-filler-{filler}")))
     return " ".join(parts)
 
 
@@ -105,16 +110,19 @@ def _parse(rec: Record) -> _Request:
 class TracePlans(Sequence[Conversation]):
     """The trace's plans, built on access so a long trace never holds all its text at once."""
 
-    def __init__(self, units: list[list[_Request]], options: TraceOptions) -> None:
+    def __init__(
+        self, units: list[list[_Request]], options: TraceOptions, sizer: TextSizer
+    ) -> None:
         self._units = units
         self._options = options
+        self._sizer = sizer
 
     def __len__(self) -> int:
         return len(self._units)
 
     def __getitem__(self, index):  # type: ignore[no-untyped-def]
         if isinstance(index, slice):
-            return TracePlans(self._units[index], self._options)
+            return TracePlans(self._units[index], self._options, self._sizer)
         return self._plan(self._units[index])
 
     def _plan(self, reqs: list[_Request]) -> Conversation:
@@ -133,7 +141,8 @@ class TracePlans(Sequence[Conversation]):
                     think = req.delay / 1000 * scale
                 elif req.timestamp is not None and prev.timestamp is not None:
                     think = max(0.0, req.timestamp - prev.timestamp) / 1000 * scale
-            text = prompt_text(ids, n, size, f"{req.rec.file}:{req.rec.line}")
+            filler = f"{req.rec.file}:{req.rec.line}"
+            text = prompt_text(ids, n, size, filler, self._sizer)
             turns.append(
                 Turn(
                     messages=({"role": "user", "content": text},),
@@ -147,8 +156,14 @@ class TracePlans(Sequence[Conversation]):
         return Conversation(id=cid, turns=tuple(turns), group=first.group, start_s=start)
 
 
-def load_trace(records: Sequence[Record], options: TraceOptions, report: LoadReport) -> TracePlans:
-    """Check every request, group sessions, and return plans built on access."""
+def load_trace(
+    records: Sequence[Record],
+    options: TraceOptions,
+    report: LoadReport,
+    sizer: TextSizer = TextSizer(),
+) -> TracePlans:
+    """Check every request, group sessions, and return plans built on access (their text
+    sized by `sizer`)."""
     units: list[list[_Request]] = []
     sessions: dict[str, list[_Request]] = {}
     for rec in records:
@@ -163,4 +178,4 @@ def load_trace(records: Sequence[Record], options: TraceOptions, report: LoadRep
         n_blocks = -(-req.input_length // options.block_size)
         if len(req.hash_ids) < n_blocks and req.session is None:
             report.repair("prompt filled beyond its hash ids")
-    return TracePlans(units, options)
+    return TracePlans(units, options, sizer)
