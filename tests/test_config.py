@@ -94,3 +94,12 @@ def test_session_header_presets_and_redaction() -> None:
     assert cfg.session.session_header_name == "x-aibrix-session-key"
     red = cfg.redacted()["target"]["headers"]
     assert red == {"Authorization": "<redacted>", "X-Trace": "keep"}
+
+
+def test_set_refines_a_workload_given_by_a_flag() -> None:
+    cfg = load_config(
+        None,
+        {"workload": {"type": "dataset", "path": "/x.jsonl", "format": "trace"}},
+        ["workload.max_conversations=5"],
+    )
+    assert cfg.workload.type == "dataset" and cfg.workload.max_conversations == 5

@@ -363,11 +363,17 @@ def load_config(
         if not isinstance(loaded, dict):
             raise InputError("the top level must be a mapping of keys", file=source)
         data = loaded
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    # Whole sections from flags (`--dataset` replaces `workload`) come first, so that
+    # `--set workload.x=...` still refines them; single-key flags win over everything.
+    sections = {k: v for k, v in overrides.items() if isinstance(v, dict)}
+    for key, value in sections.items():
+        _set_dotted(data, key, value)
     for item in sets or []:
         key, value = parse_override(item)
         _set_dotted(data, key, value)
-    for key, value in (overrides or {}).items():
-        if value is not None:
+    for key, value in overrides.items():
+        if key not in sections:
             _set_dotted(data, key, value)
     try:
         return RunConfig.model_validate(data)

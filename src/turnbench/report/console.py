@@ -9,7 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 
-def _f(value: Any, digits: int = 1) -> str:
+def fmt(value: Any, digits: int = 1) -> str:
+    """A number for a table: thousands separators, `-` for none."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -17,7 +18,7 @@ def _f(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-_REQUEST_ROWS = (
+REQUEST_ROWS = (
     ("TTFT", "ttft_ms"),
     ("TTFT from intended", "ttft_from_intended_ms"),
     ("E2E", "e2e_ms"),
@@ -35,10 +36,12 @@ def request_table(summary: dict[str, Any]) -> Table:
     table = Table(title="Per request (ms, successful requests)", title_justify="left")
     for col in ("metric", "count", "mean", "p50", "p90", "p95", "p99", "max"):
         table.add_column(col, justify="left" if col == "metric" else "right")
-    for label, key in _REQUEST_ROWS:
+    for label, key in REQUEST_ROWS:
         d = req[key]
         table.add_row(
-            label, _f(d["count"]), *(_f(d[k]) for k in ("mean", "p50", "p90", "p95", "p99", "max"))
+            label,
+            fmt(d["count"]),
+            *(fmt(d[k]) for k in ("mean", "p50", "p90", "p95", "p99", "max")),
         )
     return table
 
@@ -64,16 +67,16 @@ def turn_table(summary: dict[str, Any]) -> Table:
         ratio = t["cached_ratio"]
         table.add_row(
             str(t["turn"]),
-            _f(t["ok"]),
-            _f(t["failed"]),
-            _f(t["ttft_ms"]["p50"]),
-            _f(t["ttft_ms"]["p90"]),
-            _f(t["ttft_ms"]["p99"]),
-            _f(t["e2e_ms"]["p50"]),
-            _f(t["e2e_ms"]["p99"]),
-            _f(t["mean_prompt_tokens"], 0),
-            _f(t["mean_cached_tokens"], 0),
-            _f(ratio * 100 if ratio is not None else None),
+            fmt(t["ok"]),
+            fmt(t["failed"]),
+            fmt(t["ttft_ms"]["p50"]),
+            fmt(t["ttft_ms"]["p90"]),
+            fmt(t["ttft_ms"]["p99"]),
+            fmt(t["e2e_ms"]["p50"]),
+            fmt(t["e2e_ms"]["p99"]),
+            fmt(t["mean_prompt_tokens"], 0),
+            fmt(t["mean_cached_tokens"], 0),
+            fmt(ratio * 100 if ratio is not None else None),
         )
     return table
 
@@ -87,16 +90,17 @@ def conversation_table(summary: dict[str, Any]) -> Table:
     d = conv["duration_s"]
     t = conv["turns_completed"]
     rate = conv["turn_success_rate"]
-    table.add_row("sessions", _f(conv["sessions"]))
+    table.add_row("sessions", fmt(conv["sessions"]))
     for outcome, n in conv["outcomes"].items():
-        table.add_row(f"  {outcome}", _f(n))
-    table.add_row("sessions with every turn ok", _f(conv["sessions_fully_ok"]))
+        table.add_row(f"  {outcome}", fmt(n))
+    table.add_row("sessions with every turn ok", fmt(conv["sessions_fully_ok"]))
     table.add_row(
-        "duration s (p50 / p90 / max)", f"{_f(d['p50'], 2)} / {_f(d['p90'], 2)} / {_f(d['max'], 2)}"
+        "duration s (p50 / p90 / max)",
+        f"{fmt(d['p50'], 2)} / {fmt(d['p90'], 2)} / {fmt(d['max'], 2)}",
     )
-    table.add_row("turns completed (mean / max)", f"{_f(t['mean'], 2)} / {_f(t['max'])}")
-    table.add_row("turn success rate", _f(rate * 100 if rate is not None else None) + " %")
-    table.add_row("messages dropped by truncation", _f(conv["dropped_messages"]))
+    table.add_row("turns completed (mean / max)", f"{fmt(t['mean'], 2)} / {fmt(t['max'])}")
+    table.add_row("turn success rate", fmt(rate * 100 if rate is not None else None) + " %")
+    table.add_row("messages dropped by truncation", fmt(conv["dropped_messages"]))
     return table
 
 
@@ -114,13 +118,13 @@ def headline(summary: dict[str, Any]) -> Table:
         "attempts (ok / failed / cancelled / warm-up)",
         f"{req['ok']} / {req['failed']} / {req['cancelled']} / {req['warmup']}",
     )
-    table.add_row("measured window s", _f(req["window_s"], 2))
-    table.add_row("requests/s (successful)", _f(thr["requests_per_s"], 2))
-    table.add_row("output tokens/s", _f(thr["output_tokens_per_s"], 1))
+    table.add_row("measured window s", fmt(req["window_s"], 2))
+    table.add_row("requests/s (successful)", fmt(thr["requests_per_s"], 2))
+    table.add_row("output tokens/s", fmt(thr["output_tokens_per_s"], 1))
     ratio = req["cached_token_ratio"]
-    table.add_row("cached prompt tokens", _f(ratio * 100 if ratio is not None else None) + " %")
+    table.add_row("cached prompt tokens", fmt(ratio * 100 if ratio is not None else None) + " %")
     for kind, n in summary["errors"].items():
-        table.add_row(f"error: {kind}", _f(n))
+        table.add_row(f"error: {kind}", fmt(n))
     return table
 
 
