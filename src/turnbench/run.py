@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -325,7 +326,7 @@ def execute(
     live: bool = True,
 ) -> Path:
     """Run a benchmark; return its run folder (config.yaml, events.db, summary.json)."""
-    console = console or Console()
+    console = console or default_console()
     _check_combinations(cfg)
     _check_api_fits_workload(cfg, base_dir)
     headers = {**cfg.target.headers, **_auth_headers(cfg)}
@@ -383,6 +384,11 @@ def execute(
             Target(url="", model="", max_model_len=None, builtin=builtin).close()
 
 
+def default_console() -> Console:
+    """The terminal's console; 120 columns when the output goes to a file or a pipe."""
+    return Console() if sys.stdout.isatty() else Console(width=120)
+
+
 def write_report(run_dir: Path, console: Console | None = None) -> dict[str, Any]:
     """(Re)build summary.json and report.html from events.db; print the console report."""
     db = run_dir / "events.db"
@@ -391,5 +397,5 @@ def write_report(run_dir: Path, console: Console | None = None) -> dict[str, Any
     summary = summarize(db)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     (run_dir / "report.html").write_text(render_html(summary, series(db)), encoding="utf-8")
-    print_report(summary, console or Console())
+    print_report(summary, console or default_console())
     return summary

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from turnbench.report import plots
-from turnbench.report.console import REQUEST_ROWS, fmt
+from turnbench.report.tables import TextTable, all_tables
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
@@ -29,9 +29,11 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _table(head: list[str], rows: list[list[Any]]) -> str:
-    out = ["<table><tr>", *(f"<th>{_e(h)}</th>" for h in head), "</tr>"]
-    for row in rows:
+def _table(table: TextTable) -> str:
+    out = [f"<h2>{_e(table.title)}</h2><table>"]
+    if table.header is not None:
+        out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in table.header) + "</tr>")
+    for row in table.rows:
         out.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>")
     out.append("</table>")
     return "".join(out)
@@ -47,9 +49,6 @@ def _img(png: bytes | None, alt: str) -> str:
 def render(summary: dict[str, Any], series: dict[str, Any]) -> str:
     """The whole report as one HTML document."""
     run = summary["run"]
-    req = summary["requests"]
-    thr = req["throughput"]
-    conv = summary["per_conversation"]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>turnbench report {_e(run.get('run_id', ''))}</title>",
@@ -60,90 +59,7 @@ def render(summary: dict[str, Any], series: dict[str, Any]) -> str:
         f"ended: {_e(run.get('end_reason'))}.</p>",
     ]
     parts += [f"<div class='warn'>{_e(note)}</div>" for note in summary["verdict"]["notes"]]
-    ratio = req["cached_token_ratio"]
-    parts.append(
-        "<h2>Run</h2>"
-        + _table(
-            ["what", "value"],
-            [
-                [
-                    "attempts ok / failed / cancelled / warm-up",
-                    f"{req['ok']} / {req['failed']} / {req['cancelled']} / {req['warmup']}",
-                ],
-                ["measured window s", fmt(req["window_s"], 2)],
-                ["requests/s (successful)", fmt(thr["requests_per_s"], 2)],
-                ["output tokens/s", fmt(thr["output_tokens_per_s"], 1)],
-                ["cached prompt tokens %", fmt(ratio * 100 if ratio is not None else None)],
-                *([f"error: {k}", n] for k, n in summary["errors"].items()),
-            ],
-        )
-    )
-    parts.append(
-        "<h2>Per request (ms, successful requests)</h2>"
-        + _table(
-            ["metric", "count", "mean", "p50", "p90", "p95", "p99", "max"],
-            [
-                [
-                    label,
-                    fmt(req[key]["count"]),
-                    *(fmt(req[key][k]) for k in ("mean", "p50", "p90", "p95", "p99", "max")),
-                ]
-                for label, key in REQUEST_ROWS
-            ],
-        )
-    )
-    parts.append(
-        "<h2>Per turn</h2>"
-        + _table(
-            [
-                "turn",
-                "ok",
-                "failed",
-                "TTFT p50",
-                "TTFT p90",
-                "TTFT p99",
-                "E2E p50",
-                "E2E p99",
-                "prompt tokens",
-                "cached tokens",
-                "cached %",
-            ],
-            [
-                [
-                    t["turn"],
-                    t["ok"],
-                    t["failed"],
-                    fmt(t["ttft_ms"]["p50"]),
-                    fmt(t["ttft_ms"]["p90"]),
-                    fmt(t["ttft_ms"]["p99"]),
-                    fmt(t["e2e_ms"]["p50"]),
-                    fmt(t["e2e_ms"]["p99"]),
-                    fmt(t["mean_prompt_tokens"], 0),
-                    fmt(t["mean_cached_tokens"], 0),
-                    fmt(t["cached_ratio"] * 100 if t["cached_ratio"] is not None else None),
-                ]
-                for t in summary["per_turn"]
-            ],
-        )
-    )
-    rate = conv["turn_success_rate"]
-    parts.append(
-        "<h2>Per conversation</h2>"
-        + _table(
-            ["what", "value"],
-            [
-                ["sessions", conv["sessions"]],
-                *([f"outcome: {k}", n] for k, n in conv["outcomes"].items()),
-                ["sessions with every turn ok", conv["sessions_fully_ok"]],
-                [
-                    "duration s p50 / p90 / max",
-                    " / ".join(fmt(conv["duration_s"][k], 2) for k in ("p50", "p90", "max")),
-                ],
-                ["turn success rate %", fmt(rate * 100 if rate is not None else None)],
-                ["messages dropped by truncation", conv["dropped_messages"]],
-            ],
-        )
-    )
+    parts += [_table(table) for table in all_tables(summary)]
     parts.append("<h2>Plots</h2>")
     parts.append(_img(plots.throughput(series["throughput"]), "throughput over time"))
     parts.append(_img(plots.per_turn(summary["per_turn"]), "TTFT and tokens by turn"))

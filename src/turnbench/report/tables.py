@@ -1,0 +1,133 @@
+"""The report's tables as plain rows of text, shown by the console and the HTML report alike.
+
+Why one place: the console and report.html must never disagree about a number or a label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+STATS = ("mean", "p50", "p90", "p95", "p99", "max")
+
+REQUEST_ROWS = (
+    ("TTFT", "ttft_ms"),
+    ("TTFT from intended", "ttft_from_intended_ms"),
+    ("E2E", "e2e_ms"),
+    ("E2E from intended", "e2e_from_intended_ms"),
+    ("TPOT", "tpot_ms"),
+    ("ITL", "itl_ms"),
+    ("NTPOT", "ntpot_ms"),
+    ("Schedule lag", "schedule_lag_ms"),
+)
+
+
+@dataclass(frozen=True)
+class TextTable:
+    """A titled table of strings; `header` is None for a two-column list of facts."""
+
+    title: str
+    header: list[str] | None
+    rows: list[list[str]]
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    """A number for a table: thousands separators, `-` for none."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _pct(ratio: float | None) -> str:
+    return fmt(ratio * 100 if ratio is not None else None)
+
+
+def headline(summary: dict[str, Any]) -> TextTable:
+    """Counts, throughput, cached tokens and errors."""
+    req = summary["requests"]
+    thr = req["throughput"]
+    run = summary["run"]
+    rows = [
+        ["target", f"{run.get('target')} ({run.get('model')}, {run.get('api')})"],
+        [
+            "attempts ok / failed / cancelled / warm-up",
+            f"{req['ok']} / {req['failed']} / {req['cancelled']} / {req['warmup']}",
+        ],
+        ["measured window s", fmt(req["window_s"], 2)],
+        ["requests/s (successful)", fmt(thr["requests_per_s"], 2)],
+        ["output tokens/s", fmt(thr["output_tokens_per_s"], 1)],
+        ["cached prompt tokens %", _pct(req["cached_token_ratio"])],
+    ]
+    rows += [[f"error: {kind}", fmt(n)] for kind, n in summary["errors"].items()]
+    return TextTable("Run", None, rows)
+
+
+def requests(summary: dict[str, Any]) -> TextTable:
+    """Latency distributions of successful requests, in milliseconds."""
+    req = summary["requests"]
+    rows = [
+        [label, fmt(req[key]["count"]), *(fmt(req[key][k]) for k in STATS)]
+        for label, key in REQUEST_ROWS
+    ]
+    return TextTable("Per request (ms, successful requests)", ["metric", "count", *STATS], rows)
+
+
+def turns(summary: dict[str, Any]) -> TextTable:
+    """Per turn index: where prefix caching shows."""
+    header = [
+        "turn",
+        "ok",
+        "failed",
+        "TTFT p50",
+        "TTFT p90",
+        "TTFT p99",
+        "E2E p50",
+        "E2E p99",
+        "prompt tok",
+        "cached tok",
+        "cached %",
+    ]
+    rows = [
+        [
+            str(t["turn"]),
+            fmt(t["ok"]),
+            fmt(t["failed"]),
+            fmt(t["ttft_ms"]["p50"]),
+            fmt(t["ttft_ms"]["p90"]),
+            fmt(t["ttft_ms"]["p99"]),
+            fmt(t["e2e_ms"]["p50"]),
+            fmt(t["e2e_ms"]["p99"]),
+            fmt(t["mean_prompt_tokens"], 0),
+            fmt(t["mean_cached_tokens"], 0),
+            _pct(t["cached_ratio"]),
+        ]
+        for t in summary["per_turn"]
+    ]
+    return TextTable("Per turn", header, rows)
+
+
+def conversations(summary: dict[str, Any]) -> TextTable:
+    """Per conversation: outcomes, durations, turns."""
+    conv = summary["per_conversation"]
+    d = conv["duration_s"]
+    t = conv["turns_completed"]
+    rows = [["sessions", fmt(conv["sessions"])]]
+    rows += [[f"  {outcome}", fmt(n)] for outcome, n in conv["outcomes"].items()]
+    rows += [
+        ["sessions with every turn ok", fmt(conv["sessions_fully_ok"])],
+        [
+            "duration s (p50 / p90 / max)",
+            f"{fmt(d['p50'], 2)} / {fmt(d['p90'], 2)} / {fmt(d['max'], 2)}",
+        ],
+        ["turns completed (mean / max)", f"{fmt(t['mean'], 2)} / {fmt(t['max'])}"],
+        ["turn success rate %", _pct(conv["turn_success_rate"])],
+        ["messages dropped by truncation", fmt(conv["dropped_messages"])],
+    ]
+    return TextTable("Per conversation", None, rows)
+
+
+def all_tables(summary: dict[str, Any]) -> list[TextTable]:
+    """Every table of the report, in order."""
+    return [headline(summary), requests(summary), turns(summary), conversations(summary)]
