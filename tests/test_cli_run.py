@@ -158,3 +158,30 @@ def test_completions_api_with_tool_turns_is_refused_up_front(tmp_path: Path) -> 
     assert proc.returncode == 2, proc.stderr
     assert "tool calls" in proc.stderr and "tools.jsonl" in proc.stderr
     assert not _run_dirs(out)
+
+
+def test_a_second_ctrl_c_cuts_a_draining_run_at_once(tmp_path: Path) -> None:
+    cfg = tmp_path / "drain.yaml"
+    cfg.write_text(
+        "target: {sim_args: ['--decode-ms-base', '50']}\n"
+        "workload: {type: synthetic, conversations: 8, cycle: true, turns: 4,"
+        " input_tokens: 10, output_tokens: 400}\n"
+        "session: {ignore_eos: true}\n"
+        "load: {mode: users, users: 3, duration_s: 120, end: drain, drain_timeout_s: 600}\n"
+    )
+    out = tmp_path / "runs"
+    proc = start_run(cfg, out)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)  # drain: the replies in flight (20 s each) may finish
+    time.sleep(1)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)  # second: cut now
+    stdout, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 15
+    assert proc.returncode == 0, stderr
+    (run,) = _run_dirs(out)
+    conn = sqlite3.connect(run / "events.db")
+    statuses = dict(conn.execute("SELECT status, COUNT(*) FROM requests GROUP BY status"))
+    conn.close()
+    assert statuses == {"cancelled": 3}, statuses
+    assert "Per turn" in stdout

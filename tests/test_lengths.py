@@ -255,3 +255,31 @@ def test_no_tokenize_endpoint_is_approximate_and_reported(tmp_path: Path) -> Non
     assert "token lengths are approximate" in result.output
     [row] = result.attempts
     assert row["status"] == "ok"
+    assert row["token_source"] == "chunks" and row["completion_tokens"] == 2
+
+
+def test_without_usage_a_tokenizer_json_counts_the_reply(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    path = _bpe_tokenizer(tmp_path)
+    expected = len(
+        Tokenizer.from_file(str(path)).encode("hello there", add_special_tokens=False).ids
+    )
+    with serve(tiny_app(llama_tokenize=False)) as url:
+        result = run_bench(
+            tmp_path,
+            {
+                "target": {"url": url, "tokenizer_json": str(path)},
+                "workload": {
+                    "type": "synthetic",
+                    "conversations": 1,
+                    "turns": 1,
+                    "input_tokens": 20,
+                    "output_tokens": 4,
+                },
+                "load": {"mode": "parallel"},
+            },
+        )
+    [row] = result.attempts
+    assert row["token_source"] == "tokenizer" and row["completion_tokens"] == expected
+    assert expected != 2  # the BPE splits these words: not the chunk count

@@ -91,6 +91,9 @@ def run_command(
     ray_address: str | None = typer.Option(
         None, "--ray-address", help="ray: auto, or ray://host:10001; unset: a local Ray."
     ),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Do not verify TLS certificates (a warning is printed)."
+    ),
     sets: list[str] = typer.Option(
         [], "--set", help="Override any config key: dotted.key=value (repeatable)."
     ),
@@ -118,6 +121,7 @@ def run_command(
         "engine.workers": int(workers) if workers and workers.isdigit() else workers,
         "engine.kind": engine,
         "engine.ray_address": ray_address,
+        "target.verify_tls": False if insecure else None,
     }
     if dataset is not None:
         overrides["workload"] = {

@@ -181,6 +181,11 @@ async def _play_turn(
         rec.attempts += 1
         try:
             reply = await ctx.transport.send(ctx.adapter, body, headers, att)
+            if att.token_source == "chunks":  # no usage from the server: count locally if we can
+                counted = ctx.sizer.count_tokens(reply.text)
+                if counted is not None:
+                    att.completion_tokens = counted
+                    att.token_source = "tokenizer"
         finally:
             ctx.in_flight.release()
             ctx.recorder.record(att)

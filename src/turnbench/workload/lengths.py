@@ -77,6 +77,13 @@ class TextSizer:
         head = [lead] if lead else []
         return " ".join(head + rng.choices(VOCAB, k=n_words - len(head)))
 
+    def count_tokens(self, text: str) -> int | None:
+        """The token count of a text by the configured tokenizer.json; None without one."""
+        if self.tokenizer_json is None:
+            return None
+        tok = _load_tokenizer(self.tokenizer_json)
+        return len(tok.encode(text, add_special_tokens=False).ids)
+
     def _count(self, words: list[str]) -> int:
         tok = _load_tokenizer(self.tokenizer_json or "")
         return len(tok.encode(" ".join(words), add_special_tokens=False).ids)
