@@ -39,5 +39,9 @@ pytest: $(BIN)/.installed-dev
 
 test: lint typecheck real-server pytest
 
+# Client throughput benchmark (nginx + wrk from Debian, ~6 min): bench/README.md.
+bench: $(BIN)/.installed
+	$(BIN)/python bench/throughput/run.py
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
