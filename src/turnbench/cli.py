@@ -101,7 +101,7 @@ def run_command(
 ) -> None:
     """Run a multi-turn benchmark and write runs/<timestamp>-<name>/."""
     from turnbench.config import load_config
-    from turnbench.errors import InputError, TargetError
+    from turnbench.errors import EngineError, InputError, TargetError
     from turnbench.run import execute
 
     overrides: dict[str, object] = {
@@ -143,7 +143,7 @@ def run_command(
         cfg = load_config(config, overrides, sets)
         base_dir = config.resolve().parent if config else Path.cwd()
         execute(cfg, base_dir=base_dir, out=out, live=live and sys.stdout.isatty())
-    except (InputError, TargetError) as e:
+    except (InputError, TargetError, EngineError) as e:
         raise _fail(str(e)) from None
 
 

@@ -37,3 +37,7 @@ class InputError(Exception):
 
 class TargetError(Exception):
     """The target server cannot be used (unreachable at start, no model): one clear line, exit 2."""
+
+
+class EngineError(Exception):
+    """Workers could not be started (a process or a Ray actor): one clear line, exit 2."""

@@ -1,8 +1,12 @@
-"""Worker processes on this machine: one pipe each, started before the run's clock starts.
+"""Worker processes on this machine: one socket pair each, started before the run's clock.
 
-Why spawned processes with pipes: each worker has its own interpreter, event loop and
-connection pool (no GIL shared with the coordinator), and the only traffic between processes
-is a small message per session start and a batch of rows every 50 ms.
+Why spawned processes: each worker has its own interpreter, event loop and connection pool
+(no GIL shared with the coordinator); the only traffic between processes is a small message
+per session start and a batch of rows every 50 ms.
+
+Why length-prefixed frames over asyncio streams (not `Connection.send_bytes`): the event loop
+may make the socket non-blocking (uvloop does), and then a blocking-style read can find half a
+frame; stream writes are buffered, so neither side ever blocks its event loop on the other.
 """
 
 from __future__ import annotations
@@ -12,28 +16,54 @@ import contextlib
 import multiprocessing as mp
 import pickle
 import signal
+import socket
+import struct
 from multiprocessing.connection import Connection
 from typing import Any
 
 from turnbench.engine.remote import RemoteLauncher
 from turnbench.engine.worker import WorkerCore, WorkerSpec
+from turnbench.errors import EngineError
 from turnbench.workload.conversation import Conversation
 
 BATCH_PERIOD_S = 0.05
 READY = b"ready"
-"""A worker's first message: its connection pool is open."""
+"""A worker's first frame: its connection pool is open."""
 START_TIMEOUT_S = 60.0
+_HEAD = struct.Struct("!I")
+
+
+def frame(payload: bytes) -> bytes:
+    """A length-prefixed frame."""
+    return _HEAD.pack(len(payload)) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
+    """The next frame's payload; None at the end of the stream."""
+    try:
+        head = await reader.readexactly(_HEAD.size)
+        return await reader.readexactly(_HEAD.unpack(head)[0])
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+
+
+async def _streams(conn: Connection) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Asyncio streams over a duplex pipe's socket (the pipe object itself is closed)."""
+    sock = socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.close()
+    return await asyncio.open_connection(sock=sock)
 
 
 class ProcessChannel:
-    """Messages to one worker process over its pipe."""
+    """Messages to one worker process; buffered, so sending never blocks."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self) -> None:
+        self.writer: asyncio.StreamWriter | None = None
 
     def _send(self, *message: Any) -> None:
-        with contextlib.suppress(OSError):  # a dead worker is noticed on its reading side
-            self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        writer = self.writer
+        if writer is not None and not writer.is_closing():  # a dead worker: its reader says so
+            writer.write(frame(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)))
 
     def begin(self, wall_anchor_ns: int) -> None:
         self._send("begin", wall_anchor_ns)
@@ -69,44 +99,43 @@ def _process_main(conn: Connection, spec: WorkerSpec) -> None:
 
 
 async def _serve(conn: Connection, spec: WorkerSpec) -> None:
+    reader, writer = await _streams(conn)
     core = WorkerCore(spec)
     await core.open()
-    loop = asyncio.get_running_loop()
     leaving = asyncio.Event()
 
-    def on_message() -> None:
-        try:
-            message = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):  # the coordinator is gone: cut and leave
-            loop.remove_reader(conn.fileno())
-            core.cancel()
-            leaving.set()
-            return
-        kind = message[0]
-        if kind == "begin":
-            core.begin(message[1])
-        elif kind == "start":
-            core.start(*message[1:])
-        elif kind == "stop":
-            core.stop()
-        elif kind == "cancel":
-            core.cancel()
-        elif kind == "exit":
-            leaving.set()
+    async def listen() -> None:
+        while (payload := await read_frame(reader)) is not None:
+            message = pickle.loads(payload)
+            kind = message[0]
+            if kind == "begin":
+                core.begin(message[1])
+            elif kind == "start":
+                core.start(*message[1:])
+            elif kind == "stop":
+                core.stop()
+            elif kind == "cancel":
+                core.cancel()
+            elif kind == "exit":
+                leaving.set()
+        core.cancel()  # the coordinator is gone: cut and leave
+        leaving.set()
 
-    loop.add_reader(conn.fileno(), on_message)
-    conn.send_bytes(READY)
+    listener = asyncio.create_task(listen())
+    writer.write(frame(READY))
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(leaving.wait(), BATCH_PERIOD_S)
         batch = core.take_batch()
         if batch is not None:
-            with contextlib.suppress(OSError):
-                conn.send_bytes(batch)
+            writer.write(frame(batch))
         if leaving.is_set() and core.active == 0:
             break
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+    writer.close()
+    listener.cancel()
     await core.close()
-    conn.close()
 
 
 class ProcessPool:
@@ -128,40 +157,43 @@ class ProcessPool:
             child.close()
             self.conns.append(parent)
             self.procs.append(proc)
-        self.channels = [ProcessChannel(c) for c in self.conns]
-        self._ready: list[asyncio.Event] = []
-        self._closed: list[asyncio.Event] = []
+        self.channels = [ProcessChannel() for _ in specs]
+        self._ready = [asyncio.Event() for _ in specs]
+        self._closed = [asyncio.Event() for _ in specs]
+        self._pumps: list[asyncio.Task[None]] = []
         self._leaving = False
 
     async def attach(self, launcher: RemoteLauncher) -> None:
         """Route every worker's batches to the launcher; wait until all workers are up."""
-        loop = asyncio.get_running_loop()
-        self._ready = [asyncio.Event() for _ in self.conns]
-        self._closed = [asyncio.Event() for _ in self.conns]
         for i, conn in enumerate(self.conns):
-            loop.add_reader(conn.fileno(), self._on_batch, i, conn, launcher)
+            reader, writer = await _streams(conn)
+            self.channels[i].writer = writer
+            self._pumps.append(asyncio.create_task(self._pump(i, reader, launcher)))
         try:
             await asyncio.wait_for(
                 asyncio.gather(*(e.wait() for e in self._ready)), START_TIMEOUT_S
             )
         except TimeoutError:
-            raise RuntimeError("worker processes did not start in time") from None
+            raise EngineError("worker processes did not start in time") from None
+        failed = [i for i, closed in enumerate(self._closed) if closed.is_set()]
+        if failed:
+            codes = ", ".join(f"{i} (exit code {self.procs[i].exitcode})" for i in failed)
+            raise EngineError(f"worker processes failed to start: {codes}; see their stderr")
 
-    def _on_batch(self, i: int, conn: Connection, launcher: RemoteLauncher) -> None:
-        try:
-            payload = conn.recv_bytes()
-        except (EOFError, OSError):
-            asyncio.get_running_loop().remove_reader(conn.fileno())
-            self._closed[i].set()
+    async def _pump(self, i: int, reader: asyncio.StreamReader, launcher: RemoteLauncher) -> None:
+        while (payload := await read_frame(reader)) is not None:
+            if payload == READY:
+                self._ready[i].set()
+            else:
+                launcher.receive(payload)
+        self._closed[i].set()
+        if not self._ready[i].is_set():  # died before it was up: attach() reports it
             self._ready[i].set()
-            proc = self.procs[i]
-            proc.join(timeout=1)
-            if not self._leaving:
-                launcher.worker_died(i, f"exit code {proc.exitcode}")
             return
-        self._ready[i].set()
-        if payload != READY:
-            launcher.receive(payload)
+        if not self._leaving:
+            proc = self.procs[i]
+            await asyncio.to_thread(proc.join, 1)
+            launcher.worker_died(i, f"exit code {proc.exitcode}")
 
     async def close(self, timeout_s: float = 30.0) -> None:
         """Ask every worker to leave once its sessions are over, and wait for the last rows."""
@@ -170,6 +202,9 @@ class ProcessPool:
             channel.exit()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._closed)), timeout_s)
+        for channel in self.channels:
+            if channel.writer is not None:
+                channel.writer.close()
         for proc in self.procs:
             proc.join(timeout=5)
             if proc.is_alive():

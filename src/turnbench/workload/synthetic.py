@@ -43,4 +43,6 @@ def synthetic(
             )
             for _ in range(n_turns)
         )
-        yield Conversation(id=f"syn-{i}", turns=turns, system=system, group=str(group))
+        yield Conversation(
+            id=f"syn-{i}", turns=turns, system=system, metadata={"prompt_group": group}
+        )
