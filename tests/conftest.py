@@ -10,6 +10,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import settings
+
+# Timing belongs in bench/, not in unit tests: on a busy 2-core machine a slow example is not a
+# failure of the code under test.
+settings.register_profile("turnbench", deadline=None)
+settings.load_profile("turnbench")
 
 READY_PREFIX = "turnbench sim ready: "
 

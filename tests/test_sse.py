@@ -56,3 +56,49 @@ def test_never_raises_on_arbitrary_bytes(data, cuts) -> None:
         pos += cut
     parser.feed(data[pos:])
     parser.close()
+
+
+def _reference(data: bytes) -> list[bytes]:
+    """The SSE rules, line by line, on the whole stream at once."""
+    out: list[bytes] = []
+    lines: list[bytes] = []
+    for line in data.replace(b"\r\n", b"\n").split(b"\n"):
+        if not line:
+            if lines:
+                out.append(b"\n".join(lines))
+                lines = []
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            lines.append(value[1:] if value.startswith(b" ") else value)
+    if lines:
+        out.append(b"\n".join(lines))
+    return out
+
+
+line_kinds = st.sampled_from(
+    [
+        'data: {"a": 1}',
+        "data:x",
+        "data: ",
+        ": keep-alive",
+        "event: chunk",
+        "id: 7",
+        "",
+        "data: [DONE]",
+        "retry: 10",
+    ]
+)
+
+
+@given(st.lists(line_kinds, max_size=40), st.lists(st.integers(1, 30), max_size=20), st.booleans())
+def test_mixed_streams_match_the_reference(lines, cuts, crlf) -> None:
+    data = ("\r\n" if crlf else "\n").join(lines).encode() + b"\n"
+    parser = SSEParser()
+    got: list[bytes] = []
+    pos = 0
+    for cut in cuts:
+        got += parser.feed(data[pos : pos + cut])
+        pos += cut
+    got += parser.feed(data[pos:])
+    got += parser.close()
+    assert got == _reference(data)

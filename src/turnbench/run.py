@@ -35,13 +35,11 @@ from turnbench.engine.remote import RemoteLauncher, shares
 from turnbench.engine.scheduler import Launcher, Scheduler
 from turnbench.engine.worker import WorkerSpec
 from turnbench.errors import InputError
-from turnbench.metrics.series import series
 from turnbench.metrics.summary import summarize
 from turnbench.pacing.gates import Gate
 from turnbench.record.recorder import EventRecorder
 from turnbench.record.schema import WorkerRecord
 from turnbench.report.console import print_report
-from turnbench.report.html import render as render_html
 from turnbench.report.progress import show_progress
 from turnbench.target import Target, probe, start_builtin_sim
 from turnbench.workload import DatasetWorkload, conversations, load_dataset
@@ -394,6 +392,9 @@ def write_report(run_dir: Path, console: Console | None = None) -> dict[str, Any
     db = run_dir / "events.db"
     if not db.exists():
         raise InputError("no events.db in this folder", file=str(run_dir))
+    from turnbench.metrics.series import series  # matplotlib: only when a report is written
+    from turnbench.report.html import render as render_html
+
     summary = summarize(db)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     (run_dir / "report.html").write_text(render_html(summary, series(db)), encoding="utf-8")

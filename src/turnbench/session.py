@@ -12,7 +12,12 @@ from dataclasses import dataclass
 
 from turnbench.client.adapters import Reply
 from turnbench.config import SessionConfig
-from turnbench.tokenizer import GENERATION_OVERHEAD, count_tokens, render_message
+from turnbench.tokenizer import (
+    GENERATION_OVERHEAD,
+    MESSAGE_OVERHEAD,
+    count_tokens,
+    render_message,
+)
 from turnbench.workload.conversation import Conversation, Message, Turn
 from turnbench.workload.lengths import TextSizer
 
@@ -24,6 +29,8 @@ class PlannedRequest:
     turn_index: int
     messages: list[Message]
     new_messages: tuple[Message, ...]
+    new_sizes: tuple[int, ...]
+    """Local token estimates of `new_messages` (template overhead included)."""
     max_tokens: int
     dropped_messages: int
     context_tokens: int
@@ -65,9 +72,13 @@ class Session:
     def turns(self) -> tuple[Turn, ...]:
         return self.conversation.turns
 
-    def _append(self, message: Message) -> None:
+    def _append(self, message: Message, size: int | None = None) -> None:
         self.history.append(message)
-        self._sizes.append(_estimate(message))
+        self._sizes.append(_estimate(message) if size is None else size)
+
+    def _local(self, server_tokens: int) -> int:
+        """A count in server tokens as local tokens (the unit of the history's sizes)."""
+        return round(server_tokens / self._scale) + MESSAGE_OVERHEAD
 
     def _prompt_tokens(self, extra: int) -> int:
         return round((sum(self._sizes) + extra + GENERATION_OVERHEAD) * self._scale)
@@ -86,11 +97,15 @@ class Session:
         full and the policy (`stop`, or `truncate` with nothing left to drop) ends the session.
         """
         turn = self.turns[turn_index]
-        new = turn.messages or (
-            {"role": "user", "content": self.sizer.make_text(turn.input_tokens or 1, self.rng)},
-        )
+        if turn.messages:
+            new = turn.messages
+            new_sizes = tuple(_estimate(m) for m in new)
+        else:  # written to length here: its size is known without counting it again
+            n = turn.input_tokens or 1
+            new = ({"role": "user", "content": self.sizer.make_text(n, self.rng)},)
+            new_sizes = (self._local(n),)
         max_tokens = turn.max_tokens or self.cfg.max_tokens
-        new_size = sum(_estimate(m) for m in new)
+        new_size = sum(new_sizes)
         limit = self.max_context_tokens
         if limit is not None and self._prompt_tokens(new_size) + max_tokens > limit:
             if self.cfg.context_policy == "stop":
@@ -103,6 +118,7 @@ class Session:
             turn_index=turn_index,
             messages=[*self.history, *new],
             new_messages=new,
+            new_sizes=new_sizes,
             max_tokens=max_tokens,
             dropped_messages=self.dropped_messages,
             context_tokens=self._prompt_tokens(new_size),
@@ -122,20 +138,30 @@ class Session:
         del self._sizes[first:end]
         return True
 
-    def accept(self, planned: PlannedRequest, reply: Reply, prompt_tokens: int | None) -> None:
+    def accept(
+        self,
+        planned: PlannedRequest,
+        reply: Reply,
+        prompt_tokens: int | None,
+        completion_tokens: int | None = None,
+    ) -> None:
         """A successful turn: its messages and the reply join the history.
 
         The reply is the server's with `history: live`, the recorded one with `history:
         dataset`. A recorded reply that calls tools is replayed in both modes, because the
         dataset's next turn carries results for exactly those calls.
         """
-        for message in planned.new_messages:
-            self._append(message)
+        for message, size in zip(planned.new_messages, planned.new_sizes, strict=True):
+            self._append(message, size)
         recorded = self.turns[planned.turn_index].reply
-        use_recorded = recorded is not None and (
+        if recorded is not None and (
             self.cfg.history == "dataset" or bool(recorded.get("tool_calls"))
-        )
-        self._append(recorded if use_recorded and recorded is not None else reply.message())
+        ):
+            self._append(recorded)
+        elif completion_tokens is not None and not reply.tool_calls:
+            self._append(reply.message(), self._local(completion_tokens))
+        else:
+            self._append(reply.message())
         if prompt_tokens and planned.context_tokens:
             local = planned.context_tokens / self._scale
             if local > 0:

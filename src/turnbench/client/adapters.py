@@ -47,26 +47,59 @@ class Adapter(Protocol):
         """The JSON body of a streamed request."""
         ...
 
-    def on_chunk(self, obj: Any, reply: Reply) -> bool:
+    def on_chunk(self, chunk: Chunk, reply: Reply) -> bool:
         """Fold one decoded chunk into `reply`; return True when it carried output text."""
         ...
 
 
-_decoder = msgspec.json.Decoder()
-decode_chunk = _decoder.decode
+class _Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
 
 
-def _first_choice(obj: Any, reply: Reply) -> Any:
+class _ToolCall(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: _Function | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    text: str | None = None
+    finish_reason: str | None = None
+
+
+class Chunk(msgspec.Struct):
+    """The fields of a streamed chunk turnbench reads (chat and completions alike).
+
+    Why typed: msgspec skips every other field (id, model, created, logprobs, timings...)
+    without building it, which is most of the bytes of a chunk; a chunk whose fields have
+    the wrong types fails to decode and is recorded as `malformed`.
+    """
+
+    choices: list[_Choice] | None = None
+    usage: dict[str, Any] | None = None
+    error: Any = None
+
+
+decode_chunk = msgspec.json.Decoder(Chunk).decode
+
+
+def _first_choice(chunk: Chunk, reply: Reply) -> _Choice | None:
     """Take `usage` and `finish_reason` from a chunk; return its first choice, if any."""
-    usage = obj.get("usage")
-    if usage:
-        reply.usage = usage
-    choices = obj.get("choices")
+    if chunk.usage:
+        reply.usage = chunk.usage
+    choices = chunk.choices
     if not choices:
         return None
     choice = choices[0]
-    if choice.get("finish_reason"):
-        reply.finish_reason = choice["finish_reason"]
+    if choice.finish_reason:
+        reply.finish_reason = choice.finish_reason
     return choice
 
 
@@ -90,27 +123,26 @@ class ChatAdapter:
         """Streamed chat request."""
         return _streamed(model, extra, messages=messages)
 
-    def on_chunk(self, obj: Any, reply: Reply) -> bool:
+    def on_chunk(self, chunk: Chunk, reply: Reply) -> bool:
         """Read `choices[0].delta` (content, tool calls), `finish_reason` and `usage`."""
-        choice = _first_choice(obj, reply)
-        if choice is None:
+        choice = _first_choice(chunk, reply)
+        delta = choice.delta if choice is not None else None
+        if delta is None:
             return False
-        delta = choice.get("delta") or {}
         got = False
-        content = delta.get("content")
-        if content:
-            reply.text_parts.append(content)
+        if delta.content:
+            reply.text_parts.append(delta.content)
             got = True
-        for call in delta.get("tool_calls") or ():
+        for call in delta.tool_calls or ():
             slot = reply.tool_calls.setdefault(
-                call.get("index", 0),
+                call.index,
                 {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
             )
-            if call.get("id"):
-                slot["id"] = call["id"]
-            fn = call.get("function") or {}
-            slot["function"]["name"] += fn.get("name") or ""
-            slot["function"]["arguments"] += fn.get("arguments") or ""
+            if call.id:
+                slot["id"] = call.id
+            if call.function is not None:
+                slot["function"]["name"] += call.function.name or ""
+                slot["function"]["arguments"] += call.function.arguments or ""
             got = True
         return got
 
@@ -125,10 +157,10 @@ class CompletionsAdapter:
         extra = {k: v for k, v in extra.items() if k not in ("tools", "tool_choice")}
         return _streamed(model, extra, prompt=render_chat(messages))
 
-    def on_chunk(self, obj: Any, reply: Reply) -> bool:
+    def on_chunk(self, chunk: Chunk, reply: Reply) -> bool:
         """Read `choices[0].text`, `finish_reason` and `usage`."""
-        choice = _first_choice(obj, reply)
-        text = choice.get("text") if choice is not None else None
+        choice = _first_choice(chunk, reply)
+        text = choice.text if choice is not None else None
         if text:
             reply.text_parts.append(text)
             return True

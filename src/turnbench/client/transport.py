@@ -23,6 +23,8 @@ from turnbench.config import Timeouts
 
 _ERROR_BODY_LIMIT = 2000
 _RECONNECTS = 2
+_IDLE_SLACK_S = 0.1
+"""An idle timeout fires between idle_s and idle_s + this after the last chunk."""
 _CONTEXT_WORDS = ("maximum context length", "context length", "exceed_context_size", "too long")
 
 
@@ -123,7 +125,10 @@ class Transport:
         got_response = False
         att.t_sent_ns = clock()
         try:
-            async with asyncio.timeout_at(min(total_deadline, t_start + to.first_token_s)) as cm:
+            deadline = min(total_deadline, t_start + to.first_token_s)
+            slack = min(_IDLE_SLACK_S, to.idle_s / 10)
+            idle_armed = False  # the first output chunk always moves the deadline to idle_s
+            async with asyncio.timeout_at(deadline) as cm:
                 resp = await self._open(self.base_url + adapter.path, payload, headers, att)
                 async with resp:
                     got_response = True
@@ -144,21 +149,16 @@ class Transport:
                                 done = True
                                 continue
                             try:
-                                obj = decode_chunk(event)
-                            except msgspec.DecodeError:
-                                _fail(att, ak.MALFORMED, f"bad JSON in SSE data: {event[:200]!r}")
+                                chunk = decode_chunk(event)
+                            except msgspec.DecodeError as e:
+                                _fail(att, ak.MALFORMED, f"bad SSE data ({e}): {event[:200]!r}")
                                 break
-                            if not isinstance(obj, dict):
-                                _fail(
-                                    att, ak.MALFORMED, f"SSE data is not an object: {event[:200]!r}"
-                                )
-                                break
-                            if obj.get("error"):
+                            if chunk.error:
                                 _fail(
                                     att, ak.HTTP_5XX, f"error event: {_error_text(event.decode())}"
                                 )
                                 break
-                            if on_chunk(obj, reply):
+                            if on_chunk(chunk, reply):
                                 if chunks:
                                     gaps.append(now - last)
                                 else:
@@ -168,7 +168,14 @@ class Transport:
                         if att.status != ak.STATUS_OK:
                             break
                         if chunks:
-                            cm.reschedule(min(total_deadline, loop.time() + to.idle_s))
+                            # Move the deadline only when it would come before `idle_s` after
+                            # this chunk, and then a `slack` further: a timer change every
+                            # `slack` seconds at most, and never a timeout before `idle_s`.
+                            t = loop.time()
+                            if not idle_armed or t + to.idle_s > deadline:
+                                deadline = min(total_deadline, t + to.idle_s + slack)
+                                cm.reschedule(deadline)
+                                idle_armed = True
                     if att.status == ak.STATUS_OK:
                         for event in parser.close():
                             done = done or event == b"[DONE]"

@@ -198,7 +198,7 @@ async def _play_turn(
                 stats.errors[kind] = stats.errors.get(kind, 0) + 1
         end = att.t_end_ns
         if att.status == ak.STATUS_OK:
-            session.accept(planned, reply, att.prompt_tokens)
+            session.accept(planned, reply, att.prompt_tokens, att.completion_tokens)
             return True, end
         if number < attempts:
             t_intended = end + int(_backoff_s(ctx, number, reply.retry_after_s, session.rng) * NS)

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from turnbench.metrics.stats import describe
+from turnbench.metrics.stats import describe, percentile
 
 MS = 1e6  # nanoseconds per millisecond
 CLIENT_BOUND_LAG_MS = 10.0
@@ -131,12 +131,16 @@ def _per_conversation(sessions: list[sqlite3.Row]) -> dict[str, Any]:
     }
 
 
-def _verdict(req: dict[str, Any], load: dict[str, Any]) -> dict[str, Any]:
-    """Whether the client or a cap held work back, so latencies from the send understate."""
-    lag = req["schedule_lag_ms"]
-    gate = req["gate_wait_ms"]
-    lag_p99 = lag["p99"] or 0.0
-    gate_p99 = gate["p99"] or 0.0
+def _verdict(sent: list[sqlite3.Row], ok: int) -> dict[str, Any]:
+    """Whether the client or a cap held work back, so latencies from the send understate.
+
+    Judged on every attempt that went out, failed and cancelled ones too: an overloaded client
+    may complete nothing at all, and that is exactly when the warning matters.
+    """
+    lag = sorted((r["t_sent_ns"] - r["t_intended_ns"]) / MS for r in sent)
+    gate = sorted(r["gate_wait_ns"] / MS for r in sent)
+    lag_p99 = percentile(lag, 99) if lag else 0.0
+    gate_p99 = percentile(gate, 99) if gate else 0.0
     notes = []
     capacity_bound = gate_p99 > CLIENT_BOUND_LAG_MS
     client_bound = (lag_p99 - gate_p99) > CLIENT_BOUND_LAG_MS
@@ -148,15 +152,18 @@ def _verdict(req: dict[str, Any], load: dict[str, Any]) -> dict[str, Any]:
         )
     if capacity_bound:
         notes.append(
-            f"capacity-bound: a cap (max_in_flight) held requests back {gate_p99:.1f} ms at p99; "
+            f"capacity-bound: a cap held requests back {gate_p99:.1f} ms at p99; "
             "the offered load was not sent as scheduled"
         )
+    if sent and not ok:
+        notes.append(f"no request succeeded: all {len(sent)} attempts failed or were cancelled")
     return {
         "client_bound": client_bound,
         "capacity_bound": capacity_bound,
+        "schedule_lag_p99_ms": lag_p99,
+        "gate_wait_p99_ms": gate_p99,
         "notes": notes,
         "threshold_ms": CLIENT_BOUND_LAG_MS,
-        "mode": load.get("mode"),
     }
 
 
@@ -187,7 +194,7 @@ def summarize(db_path: Path) -> dict[str, Any]:
     in_tokens = sum(r["prompt_tokens"] or 0 for r in ok)
     cached = sum(r["cached_tokens"] or 0 for r in ok)
     length_source = (config.get("resolved") or {}).get("length_source")
-    verdict = _verdict(req, config.get("load", {}))
+    verdict = _verdict([r for r in main if r["t_sent_ns"]], len(ok))
     if length_source == "approximate":
         verdict["notes"].append(APPROXIMATE_LENGTHS)
     return {
