@@ -2,82 +2,80 @@
 
 Why separate from the summary: the summary holds the numbers a user compares between runs;
 these are the shapes a person looks at (throughput over time, latency CDFs, TTFT over time),
-kept small: a point per second, and at most a few thousand samples.
+kept small: a point per second, a few hundred CDF points, at most a few thousand samples.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from turnbench.metrics.stats import percentile
+import numpy as np
 
-MS = 1e6
+from turnbench.metrics.summary import MAIN, MS, read_matrix
+
 MAX_POINTS = 4000
 CDF_POINTS = 200
 
 
-def _cdf(values: list[float]) -> list[tuple[float, float]]:
-    """(value, fraction) pairs at evenly spaced quantiles of the sorted values."""
-    data = sorted(values)
-    if not data:
+def _cdf(values: np.ndarray) -> list[tuple[float, float]]:
+    """(value, fraction) pairs at evenly spaced quantiles."""
+    data = values[~np.isnan(values)]
+    if not data.size:
         return []
-    n = min(CDF_POINTS, len(data))
-    return [
-        (percentile(data, 100 * i / (n - 1) if n > 1 else 100), i / max(n - 1, 1)) for i in range(n)
-    ]
+    fractions = np.linspace(0.0, 1.0, min(CDF_POINTS, data.size))
+    return list(zip(np.percentile(data, fractions * 100).tolist(), fractions.tolist(), strict=True))
 
 
 def series(db_path: Path) -> dict[str, Any]:
     """Per-second throughput, latency CDFs and TTFT samples over time (main stage only)."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        rows = conn.execute(
+        rows = read_matrix(
+            conn,
             "SELECT t_sent_ns, t_intended_ns, t_first_token_ns, t_end_ns, completion_tokens,"
-            " status, turn_index FROM requests WHERE stage != 'warmup' ORDER BY t_sent_ns"
-        ).fetchall()
+            f" status = 'ok', turn_index FROM requests WHERE {MAIN} ORDER BY t_sent_ns",
+            7,
+        )
     finally:
         conn.close()
-    per_second: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
-    ttft: list[float] = []
-    ttft_i: list[float] = []
-    e2e: list[float] = []
-    e2e_i: list[float] = []
-    samples: list[tuple[float, float, int]] = []
-    for sent, intended, first, end, out, status, turn in rows:
-        bucket = per_second[int(end // 1_000_000_000)]
-        if status != "ok":
-            bucket[1] += 1
-            continue
-        bucket[0] += 1
-        bucket[2] += out or 0
-        e2e.append((end - sent) / MS)
-        e2e_i.append((end - intended) / MS)
-        if first is not None:
-            ttft.append((first - sent) / MS)
-            ttft_i.append((first - intended) / MS)
-            samples.append((sent / 1e9, (first - sent) / MS, turn))
-    step = max(1, len(samples) // MAX_POINTS)
-    seconds = sorted(per_second)
-    return {
-        "throughput": [
+    sent, intended, first, end, out, ok, turn = rows.T
+    ok = ok == 1
+    second = (end // 1e9).astype(np.int64)
+    throughput = []
+    if second.size:
+        lo = int(second.min())
+        n = int(second.max()) - lo + 1
+        ok_s = np.bincount(second[ok] - lo, minlength=n)
+        failed_s = np.bincount(second[~ok] - lo, minlength=n)
+        tokens_s = np.bincount(second[ok] - lo, weights=np.nan_to_num(out[ok]), minlength=n)
+        throughput = [
             {
-                "t": s,
-                "ok": per_second[s][0],
-                "failed": per_second[s][1],
-                "output_tokens": per_second[s][2],
+                "t": lo + i,
+                "ok": int(ok_s[i]),
+                "failed": int(failed_s[i]),
+                "output_tokens": int(tokens_s[i]),
             }
-            for s in range(seconds[0], seconds[-1] + 1)
+            for i in range(n)
         ]
-        if seconds
-        else [],
+    has_first = ok & ~np.isnan(first)
+    step = max(1, int(has_first.sum()) // MAX_POINTS)
+    samples = list(
+        zip(
+            (sent[has_first] / 1e9)[::step].tolist(),
+            ((first - sent)[has_first] / MS)[::step].tolist(),
+            turn[has_first][::step].astype(int).tolist(),
+            strict=True,
+        )
+    )
+    return {
+        "throughput": throughput,
         "cdf": {
-            "ttft_ms": _cdf(ttft),
-            "ttft_from_intended_ms": _cdf(ttft_i),
-            "e2e_ms": _cdf(e2e),
-            "e2e_from_intended_ms": _cdf(e2e_i),
+            "ttft_ms": _cdf((first - sent)[ok] / MS),
+            "ttft_from_intended_ms": _cdf((first - intended)[ok] / MS),
+            "e2e_ms": _cdf((end - sent)[ok] / MS),
+            "e2e_from_intended_ms": _cdf((end - intended)[ok] / MS),
         },
-        "ttft_samples": samples[::step],
+        "ttft_samples": samples,
     }
