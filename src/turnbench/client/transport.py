@@ -1,8 +1,10 @@
-"""The transport: one pooled aiohttp session that streams a reply and keeps its time.
+"""The transport: streams a request over a pooled HTTP/1.1 connection and keeps its time.
 
-Why this shape: the hot path per chunk is one timestamp, one SSE split and one msgspec decode;
-everything else (JSON of the body, error text) happens once per request. Every outcome ends as
-fields of an `Attempt`, never as an exception: a server fault is data, not a crash.
+Why this shape: a read is parsed where it arrives (`h1.Connection.data_received` hands it to
+this request's `_Stream`): one timestamp, one SSE split and one msgspec decode per read, and
+no coroutine switch until the reply is complete. One watchdog timer per request enforces the
+first-token, idle and total timeouts, each its own error kind, and never fires early. Every
+outcome ends as fields of an `Attempt`, never as an exception: a server fault is data.
 """
 
 from __future__ import annotations
@@ -12,19 +14,18 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from turnbench.client import attempt as ak
 from turnbench.client.adapters import Adapter, Reply, decode_chunk
 from turnbench.client.attempt import Attempt
+from turnbench.client.h1 import Connection, Pool, request_head
 from turnbench.client.sse import SSEParser
 from turnbench.config import Timeouts
 
 _ERROR_BODY_LIMIT = 2000
 _RECONNECTS = 2
-_IDLE_SLACK_S = 0.1
-"""An idle timeout fires between idle_s and idle_s + this after the last chunk."""
+_ERROR_BODY_CAP = 65536
 _CONTEXT_WORDS = ("maximum context length", "context length", "exceed_context_size", "too long")
 
 
@@ -60,6 +61,147 @@ def _fail(att: Attempt, kind: str, message: str) -> None:
     att.error_message = message[:_ERROR_BODY_LIMIT]
 
 
+# What a finished exchange leaves its connection fit for.
+_KEEP = "keep"  # the response completed: the connection may serve the next request
+_CLOSE = "close"  # cut or broken: close it
+_STALE = "stale"  # closed by the server before any byte of a response: send again, fresh
+
+
+class _Stream:
+    """One request's receiving side: SSE events into the reply, times into the attempt."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        att: Attempt,
+        clock: Callable[[], int],
+        timeouts: Timeouts,
+    ) -> None:
+        self.adapter = adapter
+        self.att = att
+        self.clock = clock
+        self.timeouts = timeouts
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[str] = self.loop.create_future()
+        self.reply = Reply()
+        self.parser = SSEParser()
+        self.gaps = array("q")
+        self.chunks = 0
+        self.last = 0
+        self.last_loop_t = 0.0
+        self.sse_done = False
+        self.status = 0
+        self.chunked = False
+        self.error_body = bytearray()
+        t0 = self.loop.time()
+        self.total_deadline = t0 + timeouts.total_s
+        self.first_deadline = min(self.total_deadline, t0 + timeouts.first_token_s)
+        self.watchdog = self.loop.call_at(self.first_deadline, self._check)
+
+    def _finish(self, outcome: str) -> None:
+        self.watchdog.cancel()
+        if not self.done.done():
+            self.done.set_result(outcome)
+
+    def fail(self, kind: str, message: str) -> None:
+        """End the exchange as an error; the connection is closed."""
+        if not self.done.done():
+            _fail(self.att, kind, message)
+            self._finish(_CLOSE)
+
+    def _check(self) -> None:
+        """The watchdog: fail on a passed deadline, else re-arm for the next one."""
+        if self.done.done():
+            return
+        now = self.loop.time()
+        to = self.timeouts
+        if now >= self.total_deadline:
+            self.fail(ak.TIMEOUT, f"no complete reply within {to.total_s} s")
+        elif self.chunks == 0:
+            if now >= self.first_deadline:
+                self.fail(ak.FIRST_TOKEN_TIMEOUT, f"no first token within {to.first_token_s} s")
+            else:
+                self.watchdog = self.loop.call_at(self.first_deadline, self._check)
+        elif now >= self.last_loop_t + to.idle_s:
+            self.fail(ak.IDLE_TIMEOUT, f"no chunk for {to.idle_s} s")
+        else:
+            at = min(self.total_deadline, self.last_loop_t + to.idle_s)
+            self.watchdog = self.loop.call_at(at, self._check)
+
+    # h1.Exchange
+    def on_status(self, status: int) -> None:
+        self.status = status
+        self.att.http_status = status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":
+            self.chunked = b"chunked" in value.lower()
+        elif lowered == b"retry-after":
+            self.reply.retry_after_s = _retry_after(value)
+
+    def on_body(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        if self.status >= 400:
+            if len(self.error_body) < _ERROR_BODY_CAP:
+                self.error_body += data
+            return
+        now = self.clock()
+        self.last_loop_t = self.loop.time()
+        on_chunk = self.adapter.on_chunk
+        reply = self.reply
+        for event in self.parser.feed(data):
+            if event == b"[DONE]":
+                self.sse_done = True
+                continue
+            try:
+                chunk = decode_chunk(event)
+            except msgspec.DecodeError as e:
+                self.fail(ak.MALFORMED, f"bad SSE data ({e}): {event[:200]!r}")
+                return
+            if chunk.error:
+                self.fail(
+                    ak.HTTP_5XX, f"error event: {_error_text(event.decode(errors='replace'))}"
+                )
+                return
+            if on_chunk(chunk, reply):
+                if self.chunks:
+                    self.gaps.append(now - self.last)
+                else:
+                    self.att.t_first_token_ns = now
+                    self.watchdog.cancel()  # from here on the idle deadline applies
+                    at = min(self.total_deadline, self.last_loop_t + self.timeouts.idle_s)
+                    self.watchdog = self.loop.call_at(at, self._check)
+                self.last = now
+                self.chunks += 1
+
+    def on_complete(self) -> None:
+        if self.done.done():
+            return
+        if self.status >= 400:
+            text = _error_text(self.error_body.decode(errors="replace"))
+            _fail(self.att, _http_error_kind(self.status, text), text)
+            self._finish(_KEEP)
+            return
+        for event in self.parser.close():
+            self.sse_done = self.sse_done or event == b"[DONE]"
+        if not self.sse_done:
+            _fail(self.att, ak.TRUNCATED, "stream ended without [DONE]")
+        self._finish(_KEEP)
+
+    def on_lost(self, exc: Exception | None, started: bool) -> None:
+        if self.done.done():
+            return
+        if not started:
+            self._finish(_STALE)
+        elif exc is None and not self.chunked and self.status and self.status < 400:
+            self.on_complete()  # a body delimited by the end of the connection
+        else:
+            why = f"{type(exc).__name__}: {exc}" if exc else "connection closed mid-response"
+            self.fail(ak.RESET, why)
+
+
 class Transport:
     """Sends streamed requests to one base URL over a shared connection pool."""
 
@@ -73,29 +215,20 @@ class Transport:
         verify_tls: bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._headers = {"Content-Type": "application/json", **headers}
+        self._headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            **headers,
+        }
         self._timeouts = timeouts
         self._clock = clock
-        self._verify = verify_tls
-        self._session: aiohttp.ClientSession | None = None
+        self._pool = Pool(self.base_url, verify_tls=verify_tls, connect_s=timeouts.connect_s)
 
     async def __aenter__(self) -> Transport:
-        connector = aiohttp.TCPConnector(limit=0, ssl=self._verify)
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self._timeouts.connect_s, connect=self._timeouts.connect_s
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            read_bufsize=1 << 18,
-            headers=self._headers,
-            skip_auto_headers=("User-Agent",),
-        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self._pool.close()
 
     async def send(
         self,
@@ -107,138 +240,73 @@ class Transport:
         """Stream one request; fill `att` with its times, tokens and outcome; return the reply.
 
         Timeouts are distinct: `first_token_s` until the first output chunk, then `idle_s`
-        between chunks, all under `total_s`. A cancelled task marks the attempt `cancelled`
-        and re-raises.
+        between chunks, all under `total_s`. A pooled connection that the server closed
+        before answering anything is replaced by a fresh one (at most twice, counted in
+        `reconnects`): such a request never reached the server. A cancelled task marks the
+        attempt `cancelled` and re-raises.
         """
-        assert self._session is not None, "use Transport as an async context manager"
-        reply = Reply()
+        pool = self._pool
         payload = msgspec.json.encode(body)
-        clock = self._clock
-        loop = asyncio.get_running_loop()
-        to = self._timeouts
-        t_start = loop.time()
-        total_deadline = t_start + to.total_s
-        gaps = array("q")
-        last = 0
-        chunks = 0
-        done = False
-        got_response = False
-        att.t_sent_ns = clock()
+        request = (
+            request_head(
+                "POST",
+                pool.prefix + adapter.path,
+                pool.host_header,
+                {**self._headers, **headers},
+                len(payload),
+            )
+            + payload
+        )
+        att.t_sent_ns = self._clock()
+        stream: _Stream | None = None
         try:
-            deadline = min(total_deadline, t_start + to.first_token_s)
-            slack = min(_IDLE_SLACK_S, to.idle_s / 10)
-            idle_armed = False  # the first output chunk always moves the deadline to idle_s
-            async with asyncio.timeout_at(deadline) as cm:
-                resp = await self._open(self.base_url + adapter.path, payload, headers, att)
-                async with resp:
-                    got_response = True
-                    att.http_status = resp.status
-                    if resp.status >= 400:
-                        text = _error_text(await resp.text(errors="replace"))
-                        if resp.status == 429:
-                            reply.retry_after_s = _retry_after(resp.headers.get("Retry-After"))
-                        _fail(att, _http_error_kind(resp.status, text), text)
-                        att.t_end_ns = clock()
-                        return reply
-                    parser = SSEParser()
-                    on_chunk = adapter.on_chunk
-                    async for data in resp.content.iter_any():
-                        now = clock()
-                        for event in parser.feed(data):
-                            if event == b"[DONE]":
-                                done = True
-                                continue
-                            try:
-                                chunk = decode_chunk(event)
-                            except msgspec.DecodeError as e:
-                                _fail(att, ak.MALFORMED, f"bad SSE data ({e}): {event[:200]!r}")
-                                break
-                            if chunk.error:
-                                _fail(
-                                    att, ak.HTTP_5XX, f"error event: {_error_text(event.decode())}"
-                                )
-                                break
-                            if on_chunk(chunk, reply):
-                                if chunks:
-                                    gaps.append(now - last)
-                                else:
-                                    att.t_first_token_ns = now
-                                last = now
-                                chunks += 1
-                        if att.status != ak.STATUS_OK:
-                            break
-                        if chunks:
-                            # Move the deadline only when it would come before `idle_s` after
-                            # this chunk, and then a `slack` further: a timer change every
-                            # `slack` seconds at most, and never a timeout before `idle_s`.
-                            t = loop.time()
-                            if not idle_armed or t + to.idle_s > deadline:
-                                deadline = min(total_deadline, t + to.idle_s + slack)
-                                cm.reschedule(deadline)
-                                idle_armed = True
-                    if att.status == ak.STATUS_OK:
-                        for event in parser.close():
-                            done = done or event == b"[DONE]"
-                        if not done:
-                            _fail(att, ak.TRUNCATED, "stream ended without [DONE]")
-        except aiohttp.ConnectionTimeoutError as e:  # a TimeoutError too: it must come first
-            _fail(att, ak.CONNECT_ERROR, f"no connection within {to.connect_s} s: {e}")
-        except TimeoutError:
-            if loop.time() >= total_deadline - 0.001:
-                _fail(att, ak.TIMEOUT, f"no complete reply within {to.total_s} s")
-            elif chunks == 0:
-                _fail(att, ak.FIRST_TOKEN_TIMEOUT, f"no first token within {to.first_token_s} s")
-            else:
-                _fail(att, ak.IDLE_TIMEOUT, f"no chunk for {to.idle_s} s")
+            for tries in range(_RECONNECTS + 1):
+                try:
+                    conn = await pool.acquire(fresh=tries > 0)
+                except TimeoutError:
+                    limit = self._timeouts.connect_s
+                    _fail(att, ak.CONNECT_ERROR, f"no connection within {limit} s")
+                    break
+                except OSError as e:
+                    _fail(att, ak.CONNECT_ERROR, f"{type(e).__name__}: {e}")
+                    break
+                stream = _Stream(adapter, att, self._clock, self._timeouts)
+                outcome = await self._exchange(conn, stream, request)
+                if outcome == _KEEP:
+                    pool.release(conn)
+                    break
+                conn.close()
+                if outcome == _STALE:
+                    if conn.reused and tries < _RECONNECTS:
+                        att.reconnects += 1
+                        continue
+                    _fail(att, ak.CONNECT_ERROR, "the server closed the connection unanswered")
+                break
         except asyncio.CancelledError:
             att.status = ak.STATUS_CANCELLED
             att.error_kind = ak.CANCELLED
             att.error_message = "cancelled by the run's end or an interrupt"
             raise
-        except aiohttp.ClientConnectorError as e:
-            _fail(att, ak.CONNECT_ERROR, str(e) or type(e).__name__)
-        except (
-            aiohttp.ClientPayloadError,
-            aiohttp.ServerDisconnectedError,
-            aiohttp.ClientOSError,
-            ConnectionError,
-        ) as e:
-            kind = ak.RESET if got_response else ak.CONNECT_ERROR
-            _fail(att, kind, f"{type(e).__name__}: {e}")
-        except aiohttp.ClientError as e:
-            _fail(att, ak.CLIENT_ERROR, f"{type(e).__name__}: {e}")
         finally:
-            att.t_end_ns = att.t_end_ns or clock()
-            if chunks:
-                att.t_last_token_ns = last
-                att.chunk_gaps = gaps.tobytes()
-            att.content_chunks = chunks
-            att.finish_reason = reply.finish_reason
-            _read_usage(att, reply)
+            att.t_end_ns = self._clock()
+            if stream is not None and stream.chunks:
+                att.t_last_token_ns = stream.last
+                att.chunk_gaps = stream.gaps.tobytes()
+            att.content_chunks = stream.chunks if stream is not None else 0
+        reply = Reply() if stream is None else stream.reply
+        att.finish_reason = reply.finish_reason
+        _read_usage(att, reply)
         return reply
 
-    async def _open(
-        self, url: str, payload: bytes, headers: dict[str, str], att: Attempt
-    ) -> aiohttp.ClientResponse:
-        """POST and wait for the response head, reconnecting when a pooled keep-alive
-        connection turns out closed by the server before it answered anything.
-
-        Why: servers close idle or surplus keep-alive connections (llama.cpp does under
-        concurrency); a request written to such a socket never reached the server, so
-        sending it again on a fresh connection is not a retry of a server fault. Each
-        reconnect is counted on the attempt. A refused connection is never retried here.
-        """
-        assert self._session is not None
-        for tries in range(_RECONNECTS + 1):
-            try:
-                return await self._session.post(url, data=payload, headers=headers)
-            except aiohttp.ClientConnectorError:
-                raise
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                if tries == _RECONNECTS:
-                    raise
-                att.reconnects += 1
-        raise AssertionError("unreachable")
+    async def _exchange(self, conn: Connection, stream: _Stream, request: bytes) -> str:
+        """Run one exchange on a connection; a cancelled task cuts the connection."""
+        conn.begin(stream, request)
+        try:
+            return await stream.done
+        except asyncio.CancelledError:
+            stream.watchdog.cancel()
+            conn.close()
+            raise
 
 
 def _read_usage(att: Attempt, reply: Reply) -> None:
@@ -254,7 +322,7 @@ def _read_usage(att: Attempt, reply: Reply) -> None:
         att.token_source = "chunks"
 
 
-def _retry_after(value: str | None) -> float | None:
+def _retry_after(value: bytes | None) -> float | None:
     if not value:
         return None
     try:

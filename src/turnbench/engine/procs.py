@@ -118,14 +118,18 @@ async def _serve(conn: Connection, spec: WorkerSpec) -> None:
                 core.cancel()
             elif kind == "exit":
                 leaving.set()
+                core.wake.set()
         core.cancel()  # the coordinator is gone: cut and leave
         leaving.set()
+        core.wake.set()
 
     listener = asyncio.create_task(listen())
     writer.write(frame(READY))
     while True:
+        # A batch every BATCH_PERIOD_S, and at once when a session ends or the run does.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(leaving.wait(), BATCH_PERIOD_S)
+            await asyncio.wait_for(core.wake.wait(), BATCH_PERIOD_S)
+        core.wake.clear()
         batch = core.take_batch()
         if batch is not None:
             writer.write(frame(batch))

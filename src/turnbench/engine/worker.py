@@ -101,6 +101,9 @@ class WorkerCore:
         self._transport: Transport | None = None
         self._t0 = time.monotonic_ns()
         self.ctx: RunContext | None = None
+        self.wake = asyncio.Event()
+        """Set when a batch should go out at once: a session ended (a closed-loop user waits
+        for that news to start its next conversation)."""
 
     async def open(self) -> None:
         """Open the connection pool; the clock starts at `begin`."""
@@ -163,6 +166,7 @@ class WorkerCore:
     def _finish(self, index: int, _task: asyncio.Task[object]) -> None:
         self._tasks.pop(index, None)
         self._done.append(index)
+        self.wake.set()
 
     def stop(self) -> None:
         """The run is ending: no new turns unless the end policy is drain."""
