@@ -7,6 +7,7 @@ flight, and failures stay out of the latency distributions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -207,3 +208,49 @@ def test_very_slow_server_hits_the_total_timeout(tmp_path: Path) -> None:
     assert {r["error_kind"] for r in rows} == {"timeout"}
     assert all(0.49e9 < r["t_end_ns"] - r["t_sent_ns"] < 1.5e9 for r in rows)
     assert sum(counted.values()) == len(rows) == 4
+
+
+def test_a_dead_events_writer_stops_the_run_with_one_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text(
+        "target: {sim_args: ['--decode-ms-base', '1', '--ttft-base-ms', '1']}\n"
+        "workload: {type: synthetic, conversations: 10, cycle: true, turns: 3,"
+        " input_tokens: 10, output_tokens: 5}\n"
+        "load: {mode: users, users: 4, duration_s: 60}\n"
+    )
+    proc = start_run(cfg, tmp_path / "runs")
+    time.sleep(2)
+    writers = subprocess.run(
+        ["pgrep", "-P", str(proc.pid), "-f", "multiprocessing.spawn"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert len(writers) == 1
+    os.kill(int(writers[0]), signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "the events.db writer stopped" in lines[0], stderr
+
+
+def test_the_builtin_simulator_leaves_with_its_parent(tmp_path: Path) -> None:
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(
+        "load: {mode: users, users: 1, duration_s: 60}\n"
+        "workload: {type: synthetic, cycle: true, turns: 2}\n"
+    )
+    proc = start_run(cfg, tmp_path / "runs", quiet=True)
+    time.sleep(1)
+    sims = subprocess.run(
+        ["pgrep", "-P", str(proc.pid), "-f", "turnbench sim"], capture_output=True, text=True
+    ).stdout.split()
+    assert len(sims) == 1
+    os.killpg(proc.pid, signal.SIGKILL)  # the simulator runs in a session of its own
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{sims[0]}"):
+        time.sleep(0.2)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(int(sims[0]), os.WNOHANG)
+    status = Path(f"/proc/{sims[0]}/status")
+    assert not status.exists() or "zombie" in status.read_text()

@@ -209,7 +209,7 @@ async def _run_async(
         wall_ns, holder["t0"] = time.time_ns(), time.monotonic_ns()
         launcher.begin(wall_ns)
         scheduler = Scheduler(cfg.load, cfg.seed, launcher, stream, clock, start_times=start_times)
-        return await _drive(cfg, scheduler, launcher, console, show_live)
+        return await _drive(cfg, scheduler, launcher, recorder, console, show_live)
     finally:
         await pool.close()
 
@@ -259,11 +259,16 @@ async def _run_in_process(
         )
         launcher = InProcessLauncher(ctx, max_ctx)
         scheduler = Scheduler(cfg.load, cfg.seed, launcher, stream, clock, start_times=start_times)
-        return await _drive(cfg, scheduler, launcher, console, show_live)
+        return await _drive(cfg, scheduler, launcher, recorder, console, show_live)
 
 
 async def _drive(
-    cfg: RunConfig, scheduler: Scheduler, launcher: Launcher, console: Console, show_live: bool
+    cfg: RunConfig,
+    scheduler: Scheduler,
+    launcher: Launcher,
+    recorder: EventRecorder,
+    console: Console,
+    show_live: bool,
 ) -> str:
     """Run the scheduler under the limits, the end policy and the signals."""
     loop = asyncio.get_running_loop()
@@ -288,6 +293,16 @@ async def _drive(
             loop.add_signal_handler(sig, stop, "interrupted")
     if cfg.load.duration_s is not None:
         timers.append(loop.call_later(cfg.load.duration_s, stop, "duration"))
+
+    def watch_recorder() -> None:
+        if recorder.broken:  # nothing can be recorded any more: cut the run now
+            console.print("[bold red]problem:[/] the events.db writer stopped; cutting the run")
+            scheduler.stop()
+            launcher.cancel()
+        else:
+            timers.append(loop.call_later(0.5, watch_recorder))
+
+    watch_recorder()
     progress = asyncio.create_task(show_progress(launcher.stats, console)) if show_live else None
     try:
         await scheduler.run()

@@ -47,7 +47,18 @@ def start_builtin_sim(
 ) -> tuple[subprocess.Popen[str], str]:
     """Start `turnbench sim` on a free 127.0.0.1 port; return the process and its /v1 URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "turnbench", "sim", "--host", "127.0.0.1", "--port", "0", *args],
+        [
+            sys.executable,
+            "-m",
+            "turnbench",
+            "sim",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--exit-with-parent",
+            *args,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

@@ -7,6 +7,7 @@ the real address from that one line; everything else goes to stderr.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -23,8 +24,16 @@ from turnbench.sim.config import FAULT_KINDS, SimConfig, load_config
 READY_PREFIX = "turnbench sim ready: "
 
 
-async def serve(cfg: SimConfig, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM, printing the ready line once the socket listens."""
+async def _watch_parent(stop: asyncio.Event) -> None:
+    """Set `stop` once the process that started us is gone (re-parented)."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    stop.set()
+
+
+async def serve(cfg: SimConfig, host: str, port: int, exit_with_parent: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM (or the parent's death), printing the ready line."""
     sim = SimServer(cfg)
     runner = web.ServerRunner(sim.make_server(), handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
@@ -45,9 +54,12 @@ async def serve(cfg: SimConfig, host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     shown_host = f"[{host}]" if ":" in host else host
     print(f"{READY_PREFIX}http://{shown_host}:{bound_port}/v1", flush=True)
+    watcher = asyncio.create_task(_watch_parent(stop)) if exit_with_parent else None
     try:
         await stop.wait()
     finally:
+        if watcher is not None:
+            watcher.cancel()
         await runner.cleanup()
 
 
@@ -104,6 +116,9 @@ def sim_command(
     session_header: str | None = typer.Option(
         None, "--session-header", help="Header counted per session in /metrics."
     ),
+    exit_with_parent: bool = typer.Option(
+        False, "--exit-with-parent", help="Stop when the process that started it is gone."
+    ),
 ) -> None:
     """Run the OpenAI-compatible simulator (chat, completions, models, tokenize, metrics)."""
     overrides = {
@@ -124,7 +139,7 @@ def sim_command(
     }
     try:
         cfg = load_config(config, sets=set_, faults=fault, overrides=overrides)
-        run(serve(cfg, host, port))
+        run(serve(cfg, host, port, exit_with_parent))
     except InputError as err:
         print(f"turnbench sim: {err}", file=sys.stderr)
         raise typer.Exit(2) from None
