@@ -12,6 +12,18 @@ payload = st.text(
 )
 
 
+def _feed_in_pieces(data: bytes, cuts: list[int]) -> list[bytes]:
+    """Feed `data` to a new parser in pieces of the given sizes, then the rest, then close."""
+    parser = SSEParser()
+    got: list[bytes] = []
+    pos = 0
+    for cut in cuts:
+        got += parser.feed(data[pos : pos + cut])
+        pos += cut
+    got += parser.feed(data[pos:])
+    return got + parser.close()
+
+
 def _encode(events: list[str], crlf: bool, comments: bool) -> bytes:
     nl = "\r\n" if crlf else "\n"
     out = []
@@ -30,15 +42,7 @@ def _encode(events: list[str], crlf: bool, comments: bool) -> bytes:
 )
 def test_any_split_gives_the_same_events(events, cuts, crlf, comments) -> None:
     data = _encode(events, crlf, comments)
-    parser = SSEParser()
-    got: list[bytes] = []
-    pos = 0
-    for cut in cuts:
-        got += parser.feed(data[pos : pos + cut])
-        pos += cut
-    got += parser.feed(data[pos:])
-    got += parser.close()
-    assert got == [e.encode() for e in events]
+    assert _feed_in_pieces(data, cuts) == [e.encode() for e in events]
 
 
 def test_multi_line_data_and_unterminated_last_event() -> None:
@@ -93,12 +97,4 @@ line_kinds = st.sampled_from(
 @given(st.lists(line_kinds, max_size=40), st.lists(st.integers(1, 30), max_size=20), st.booleans())
 def test_mixed_streams_match_the_reference(lines, cuts, crlf) -> None:
     data = ("\r\n" if crlf else "\n").join(lines).encode() + b"\n"
-    parser = SSEParser()
-    got: list[bytes] = []
-    pos = 0
-    for cut in cuts:
-        got += parser.feed(data[pos : pos + cut])
-        pos += cut
-    got += parser.feed(data[pos:])
-    got += parser.close()
-    assert got == _reference(data)
+    assert _feed_in_pieces(data, cuts) == _reference(data)
