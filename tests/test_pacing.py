@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from turnbench.pacing.arrivals import AllAtOnce, Constant, Gamma, Poisson, Recorded, wait_s
+from turnbench.pacing.arrivals import AllAtOnce, Constant, Gamma, Poisson, Recorded
 
 
 def _times(pacer, n: int) -> list[float]:
@@ -19,9 +19,6 @@ def _times(pacer, n: int) -> list[float]:
 def test_all_at_once_and_constant() -> None:
     assert _times(AllAtOnce(3), 3) == [0.0, 0.0, 0.0] and AllAtOnce(3).due(3) is None
     assert _times(Constant(4.0), 5) == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert wait_s(Constant(2.0), elapsed_s=0.2, started=1) == pytest.approx(0.3)
-    assert wait_s(Constant(2.0), elapsed_s=9.0, started=1) == 0.0
-    assert wait_s(AllAtOnce(1), elapsed_s=0.0, started=1) is None
 
 
 def _ks_exponential(gaps: list[float], rate: float) -> float:

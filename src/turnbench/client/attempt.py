@@ -21,7 +21,6 @@ FIRST_TOKEN_TIMEOUT = "first_token_timeout"
 IDLE_TIMEOUT = "idle_timeout"
 TIMEOUT = "timeout"
 CANCELLED = "cancelled"
-CLIENT_ERROR = "client_error"
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"

@@ -88,7 +88,6 @@ class _Stream:
         self.gaps = array("q")
         self.chunks = 0
         self.last = 0
-        self.last_loop_t = 0.0
         self.sse_done = False
         self.status = 0
         self.chunked = False
@@ -122,11 +121,13 @@ class _Stream:
                 self.fail(ak.FIRST_TOKEN_TIMEOUT, f"no first token within {to.first_token_s} s")
             else:
                 self.watchdog = self.loop.call_at(self.first_deadline, self._check)
-        elif now >= self.last_loop_t + to.idle_s:
-            self.fail(ak.IDLE_TIMEOUT, f"no chunk for {to.idle_s} s")
-        else:
-            at = min(self.total_deadline, self.last_loop_t + to.idle_s)
-            self.watchdog = self.loop.call_at(at, self._check)
+        else:  # idle: measured from the last content chunk, on the run's clock
+            quiet_s = (self.clock() - self.last) / 1e9
+            if quiet_s >= to.idle_s:
+                self.fail(ak.IDLE_TIMEOUT, f"no chunk for {to.idle_s} s")
+            else:
+                at = min(self.total_deadline, now + to.idle_s - quiet_s)
+                self.watchdog = self.loop.call_at(at, self._check)
 
     # h1.Exchange
     def on_status(self, status: int) -> None:
@@ -148,7 +149,6 @@ class _Stream:
                 self.error_body += data
             return
         now = self.clock()
-        self.last_loop_t = self.loop.time()
         on_chunk = self.adapter.on_chunk
         reply = self.reply
         for event in self.parser.feed(data):
@@ -171,7 +171,7 @@ class _Stream:
                 else:
                     self.att.t_first_token_ns = now
                     self.watchdog.cancel()  # from here on the idle deadline applies
-                    at = min(self.total_deadline, self.last_loop_t + self.timeouts.idle_s)
+                    at = min(self.total_deadline, self.loop.time() + self.timeouts.idle_s)
                     self.watchdog = self.loop.call_at(at, self._check)
                 self.last = now
                 self.chunks += 1

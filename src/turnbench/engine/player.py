@@ -37,7 +37,6 @@ class Recorder(Protocol):
 class LiveStats:
     """Counters for the live progress display; updated on the hot path, read at 4 Hz."""
 
-    sessions_started: int = 0
     sessions_active: int = 0
     sessions_done: int = 0
     requests_started: int = 0
@@ -225,7 +224,6 @@ async def play_session(
         dropped_messages=0,
         outcome="unfinished",
     )
-    ctx.stats.sessions_started += 1
     ctx.stats.sessions_active += 1
     scfg = ctx.cfg.session
     t_next = t_intended_ns

@@ -63,8 +63,7 @@ batch_encoder = msgspec.msgpack.Encoder()
 batch_decoder = msgspec.msgpack.Decoder(Batch)
 
 _COUNTERS = (
-    "sessions_started",
-    "sessions_done",
+        "sessions_done",
     "requests_started",
     "requests_ok",
     "requests_failed",

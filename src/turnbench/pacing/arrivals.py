@@ -13,17 +13,16 @@ from typing import Protocol
 
 
 class Pacer(Protocol):
-    """When session number `k` (0-based) is due, or None when no more sessions start."""
+    """When session number `k` (0-based) is due, or None when no more sessions start.
+
+    The seam of ARCHITECTURE.md ("how long to wait before the next session") as a due time:
+    the wait is `due(k) - elapsed`, and the due time itself is the session's intended start,
+    which every row records.
+    """
 
     def due(self, k: int) -> float | None:
         """Intended start time of session `k`; called with k = 0, 1, 2, ... in order."""
         ...
-
-
-def wait_s(pacer: Pacer, elapsed_s: float, started: int) -> float | None:
-    """How long to wait before the next session starts (0 if it is late), or None to stop."""
-    due = pacer.due(started)
-    return None if due is None else max(0.0, due - elapsed_s)
 
 
 class AllAtOnce:

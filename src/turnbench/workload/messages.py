@@ -23,8 +23,6 @@ from turnbench.workload.records import Record, field
 from turnbench.workload.report import LoadReport
 
 ROLES = ("system", "user", "assistant", "tool")
-WIRE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
-"""Message keys sent to the server; anything else in a dataset message stays behind."""
 THINK_KEYS = ("delay_seconds", "think_time_s")
 
 
