@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -25,20 +24,15 @@ import yaml
 from rich.console import Console
 
 from turnbench import __version__
-from turnbench.client.adapters import adapter_for
-from turnbench.client.transport import Transport
 from turnbench.config import RunConfig
 from turnbench.engine.inprocess import InProcessLauncher
-from turnbench.engine.player import RunContext
 from turnbench.engine.procs import ProcessPool
 from turnbench.engine.remote import RemoteLauncher, shares
 from turnbench.engine.scheduler import Launcher, Scheduler
-from turnbench.engine.worker import WorkerSpec
+from turnbench.engine.worker import WorkerCore, WorkerSpec
 from turnbench.errors import InputError
 from turnbench.metrics.summary import summarize
-from turnbench.pacing.gates import Gate
 from turnbench.record.recorder import EventRecorder
-from turnbench.record.schema import WorkerRecord
 from turnbench.report.console import print_report
 from turnbench.report.progress import show_progress
 from turnbench.target import Target, probe, start_builtin_sim
@@ -176,16 +170,28 @@ async def _run_async(
     show_live: bool,
     sizer: TextSizer,
 ) -> str:
-    """Run in this process (one worker) or through worker processes / Ray actors.
+    """Run on the run's own worker (`workers: 1`) or on worker processes / Ray actors.
 
     The run's clock starts only when every worker is up, so start-up never shows as lag.
     """
     max_ctx = cfg.session.max_context_tokens or target.max_model_len
-    if cfg.engine.kind == "local" and cfg.engine.worker_count() == 1:
-        return await _run_in_process(
-            cfg, target, stream, start_times, recorder, console, show_live, max_ctx, sizer
-        )
     specs = _specs(cfg, target, max_ctx, sizer)
+    if cfg.engine.kind == "local" and len(specs) == 1:
+        core = WorkerCore(specs[0], recorder=recorder)
+        await core.open()
+        try:
+            core.begin(time.time_ns())
+            scheduler = Scheduler(
+                cfg.load,
+                cfg.seed,
+                InProcessLauncher(core),
+                stream,
+                core.clock,
+                start_times=start_times,
+            )
+            return await _drive(cfg, scheduler, scheduler.launcher, recorder, console, show_live)
+        finally:
+            await core.close()
     pool: ProcessPool | RayPool
     if cfg.engine.kind == "ray":
         from turnbench.engine.ray_actors import RayPool
@@ -212,54 +218,6 @@ async def _run_async(
         return await _drive(cfg, scheduler, launcher, recorder, console, show_live)
     finally:
         await pool.close()
-
-
-async def _run_in_process(
-    cfg: RunConfig,
-    target: Target,
-    stream: Iterator[Conversation],
-    start_times: list[float] | None,
-    recorder: EventRecorder,
-    console: Console,
-    show_live: bool,
-    max_ctx: int | None,
-    sizer: TextSizer,
-) -> str:
-    wall_ns, t0 = time.time_ns(), time.monotonic_ns()
-
-    def clock() -> int:
-        return time.monotonic_ns() - t0
-
-    recorder.record(
-        WorkerRecord(
-            worker=0,
-            pid=os.getpid(),
-            host=socket.gethostname(),
-            wall_anchor_ns=wall_ns,
-            mono_anchor_ns=t0,
-        )
-    )
-    async with Transport(
-        target.url,
-        headers=cfg.target.headers,
-        timeouts=cfg.target.timeouts,
-        clock=clock,
-        verify_tls=cfg.target.verify_tls,
-    ) as transport:
-        ctx = RunContext(
-            cfg=cfg,
-            model=target.model,
-            transport=transport,
-            adapter=adapter_for(cfg.target.api),
-            recorder=recorder,
-            clock=clock,
-            in_flight=Gate(cfg.load.max_in_flight, clock),
-            auth_headers=_auth_headers(cfg),
-            sizer=sizer,
-        )
-        launcher = InProcessLauncher(ctx, max_ctx)
-        scheduler = Scheduler(cfg.load, cfg.seed, launcher, stream, clock, start_times=start_times)
-        return await _drive(cfg, scheduler, launcher, recorder, console, show_live)
 
 
 async def _drive(

@@ -1,36 +1,24 @@
-"""Plays sessions in this process's event loop (`workers: 1`): no IPC on the hot path."""
+"""Plays sessions in this process's event loop (`workers: 1`): no IPC on the hot path.
+
+The run's own worker is an ordinary `WorkerCore` whose rows go straight to the recorder.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import random
 
-from turnbench.engine.player import LiveStats, RunContext, play_session
-from turnbench.session import Session
+from turnbench.engine.player import LiveStats
+from turnbench.engine.worker import WorkerCore
 from turnbench.workload.conversation import Conversation
 
 
-def new_session(
-    ctx: RunContext, index: int, conversation: Conversation, max_context_tokens: int | None
-) -> Session:
-    """Session number `index`; its id and random stream do not depend on where it runs."""
-    return Session(
-        f"s{index}",
-        conversation,
-        ctx.cfg.session,
-        max_context_tokens=max_context_tokens,
-        rng=random.Random(f"{ctx.cfg.seed}:{index}"),
-        sizer=ctx.sizer,
-    )
-
-
 class InProcessLauncher:
-    """Runs each session as a task of the current event loop."""
+    """Runs each session as a task of the current event loop, on one worker core."""
 
-    def __init__(self, ctx: RunContext, max_context_tokens: int | None) -> None:
-        self.ctx = ctx
-        self.max_context_tokens = max_context_tokens
-        self._tasks: set[asyncio.Task[object]] = set()
+    def __init__(self, core: WorkerCore) -> None:
+        assert core.ctx is not None, "open the core first"
+        self.core = core
+        self.ctx = core.ctx
 
     @property
     def stats(self) -> LiveStats:
@@ -44,17 +32,10 @@ class InProcessLauncher:
         self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
     ) -> None:
         """Play the session here; a cut cancels its task, which records it as unfinished."""
-        session = new_session(self.ctx, index, conversation, self.max_context_tokens)
-        task = asyncio.create_task(play_session(self.ctx, session, t_intended_ns, gate_wait_ns))
-        self._tasks.add(task)
-        try:
-            await asyncio.wait({task})
-        finally:
-            self._tasks.discard(task)
+        await asyncio.wait({self.core.start(index, conversation, t_intended_ns, gate_wait_ns)})
 
     def stop(self) -> None:
-        self.ctx.stopping = True
+        self.core.stop()
 
     def cancel(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self.core.cancel()

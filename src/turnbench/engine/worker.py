@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import random
 import socket
 import time
 from dataclasses import dataclass, field
@@ -22,10 +23,10 @@ from turnbench.client.adapters import adapter_for
 from turnbench.client.attempt import Attempt
 from turnbench.client.transport import Transport
 from turnbench.config import RunConfig
-from turnbench.engine.inprocess import new_session
-from turnbench.engine.player import LiveStats, RunContext, play_session
+from turnbench.engine.player import LiveStats, Recorder, RunContext, play_session
 from turnbench.pacing.gates import Gate
 from turnbench.record.schema import SessionRecord, WorkerRecord
+from turnbench.session import Session
 from turnbench.workload.conversation import Conversation
 from turnbench.workload.lengths import TextSizer
 
@@ -63,7 +64,7 @@ batch_encoder = msgspec.msgpack.Encoder()
 batch_decoder = msgspec.msgpack.Decoder(Batch)
 
 _COUNTERS = (
-        "sessions_done",
+    "sessions_done",
     "requests_started",
     "requests_ok",
     "requests_failed",
@@ -91,10 +92,14 @@ class _Outbox:
 class WorkerCore:
     """The sessions of one worker, in that worker's event loop."""
 
-    def __init__(self, spec: WorkerSpec) -> None:
+    def __init__(self, spec: WorkerSpec, recorder: Recorder | None = None) -> None:
+        """`recorder`: where rows go in this process (the run's own worker); without one they
+        wait in an outbox for `take_batch` (worker processes and Ray actors)."""
         self.spec = spec
         self.cfg = RunConfig.model_validate(spec.config)
         self._outbox = _Outbox()
+        self._recorder: Recorder = recorder or self._outbox
+        self._ships = recorder is None
         self._done: list[int] = []
         self._tasks: dict[int, asyncio.Task[object]] = {}
         self._transport: Transport | None = None
@@ -107,10 +112,7 @@ class WorkerCore:
     async def open(self) -> None:
         """Open the connection pool; the clock starts at `begin`."""
         spec = self.spec
-
-        def clock() -> int:
-            return time.monotonic_ns() - self._t0
-
+        clock = self.clock
         cfg = self.cfg.model_copy(deep=True)
         cfg.load.max_requests = spec.max_requests
         self._transport = Transport(
@@ -126,13 +128,17 @@ class WorkerCore:
             model=spec.model,
             transport=self._transport,
             adapter=adapter_for(cfg.target.api),
-            recorder=self._outbox,
+            recorder=self._recorder,
             clock=clock,
             in_flight=Gate(spec.in_flight_limit, clock),
             worker=spec.worker,
             auth_headers=spec.auth_headers,
             sizer=spec.sizer,
         )
+
+    def clock(self) -> int:
+        """Nanoseconds since the run's start on this worker's monotonic clock."""
+        return time.monotonic_ns() - self._t0
 
     def begin(self, wall_anchor_ns: int) -> None:
         """Start this worker's clock at the run's start, given as wall-clock time.
@@ -142,7 +148,7 @@ class WorkerCore:
         (to the precision the machines' clocks agree: NTP on a cluster).
         """
         self._t0 = time.monotonic_ns() - (time.time_ns() - wall_anchor_ns)
-        self._outbox.record(
+        self._recorder.record(
             WorkerRecord(
                 worker=self.spec.worker,
                 pid=os.getpid(),
@@ -154,18 +160,31 @@ class WorkerCore:
 
     def start(
         self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
-    ) -> None:
-        """Start session `index` here; every one of its turns will run here."""
-        assert self.ctx is not None
-        session = new_session(self.ctx, index, conversation, self.spec.max_context_tokens)
-        task = asyncio.create_task(play_session(self.ctx, session, t_intended_ns, gate_wait_ns))
+    ) -> asyncio.Task[object]:
+        """Start session `index` here; every one of its turns will run here.
+
+        Its id and random stream depend on `index` only, not on the worker that plays it.
+        """
+        ctx = self.ctx
+        assert ctx is not None
+        session = Session(
+            f"s{index}",
+            conversation,
+            ctx.cfg.session,
+            max_context_tokens=self.spec.max_context_tokens,
+            rng=random.Random(f"{ctx.cfg.seed}:{index}"),
+            sizer=ctx.sizer,
+        )
+        task = asyncio.create_task(play_session(ctx, session, t_intended_ns, gate_wait_ns))
         self._tasks[index] = task
         task.add_done_callback(functools.partial(self._finish, index))
+        return task
 
     def _finish(self, index: int, _task: asyncio.Task[object]) -> None:
         self._tasks.pop(index, None)
-        self._done.append(index)
-        self.wake.set()
+        if self._ships:
+            self._done.append(index)
+            self.wake.set()
 
     def stop(self) -> None:
         """The run is ending: no new turns unless the end policy is drain."""
