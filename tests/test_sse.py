@@ -1,11 +1,14 @@
-"""The SSE parser: any split of the byte stream gives the same events (hypothesis)."""
+"""The SSE parser: any split of the byte stream gives the same events (hypothesis), and the
+one-array fast path reads exactly what the event-by-event reader reads."""
 
 from __future__ import annotations
+
+import json
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from turnbench.client.sse import SSEParser
+from turnbench.client.sse import SSEParser, json_array, payloads
 
 payload = st.text(
     alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=40
@@ -18,10 +21,10 @@ def _feed_in_pieces(data: bytes, cuts: list[int]) -> list[bytes]:
     got: list[bytes] = []
     pos = 0
     for cut in cuts:
-        got += parser.feed(data[pos : pos + cut])
+        got += payloads(parser.feed(data[pos : pos + cut]))
         pos += cut
-    got += parser.feed(data[pos:])
-    return got + parser.close()
+    got += payloads(parser.feed(data[pos:]))
+    return got + payloads(parser.close())
 
 
 def _encode(events: list[str], crlf: bool, comments: bool) -> bytes:
@@ -47,8 +50,8 @@ def test_any_split_gives_the_same_events(events, cuts, crlf, comments) -> None:
 
 def test_multi_line_data_and_unterminated_last_event() -> None:
     parser = SSEParser()
-    assert parser.feed(b"event: x\ndata: a\ndata: b\n\nid: 3\ndata:c") == [b"a\nb"]
-    assert parser.close() == [b"c"]
+    assert payloads(parser.feed(b"event: x\ndata: a\ndata: b\n\nid: 3\ndata:c")) == [b"a\nb"]
+    assert payloads(parser.close()) == [b"c"]
 
 
 @given(st.binary(max_size=300), st.lists(st.integers(1, 40), max_size=10))
@@ -56,10 +59,11 @@ def test_never_raises_on_arbitrary_bytes(data, cuts) -> None:
     parser = SSEParser()
     pos = 0
     for cut in cuts:
-        parser.feed(data[pos : pos + cut])
+        payloads(parser.feed(data[pos : pos + cut]))
         pos += cut
-    parser.feed(data[pos:])
-    parser.close()
+    payloads(parser.feed(data[pos:]))
+    payloads(parser.close())
+    json_array(data)
 
 
 def _reference(data: bytes) -> list[bytes]:
@@ -98,3 +102,54 @@ line_kinds = st.sampled_from(
 def test_mixed_streams_match_the_reference(lines, cuts, crlf) -> None:
     data = ("\r\n" if crlf else "\n").join(lines).encode() + b"\n"
     assert _feed_in_pieces(data, cuts) == _reference(data)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@given(
+    st.lists(json_values, max_size=12),
+    st.booleans(),
+    st.lists(st.booleans(), max_size=12),
+    st.lists(st.integers(1, 60), max_size=10),
+)
+def test_json_array_reads_what_the_event_reader_reads(values, done, spaces, cuts) -> None:
+    """Every block a stream of one-line JSON events is cut into (any split, with or without
+    the space after `data:`, with or without [DONE]) gives the same values both ways."""
+    events = [json.dumps(v) for v in values] + (["[DONE]"] if done else [])
+    data = "".join(
+        f"data:{' ' if i < len(spaces) and spaces[i] else ''}{e}\n\n" for i, e in enumerate(events)
+    ).encode()
+    parser = SSEParser()
+    slow: list[object] = []
+    fast: list[object] = []
+    saw_done = False
+    pos = 0
+    for cut in [*cuts, len(data)]:
+        block = parser.feed(data[pos : pos + cut])
+        pos += cut
+        slow += [json.loads(p) for p in payloads(block) if p != b"[DONE]"]
+        if block:
+            got = json_array(block)
+            assert got is not None, block
+            array, count, block_done = got
+            assert len(json.loads(array)) == count
+            fast += json.loads(array)
+            saw_done = saw_done or block_done
+    assert fast == slow == values
+    assert saw_done == done
+
+
+def test_json_array_leaves_other_shapes_to_the_event_reader() -> None:
+    assert json_array(b"data: 1\n\n: ping\n\n") is None  # a comment
+    assert json_array(b"event: x\ndata: 1\n\n") is None  # another field
+    assert json_array(b"data: 1\ndata: 2\n\n") is None  # two data lines
+    assert json_array(b"data: 1\n\n\n\ndata: 2\n\n") is None  # an empty event
+    assert json_array(b"data: [DONE]\n\n") == (b"[]", 0, True)
+    assert json_array(b"data: 1\n\ndata:2\n\n") == (b"[ 1,2]", 2, False)

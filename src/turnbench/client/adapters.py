@@ -47,39 +47,49 @@ class Adapter(Protocol):
         """The JSON body of a streamed request."""
         ...
 
-    def on_chunk(self, chunk: Chunk, reply: Reply) -> bool:
-        """Fold one decoded chunk into `reply`; return True when it carried output text."""
+    def fold(self, chunks: list[Chunk], reply: Reply) -> int:
+        """Fold decoded chunks into `reply` in order; return how many carried output (text or
+        tool calls). Raises `ErrorChunk` at a chunk that is an error event."""
         ...
 
 
-class _Function(msgspec.Struct):
+class ErrorChunk(Exception):
+    """A streamed chunk that carries `error` instead of output (the server failed mid-stream)."""
+
+    def __init__(self, error: Any) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class _Function(msgspec.Struct, gc=False):
     name: str | None = None
     arguments: str | None = None
 
 
-class _ToolCall(msgspec.Struct):
+class _ToolCall(msgspec.Struct, gc=False):
     index: int = 0
     id: str | None = None
     function: _Function | None = None
 
 
-class _Delta(msgspec.Struct):
+class _Delta(msgspec.Struct, gc=False):
     content: str | None = None
     tool_calls: list[_ToolCall] | None = None
 
 
-class _Choice(msgspec.Struct):
+class _Choice(msgspec.Struct, gc=False):
     delta: _Delta | None = None
     text: str | None = None
     finish_reason: str | None = None
 
 
-class Chunk(msgspec.Struct):
+class Chunk(msgspec.Struct, gc=False):
     """The fields of a streamed chunk turnbench reads (chat and completions alike).
 
     Why typed: msgspec skips every other field (id, model, created, logprobs, timings...)
     without building it, which is most of the bytes of a chunk; a chunk whose fields have
-    the wrong types fails to decode and is recorded as `malformed`.
+    the wrong types fails to decode and is recorded as `malformed`. `gc=False`: decoded JSON
+    holds no reference cycles, so the collector need not track a read's hundreds of objects.
     """
 
     choices: list[_Choice] | None = None
@@ -88,10 +98,14 @@ class Chunk(msgspec.Struct):
 
 
 decode_chunk = msgspec.json.Decoder(Chunk).decode
+decode_chunks = msgspec.json.Decoder(list[Chunk]).decode
+"""Every chunk of a read in one call (see `sse.json_array`)."""
 
 
 def _first_choice(chunk: Chunk, reply: Reply) -> _Choice | None:
-    """Take `usage` and `finish_reason` from a chunk; return its first choice, if any."""
+    """Take `error`, `usage` and `finish_reason` from a chunk; return its first choice."""
+    if chunk.error:
+        raise ErrorChunk(chunk.error)
     if chunk.usage:
         reply.usage = chunk.usage
     choices = chunk.choices
@@ -101,6 +115,20 @@ def _first_choice(chunk: Chunk, reply: Reply) -> _Choice | None:
     if choice.finish_reason:
         reply.finish_reason = choice.finish_reason
     return choice
+
+
+def _add_tool_calls(calls: list[_ToolCall], reply: Reply) -> None:
+    """Tool-call deltas: each names its call by `index`; name and arguments arrive in pieces."""
+    for call in calls:
+        slot = reply.tool_calls.setdefault(
+            call.index,
+            {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+        )
+        if call.id:
+            slot["id"] = call.id
+        if call.function is not None:
+            slot["function"]["name"] += call.function.name or ""
+            slot["function"]["arguments"] += call.function.arguments or ""
 
 
 def _streamed(model: str, extra: dict[str, Any], **payload: Any) -> dict[str, Any]:
@@ -123,27 +151,27 @@ class ChatAdapter:
         """Streamed chat request."""
         return _streamed(model, extra, messages=messages)
 
-    def on_chunk(self, chunk: Chunk, reply: Reply) -> bool:
-        """Read `choices[0].delta` (content, tool calls), `finish_reason` and `usage`."""
-        choice = _first_choice(chunk, reply)
-        delta = choice.delta if choice is not None else None
-        if delta is None:
-            return False
-        got = False
-        if delta.content:
-            reply.text_parts.append(delta.content)
-            got = True
-        for call in delta.tool_calls or ():
-            slot = reply.tool_calls.setdefault(
-                call.index,
-                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
-            )
-            if call.id:
-                slot["id"] = call.id
-            if call.function is not None:
-                slot["function"]["name"] += call.function.name or ""
-                slot["function"]["arguments"] += call.function.arguments or ""
-            got = True
+    def fold(self, chunks: list[Chunk], reply: Reply) -> int:
+        """Read `choices[0].delta` (content, tool calls), `finish_reason` and `usage`.
+
+        This loop is most of the client's per-token cost: it runs once per read over every
+        chunk the read brought (see `transport._Stream.on_body`).
+        """
+        got = 0
+        parts = reply.text_parts
+        for chunk in chunks:
+            choice = _first_choice(chunk, reply)
+            delta = choice.delta if choice is not None else None
+            if delta is None:
+                continue
+            if delta.content:
+                parts.append(delta.content)
+                got += 1
+                if delta.tool_calls:
+                    _add_tool_calls(delta.tool_calls, reply)
+            elif delta.tool_calls:
+                _add_tool_calls(delta.tool_calls, reply)
+                got += 1
         return got
 
 
@@ -157,14 +185,16 @@ class CompletionsAdapter:
         extra = {k: v for k, v in extra.items() if k not in ("tools", "tool_choice")}
         return _streamed(model, extra, prompt=render_chat(messages))
 
-    def on_chunk(self, chunk: Chunk, reply: Reply) -> bool:
+    def fold(self, chunks: list[Chunk], reply: Reply) -> int:
         """Read `choices[0].text`, `finish_reason` and `usage`."""
-        choice = _first_choice(chunk, reply)
-        text = choice.text if choice is not None else None
-        if text:
-            reply.text_parts.append(text)
-            return True
-        return False
+        got = 0
+        for chunk in chunks:
+            choice = _first_choice(chunk, reply)
+            text = choice.text if choice is not None else None
+            if text:
+                reply.text_parts.append(text)
+                got += 1
+        return got
 
 
 def adapter_for(api: str) -> Adapter:

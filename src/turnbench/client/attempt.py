@@ -27,7 +27,7 @@ STATUS_ERROR = "error"
 STATUS_CANCELLED = "cancelled"
 
 
-class Attempt(msgspec.Struct):
+class Attempt(msgspec.Struct, gc=False):
     """One request attempt: who sent it, when, what came back, and how it ended."""
 
     stage: str

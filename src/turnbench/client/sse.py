@@ -1,65 +1,91 @@
-"""An incremental parser of server-sent events, fed raw bytes as they arrive.
+"""Server-sent events, fed raw bytes as they arrive, read a whole read at a time.
 
-Why our own: it is a few lines, it must cost little per chunk on the hot path, and it must
-never raise on odd input (a malformed payload is the JSON decoder's finding, not the
-parser's). It follows the SSE rules that matter here: lines end in LF or CRLF, an event ends
-at a blank line, `data:` lines of one event join with LF, comments and other fields are skipped.
+Why our own: it must cost little per chunk on the hot path, and it must never raise on odd
+input (a malformed payload is the JSON decoder's finding, not the parser's). It follows the
+SSE rules that matter here: lines end in LF, CRLF or CR, an event ends at a blank line,
+`data:` lines of one event join with LF, comments and other fields are skipped.
 
-The fast path: LLM servers send each event as one `data: {...}` line and a blank line, so a
-read is split on blank lines and each such event sliced out directly; anything else (CR, a
-comment, an `event:` field, several data lines) goes through the line-by-line parser.
+Why a read at a time: a read of a fast server holds dozens of events. `SSEParser.feed` hands
+back every event the read completes as one block of SSE text, and `json_array` turns the
+usual shape of that block (each event one `data: {...}` line) into a single JSON array with
+a few C-level byte operations, so the decoder builds every chunk of the read in one call and
+no Python code runs per event before the adapter reads them. Anything else (comments, `event:`
+fields, several data lines) goes through `payloads`, the line-by-line reader.
 """
 
 from __future__ import annotations
 
 
 class SSEParser:
-    """Turns a byte stream into the `data` payloads of its events, in order."""
+    """Cuts a byte stream into blocks of complete events (LF line endings), in order."""
 
-    __slots__ = ("_buf", "_data")
+    __slots__ = ("_buf",)
 
     def __init__(self) -> None:
         self._buf = b""
-        self._data: list[bytes] = []
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """Add bytes; return the payloads of the events they complete."""
+    def feed(self, chunk: bytes) -> bytes:
+        """Add bytes; return the complete events they finish, as SSE text (b"" if none)."""
         buf = self._buf + chunk if self._buf else chunk
-        if self._data or b"\r" in buf:
-            return self._lines(buf)
-        blocks = buf.split(b"\n\n")
-        self._buf = blocks.pop()
-        out: list[bytes] = []
-        for block in blocks:
-            if block[:5] == b"data:" and b"\n" not in block:
-                value = block[5:]
-                out.append(value[1:] if value[:1] == b" " else value)
-            elif block:
-                rest = self._buf
-                out += self._lines(block + b"\n\n")
-                self._buf = rest
-        return out
+        cr = False
+        if b"\r" in buf:
+            # CR and CRLF become LF; a CR at the very end may be half of a CRLF, so it waits
+            cr = buf[-1:] == b"\r"
+            buf = (buf[:-1] if cr else buf).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        end = buf.rfind(b"\n\n") + 2
+        if end == 1:  # no blank line yet
+            end = 0
+        self._buf = buf[end:] + b"\r" if cr else buf[end:]
+        return buf[:end]
 
-    def _lines(self, buf: bytes) -> list[bytes]:
-        """The general parser: line by line, keeping an unfinished line and event."""
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()
-        out: list[bytes] = []
-        data = self._data
-        for line in lines:
-            if line[-1:] == b"\r":
-                line = line[:-1]
-            if not line:
-                if data:
-                    out.append(data[0] if len(data) == 1 else b"\n".join(data))
-                    data.clear()
-            elif line[:5] == b"data:":
-                value = line[5:]
-                data.append(value[1:] if value[:1] == b" " else value)
-        return out
-
-    def close(self) -> list[bytes]:
-        """End of stream: return an event left without its closing blank line, if any."""
-        rest = self._lines(self._buf + b"\n\n") if (self._buf or self._data) else []
+    def close(self) -> bytes:
+        """End of stream: an event left without its closing blank line, completed."""
+        rest = self._buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         self._buf = b""
-        return rest
+        return rest + b"\n\n" if rest.strip(b"\n") else b""
+
+
+def payloads(events: bytes) -> list[bytes]:
+    """The `data` payloads of a block of complete events (as `SSEParser.feed` returns)."""
+    out: list[bytes] = []
+    data: list[bytes] = []
+    for line in events.split(b"\n"):
+        if not line:
+            if data:
+                out.append(data[0] if len(data) == 1 else b"\n".join(data))
+                data = []
+        elif line[:5] == b"data:":
+            value = line[5:]
+            data.append(value[1:] if value[:1] == b" " else value)
+    if data:
+        out.append(data[0] if len(data) == 1 else b"\n".join(data))
+    return out
+
+
+def json_array(events: bytes) -> tuple[bytes, int, bool] | None:
+    """The payloads of a block of events as one JSON array text, their number, and whether
+    the block ended with a `[DONE]` event (left out of the array).
+
+    Applies when every event is exactly one `data:` line; None otherwise (use `payloads`).
+    The space after `data:` may be there or not: to JSON it is whitespace either way. The
+    array is only as well-formed as the payloads: a decoder that rejects it, or finds another
+    number of items than events, must look at the payloads one by one.
+    """
+    n = events.count(b"\n\n")
+    if (
+        not n
+        or events[:5] != b"data:"
+        or events.count(b"\n") != 2 * n
+        or events.count(b"\n\ndata:") != n - 1
+    ):
+        return None
+    # every newline is in a blank-line pair and each event starts "data:": n one-line events
+    last = events.rfind(b"data:")
+    done = events[last + 5 : -2].strip(b" ") == b"[DONE]"
+    end = len(events) - 2
+    if done:
+        n -= 1
+        if not n:
+            return b"[]", 0, True
+        end = last - 2
+    return b"[" + events[5:end].replace(b"\n\ndata:", b",") + b"]", n, done

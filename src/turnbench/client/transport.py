@@ -10,6 +10,7 @@ outcome ends as fields of an `Attempt`, never as an exception: a server fault is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from array import array
 from collections.abc import Callable
 from typing import Any
@@ -17,10 +18,10 @@ from typing import Any
 import msgspec
 
 from turnbench.client import attempt as ak
-from turnbench.client.adapters import Adapter, Reply, decode_chunk
+from turnbench.client.adapters import Adapter, Chunk, ErrorChunk, Reply, decode_chunk, decode_chunks
 from turnbench.client.attempt import Attempt
 from turnbench.client.h1 import Connection, Pool, request_head
-from turnbench.client.sse import SSEParser
+from turnbench.client.sse import SSEParser, json_array, payloads
 from turnbench.config import Timeouts
 
 _ERROR_BODY_LIMIT = 2000
@@ -148,33 +149,60 @@ class _Stream:
             if len(self.error_body) < _ERROR_BODY_CAP:
                 self.error_body += data
             return
-        now = self.clock()
-        on_chunk = self.adapter.on_chunk
-        reply = self.reply
-        for event in self.parser.feed(data):
+        events = self.parser.feed(data)
+        if events:
+            self._events(events, self.clock())
+
+    def _events(self, events: bytes, now: int) -> None:
+        """Fold the events one read completed into the reply; they all arrived at `now`."""
+        chunks = None
+        fast = json_array(events)
+        if fast is not None:
+            array, count, done = fast
+            self.sse_done = self.sse_done or done
+            if not count:
+                return
+            with contextlib.suppress(msgspec.DecodeError):
+                chunks = decode_chunks(array)
+            if chunks is not None and len(chunks) != count:
+                chunks = None  # a payload with a top-level comma: not one JSON value
+        if chunks is None:
+            chunks = self._decode_each(payloads(events))
+            if chunks is None:
+                return
+        try:
+            got = self.adapter.fold(chunks, self.reply)
+        except ErrorChunk as e:
+            text = msgspec.json.encode(e.error).decode(errors="replace")
+            self.fail(ak.HTTP_5XX, f"error event: {_error_text(text)}")
+            return
+        if not got:
+            return
+        if self.chunks:
+            self.gaps.append(now - self.last)
+        else:
+            self.att.t_first_token_ns = now
+            self.watchdog.cancel()  # from here on the idle deadline applies
+            at = min(self.total_deadline, self.loop.time() + self.timeouts.idle_s)
+            self.watchdog = self.loop.call_at(at, self._check)
+        if got > 1:  # the rest of this read's chunks came with it: gaps of zero
+            self.gaps.frombytes(bytes(8 * (got - 1)))
+        self.last = now
+        self.chunks += got
+
+    def _decode_each(self, events: list[bytes]) -> list[Chunk] | None:
+        """The slow path: decode payloads one by one, so a bad one is named in the error."""
+        chunks = []
+        for event in events:
             if event == b"[DONE]":
                 self.sse_done = True
                 continue
             try:
-                chunk = decode_chunk(event)
+                chunks.append(decode_chunk(event))
             except msgspec.DecodeError as e:
                 self.fail(ak.MALFORMED, f"bad SSE data ({e}): {event[:200]!r}")
-                return
-            if chunk.error:
-                self.fail(
-                    ak.HTTP_5XX, f"error event: {_error_text(event.decode(errors='replace'))}"
-                )
-                return
-            if on_chunk(chunk, reply):
-                if self.chunks:
-                    self.gaps.append(now - self.last)
-                else:
-                    self.att.t_first_token_ns = now
-                    self.watchdog.cancel()  # from here on the idle deadline applies
-                    at = min(self.total_deadline, self.loop.time() + self.timeouts.idle_s)
-                    self.watchdog = self.loop.call_at(at, self._check)
-                self.last = now
-                self.chunks += 1
+                return None
+        return chunks
 
     def on_complete(self) -> None:
         if self.done.done():
@@ -184,8 +212,10 @@ class _Stream:
             _fail(self.att, _http_error_kind(self.status, text), text)
             self._finish(_KEEP)
             return
-        for event in self.parser.close():
-            self.sse_done = self.sse_done or event == b"[DONE]"
+        # an event cut off by the end of the body is not dispatched (the SSE rule), but a
+        # `[DONE]` without its blank line still says the reply was whole
+        if b"[DONE]" in payloads(self.parser.close()):
+            self.sse_done = True
         if not self.sse_done:
             _fail(self.att, ak.TRUNCATED, "stream ended without [DONE]")
         self._finish(_KEEP)

@@ -13,7 +13,7 @@ from turnbench.client.attempt import Attempt
 SCHEMA_VERSION = 1
 
 
-class SessionRecord(msgspec.Struct):
+class SessionRecord(msgspec.Struct, gc=False):
     """How one session went, written when it ends (or as `unfinished` when the run does)."""
 
     session_id: str
@@ -33,7 +33,7 @@ class SessionRecord(msgspec.Struct):
     """completed, aborted, context_full or unfinished."""
 
 
-class WorkerRecord(msgspec.Struct):
+class WorkerRecord(msgspec.Struct, gc=False):
     """A worker's clock anchor: its monotonic time at the run's wall-clock start."""
 
     worker: int
