@@ -8,7 +8,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from turnbench.client.sse import SSEParser, json_array, payloads
+from turnbench.client.sse import SSEParser, decode_events, payloads
 
 payload = st.text(
     alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=40
@@ -63,7 +63,7 @@ def test_never_raises_on_arbitrary_bytes(data, cuts) -> None:
         pos += cut
     payloads(parser.feed(data[pos:]))
     payloads(parser.close())
-    json_array(data)
+    decode_events(data, _loads_array)
 
 
 def _reference(data: bytes) -> list[bytes]:
@@ -104,6 +104,29 @@ def test_mixed_streams_match_the_reference(lines, cuts, crlf) -> None:
     assert _feed_in_pieces(data, cuts) == _reference(data)
 
 
+def _loads_array(text: bytes) -> list[object]:
+    value = json.loads(text)
+    if not isinstance(value, list):
+        raise ValueError("not an array")
+    return value
+
+
+def _slow(block: bytes) -> tuple[list[object], bool] | None:
+    """What the event-by-event reader makes of a block: values and [DONE], or None when a
+    payload is not JSON."""
+    values: list[object] = []
+    done = False
+    for p in payloads(block):
+        if p == b"[DONE]":
+            done = True
+            continue
+        try:
+            values.append(json.loads(p))
+        except ValueError:
+            return None
+    return values, done
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
     lambda inner: (
@@ -119,37 +142,63 @@ json_values = st.recursive(
     st.lists(st.booleans(), max_size=12),
     st.lists(st.integers(1, 60), max_size=10),
 )
-def test_json_array_reads_what_the_event_reader_reads(values, done, spaces, cuts) -> None:
+def test_one_array_reads_what_the_event_reader_reads(values, done, spaces, cuts) -> None:
     """Every block a stream of one-line JSON events is cut into (any split, with or without
-    the space after `data:`, with or without [DONE]) gives the same values both ways."""
+    the space after `data:`, with or without [DONE]) decodes in one call to the same values."""
     events = [json.dumps(v) for v in values] + (["[DONE]"] if done else [])
     data = "".join(
         f"data:{' ' if i < len(spaces) and spaces[i] else ''}{e}\n\n" for i, e in enumerate(events)
     ).encode()
     parser = SSEParser()
-    slow: list[object] = []
-    fast: list[object] = []
+    got: list[object] = []
     saw_done = False
     pos = 0
     for cut in [*cuts, len(data)]:
         block = parser.feed(data[pos : pos + cut])
         pos += cut
-        slow += [json.loads(p) for p in payloads(block) if p != b"[DONE]"]
         if block:
-            got = json_array(block)
-            assert got is not None, block
-            array, count, block_done = got
-            assert len(json.loads(array)) == count
-            fast += json.loads(array)
-            saw_done = saw_done or block_done
-    assert fast == slow == values
+            fast = decode_events(block, _loads_array)
+            assert fast is not None, block
+            assert fast == _slow(block)
+            got += fast[0]
+            saw_done = saw_done or fast[1]
+    assert got == values
     assert saw_done == done
 
 
-def test_json_array_leaves_other_shapes_to_the_event_reader() -> None:
-    assert json_array(b"data: 1\n\n: ping\n\n") is None  # a comment
-    assert json_array(b"event: x\ndata: 1\n\n") is None  # another field
-    assert json_array(b"data: 1\ndata: 2\n\n") is None  # two data lines
-    assert json_array(b"data: 1\n\n\n\ndata: 2\n\n") is None  # an empty event
-    assert json_array(b"data: [DONE]\n\n") == (b"[]", 0, True)
-    assert json_array(b"data: 1\n\ndata:2\n\n") == (b"[ 1,2]", 2, False)
+odd_lines = st.sampled_from(
+    [
+        'data: {"a": 1}',
+        "data:[2]",
+        'data: {"b": [1, 2]}, {"c": 3}',
+        "data: 1,",
+        "data: ,2",
+        "data: ",
+        "data: [DONE]",
+        ": data: 5",
+        "event: chunk",
+        ",{}",
+        "id: 7",
+        "",
+        "",
+    ]
+)
+
+
+@given(st.lists(odd_lines, max_size=30))
+def test_one_array_never_disagrees_with_the_event_reader(lines) -> None:
+    """On any mix of lines, the one-call path either declines or gives what the event
+    reader gives (values and [DONE] alike)."""
+    block = SSEParser().feed("\n".join(lines).encode() + b"\n\n")
+    fast = decode_events(block, _loads_array)
+    if fast is not None:
+        assert fast == _slow(block)
+
+
+def test_one_array_declines_other_shapes() -> None:
+    assert decode_events(b"data: 1\n\n: ping\n\n", _loads_array) is None  # a comment
+    assert decode_events(b"event: x\ndata: 1\n\n", _loads_array) is None  # another field
+    assert decode_events(b"data: 1\ndata: 2\n\n", _loads_array) is None  # two data lines
+    assert decode_events(b"data: 1, 2\n\n", _loads_array) is None  # not one JSON value
+    assert decode_events(b"data: [DONE]\n\n", _loads_array) == ([], True)
+    assert decode_events(b"data: 1\n\ndata:2\n\n", _loads_array) == ([1, 2], False)

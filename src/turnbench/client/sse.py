@@ -6,14 +6,19 @@ SSE rules that matter here: lines end in LF, CRLF or CR, an event ends at a blan
 `data:` lines of one event join with LF, comments and other fields are skipped.
 
 Why a read at a time: a read of a fast server holds dozens of events. `SSEParser.feed` hands
-back every event the read completes as one block of SSE text, and `json_array` turns the
+back every event the read completes as one block of SSE text, and `decode_events` turns the
 usual shape of that block (each event one `data: {...}` line) into a single JSON array with
-a few C-level byte operations, so the decoder builds every chunk of the read in one call and
-no Python code runs per event before the adapter reads them. Anything else (comments, `event:`
+a split and a join, so the decoder builds every chunk of the read in one call and no Python
+code runs per event before the adapter reads them. Anything else (comments, `event:`
 fields, several data lines) goes through `payloads`, the line-by-line reader.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class SSEParser:
@@ -62,30 +67,29 @@ def payloads(events: bytes) -> list[bytes]:
     return out
 
 
-def json_array(events: bytes) -> tuple[bytes, int, bool] | None:
-    """The payloads of a block of events as one JSON array text, their number, and whether
-    the block ended with a `[DONE]` event (left out of the array).
+def decode_events(
+    events: bytes, decode_array: Callable[[bytes], list[T]]
+) -> tuple[list[T], bool] | None:
+    """Every event of a block decoded by one call of `decode_array` on a JSON array of their
+    payloads, and whether the block ended with `[DONE]` (which is not decoded).
 
-    Applies when every event is exactly one `data:` line; None otherwise (use `payloads`).
-    The space after `data:` may be there or not: to JSON it is whitespace either way. The
-    array is only as well-formed as the payloads: a decoder that rejects it, or finds another
-    number of items than events, must look at the payloads one by one.
+    The usual shape is every event one `data:` line (the space after the colon is JSON
+    whitespace either way): splitting at each blank line + `data:` and joining with commas
+    makes the array. Anything else (a comment, another field, an event of several lines, a
+    payload that is not one JSON value) leaves the array unparsable or holding another
+    number of values than events, and then None says: read `payloads` one by one.
+    `decode_array` raises ValueError (msgspec's errors are ValueErrors) on bad input.
     """
-    n = events.count(b"\n\n")
-    if (
-        not n
-        or events[:5] != b"data:"
-        or events.count(b"\n") != 2 * n
-        or events.count(b"\n\ndata:") != n - 1
-    ):
+    if events[:5] != b"data:":
         return None
-    # every newline is in a blank-line pair and each event starts "data:": n one-line events
-    last = events.rfind(b"data:")
-    done = events[last + 5 : -2].strip(b" ") == b"[DONE]"
-    end = len(events) - 2
+    parts = events[5:-2].split(b"\n\ndata:")
+    done = parts[-1].strip(b" ") == b"[DONE]"
     if done:
-        n -= 1
-        if not n:
-            return b"[]", 0, True
-        end = last - 2
-    return b"[" + events[5:end].replace(b"\n\ndata:", b",") + b"]", n, done
+        parts.pop()
+        if not parts:
+            return [], True
+    try:
+        values = decode_array(b"[" + b",".join(parts) + b"]")
+    except ValueError:
+        return None
+    return (values, done) if len(values) == len(parts) else None

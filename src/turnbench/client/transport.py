@@ -10,7 +10,6 @@ outcome ends as fields of an `Attempt`, never as an exception: a server fault is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from array import array
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,7 @@ from turnbench.client import attempt as ak
 from turnbench.client.adapters import Adapter, Chunk, ErrorChunk, Reply, decode_chunk, decode_chunks
 from turnbench.client.attempt import Attempt
 from turnbench.client.h1 import Connection, Pool, request_head
-from turnbench.client.sse import SSEParser, json_array, payloads
+from turnbench.client.sse import SSEParser, decode_events, payloads
 from turnbench.config import Timeouts
 
 _ERROR_BODY_LIMIT = 2000
@@ -155,21 +154,17 @@ class _Stream:
 
     def _events(self, events: bytes, now: int) -> None:
         """Fold the events one read completed into the reply; they all arrived at `now`."""
-        chunks = None
-        fast = json_array(events)
+        fast = decode_events(events, decode_chunks)
         if fast is not None:
-            array, count, done = fast
+            chunks, done = fast
             self.sse_done = self.sse_done or done
-            if not count:
+        else:
+            slow = self._decode_each(payloads(events))
+            if slow is None:
                 return
-            with contextlib.suppress(msgspec.DecodeError):
-                chunks = decode_chunks(array)
-            if chunks is not None and len(chunks) != count:
-                chunks = None  # a payload with a top-level comma: not one JSON value
-        if chunks is None:
-            chunks = self._decode_each(payloads(events))
-            if chunks is None:
-                return
+            chunks = slow
+        if not chunks:
+            return
         try:
             got = self.adapter.fold(chunks, self.reply)
         except ErrorChunk as e:
