@@ -30,9 +30,14 @@ class InProcessLauncher:
 
     async def play(
         self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
-    ) -> None:
-        """Play the session here; a cut cancels its task, which records it as unfinished."""
-        await asyncio.wait({self.core.start(index, conversation, t_intended_ns, gate_wait_ns)})
+    ) -> int:
+        """Play the session here and return when it ended; a cut cancels its task, which
+        records it as unfinished."""
+        task = self.core.start(index, conversation, t_intended_ns, gate_wait_ns)
+        await asyncio.wait({task})
+        if task.cancelled() or task.exception() is not None:
+            return self.ctx.clock()
+        return task.result().t_end_ns
 
     def stop(self) -> None:
         self.core.stop()

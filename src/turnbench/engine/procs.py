@@ -102,9 +102,10 @@ async def _serve(conn: Connection, spec: WorkerSpec) -> None:
     reader, writer = await _streams(conn)
     core = WorkerCore(spec)
     await core.open()
-    leaving = asyncio.Event()
+    leaving = False
 
     async def listen() -> None:
+        nonlocal leaving
         while (payload := await read_frame(reader)) is not None:
             message = pickle.loads(payload)
             kind = message[0]
@@ -117,23 +118,20 @@ async def _serve(conn: Connection, spec: WorkerSpec) -> None:
             elif kind == "cancel":
                 core.cancel()
             elif kind == "exit":
-                leaving.set()
-                core.wake.set()
+                leaving = True
+                core.wake()
         core.cancel()  # the coordinator is gone: cut and leave
-        leaving.set()
-        core.wake.set()
+        leaving = True
+        core.wake()
 
     listener = asyncio.create_task(listen())
     writer.write(frame(READY))
     while True:
-        # A batch every BATCH_PERIOD_S, and at once when a session ends or the run does.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(core.wake.wait(), BATCH_PERIOD_S)
-        core.wake.clear()
-        batch = core.take_batch()
+        # a batch every BATCH_PERIOD_S, and at once when a session ends or the run does
+        batch = await core.next_batch(BATCH_PERIOD_S)
         if batch is not None:
             writer.write(frame(batch))
-        if leaving.is_set() and core.active == 0:
+        if leaving and core.active == 0:
             break
     with contextlib.suppress(ConnectionError):
         await writer.drain()

@@ -3,8 +3,9 @@
 Why Ray: it already places actors across a cluster (and on Kubernetes through KubeRay), ships
 Python objects, and reports dead actors; turnbench only adds the worker core. Each actor is an
 async actor running the same `WorkerCore` as a worker process: it owns the sessions it is
-given, and the coordinator (the driver) collects its batches every 50 ms into one events.db.
-Clocks line up through the run's wall-clock anchor (see `WorkerCore.open`).
+given, and the coordinator (the driver) keeps one `next_batch` call open on each actor, which
+returns the moment a session ends or after 50 ms, into one events.db. Clocks line up through
+the run's wall-clock anchor (see `WorkerCore.begin`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class _WorkerActor:
 
     async def cancel(self) -> None:
         self.core.cancel()
+
+    async def next_batch(self, period_s: float) -> bytes | None:
+        return await self.core.next_batch(period_s)
 
     async def take_batch(self) -> bytes | None:
         return self.core.take_batch()
@@ -106,42 +110,48 @@ class RayPool:
         ]
         self.channels = [RayChannel(a) for a in self.actors]
         self._alive = [True] * len(self.actors)
-        self._poller: asyncio.Task[None] | None = None
+        self._pollers: list[asyncio.Task[None]] = []
+        self._closing = False
         self._launcher: RemoteLauncher | None = None
 
     async def attach(self, launcher: RemoteLauncher) -> None:
-        """Open every actor's connection pool, then poll their batches."""
+        """Open every actor's connection pool, then keep a batch call open on each."""
         self._launcher = launcher
         await asyncio.gather(*(a.open.remote() for a in self.actors))
-        self._poller = asyncio.create_task(self._poll_forever())
+        self._pollers = [asyncio.create_task(self._poll(i)) for i in range(len(self.actors))]
 
-    async def _poll_once(self) -> None:
+    async def _poll(self, i: int, final: bool = False) -> None:
+        """Feed actor `i`'s batches to the launcher until the pool closes (`final`: one
+        last batch, without waiting)."""
         assert self._launcher is not None
-        for i, actor in enumerate(self.actors):
-            if not self._alive[i]:
-                continue
+        actor = self.actors[i]
+        while self._alive[i]:
             try:
-                payload = await actor.take_batch.remote()
+                if final:
+                    payload = await actor.take_batch.remote()
+                else:
+                    payload = await actor.next_batch.remote(POLL_PERIOD_S)
             except ray.exceptions.RayError as e:
                 self._alive[i] = False
                 self._launcher.worker_died(i, type(e).__name__)
-                continue
+                return
             if payload is not None:
                 self._launcher.receive(payload)
-
-    async def _poll_forever(self) -> None:
-        while True:
-            await self._poll_once()
-            await asyncio.sleep(POLL_PERIOD_S)
+            if final or self._closing:
+                return
 
     async def close(self, timeout_s: float = 30.0) -> None:
-        """Collect the last batches, close the actors, and leave Ray as it was found."""
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        """Collect the last batches, close the actors, and leave Ray as it was found.
+
+        Why the pollers are let finish rather than cancelled: a batch an actor hands to a
+        cancelled call would be lost; each open call returns within POLL_PERIOD_S.
+        """
+        self._closing = True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._poll_once(), timeout_s)
+            await asyncio.wait_for(asyncio.gather(*self._pollers), timeout_s)
+        last = (self._poll(i, final=True) for i in range(len(self.actors)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*last), timeout_s)
         for i, actor in enumerate(self.actors):
             if self._alive[i]:
                 with contextlib.suppress(Exception):

@@ -61,7 +61,7 @@ class _Pending:
     turns: int
     t_intended_ns: int
     gate_wait_ns: int
-    done: asyncio.Future[None]
+    done: asyncio.Future[int]
 
 
 @dataclass
@@ -120,20 +120,21 @@ class RemoteLauncher:
 
     async def play(
         self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
-    ) -> None:
-        """Start the session on its worker and wait until the worker reports it done."""
+    ) -> int:
+        """Start the session on its worker, wait until the worker reports it done, and return
+        when it ended (run ns, as the worker recorded it)."""
         if self.exhausted:
-            return
+            return self.clock()
         w = self._pick(conversation)
         state = self.workers[w]
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[index] = _Pending(
             w, conversation.id, len(conversation.turns), t_intended_ns, gate_wait_ns, done
         )
         state.active += 1
         self._refresh_active()
         state.channel.start(index, conversation, t_intended_ns, gate_wait_ns)
-        await done
+        return await done
 
     def receive(self, payload: bytes) -> None:
         """Take one batch from a worker: record its rows, settle finished sessions."""
@@ -148,17 +149,17 @@ class RemoteLauncher:
         state.stats = batch.stats
         state.errors = batch.errors
         state.drained = batch.drained
-        for index in batch.done:
-            self._settle(index)
+        for index, ended in batch.done:
+            self._settle(index, ended)
         self._refresh_stats()
 
-    def _settle(self, index: int) -> None:
+    def _settle(self, index: int, ended: int) -> None:
         pending = self._pending.pop(index, None)
         if pending is None:
             return
         self.workers[pending.worker].active -= 1
         if not pending.done.done():
-            pending.done.set_result(None)
+            pending.done.set_result(ended)
         self._refresh_active()
 
     def worker_died(self, worker: int, why: str) -> None:
@@ -192,7 +193,7 @@ class RemoteLauncher:
                     outcome="unfinished",
                 )
             )
-            self._settle(index)
+            self._settle(index, now)
 
     def _refresh_active(self) -> None:
         self._stats.sessions_active = len(self._pending)

@@ -30,8 +30,9 @@ class Launcher(Protocol):
 
     async def play(
         self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
-    ) -> None:
-        """Play session number `index` to its end; returns when its sessions row is recorded."""
+    ) -> int:
+        """Play session number `index` to its end; returns, once its sessions row is
+        recorded, the time it ended (run ns, on the clock of whoever played it)."""
         ...
 
     @property
@@ -83,7 +84,7 @@ class Scheduler:
         self.rng = random.Random(seed)
         self.session_gate = Gate(load.max_sessions, clock)
         self.stopping = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[int]] = set()
         self._started = 0
 
     def _next(self) -> tuple[int, Conversation] | None:
@@ -97,9 +98,9 @@ class Scheduler:
         self._started += 1
         return self._started - 1, conversation
 
-    async def _play(self, index: int, conversation: Conversation, t_due: int, wait: int) -> None:
+    async def _play(self, index: int, conversation: Conversation, t_due: int, wait: int) -> int:
         try:
-            await self.launcher.play(index, conversation, t_due, wait)
+            return await self.launcher.play(index, conversation, t_due, wait)
         finally:
             self.session_gate.release()
 
@@ -127,6 +128,9 @@ class Scheduler:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _user(self) -> None:
+        """One user. Its next conversation is due the moment the last one ended (as the
+        worker recorded it), so the time the news takes to reach this loop, and any wait
+        for a session slot, count as schedule lag rather than vanishing."""
         t_free = self.clock()
         while True:
             wait = await self.session_gate.acquire()
@@ -134,8 +138,7 @@ class Scheduler:
             if nxt is None:
                 self.session_gate.release()
                 return
-            await self._play(*nxt, t_free, wait)
-            t_free = self.clock()
+            t_free = await self._play(*nxt, t_free, wait)
 
     async def users(self, count: int) -> None:
         """Closed loop: `count` users, each playing one conversation after another."""

@@ -54,7 +54,8 @@ class Batch(msgspec.Struct):
     attempts: list[Attempt]
     sessions: list[SessionRecord]
     workers: list[WorkerRecord]
-    done: list[int]
+    done: list[tuple[int, int]]
+    """Sessions that ended since the last batch: (session number, end time in run ns)."""
     stats: dict[str, int]
     errors: dict[str, int]
     drained: bool
@@ -100,14 +101,12 @@ class WorkerCore:
         self._outbox = _Outbox()
         self._recorder: Recorder = recorder or self._outbox
         self._ships = recorder is None
-        self._done: list[int] = []
-        self._tasks: dict[int, asyncio.Task[object]] = {}
+        self._done: list[tuple[int, int]] = []
+        self._tasks: dict[int, asyncio.Task[SessionRecord]] = {}
         self._transport: Transport | None = None
         self._t0 = time.monotonic_ns()
         self.ctx: RunContext | None = None
-        self.wake = asyncio.Event()
-        """Set when a batch should go out at once: a session ended (a closed-loop user waits
-        for that news to start its next conversation)."""
+        self._waiter: asyncio.Future[None] | None = None
 
     async def open(self) -> None:
         """Open the connection pool; the clock starts at `begin`."""
@@ -160,7 +159,7 @@ class WorkerCore:
 
     def start(
         self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
-    ) -> asyncio.Task[object]:
+    ) -> asyncio.Task[SessionRecord]:
         """Start session `index` here; every one of its turns will run here.
 
         Its id and random stream depend on `index` only, not on the worker that plays it.
@@ -180,11 +179,37 @@ class WorkerCore:
         task.add_done_callback(functools.partial(self._finish, index))
         return task
 
-    def _finish(self, index: int, _task: asyncio.Task[object]) -> None:
+    def _finish(self, index: int, task: asyncio.Task[SessionRecord]) -> None:
         self._tasks.pop(index, None)
         if self._ships:
-            self._done.append(index)
-            self.wake.set()
+            failed = task.cancelled() or task.exception() is not None
+            ended = self.clock() if failed else task.result().t_end_ns
+            self._done.append((index, ended))
+            self.wake()
+
+    def wake(self) -> None:
+        """Let `next_batch` return now: a closed-loop user is waiting for the news that its
+        session ended, or the worker is leaving."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def next_batch(self, period_s: float) -> bytes | None:
+        """The next batch: at once if a session ended since the last one, else after
+        `period_s` or the first `wake`, whichever comes first.
+
+        Why a bare future and timer (not `asyncio.wait_for` on an event): the news that a
+        session ended must cross the busy event loop in one step, not three.
+        """
+        if not self._done:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(period_s, self.wake)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        return self.take_batch()
 
     def stop(self) -> None:
         """The run is ending: no new turns unless the end policy is drain."""

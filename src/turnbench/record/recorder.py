@@ -1,19 +1,27 @@
 """`EventRecorder`: the only writer of `events.db`, batched and off the hot path.
 
 Why a writer process: the event loop only appends a struct to a list and, every 50 ms, encodes
-the batch (msgspec, one C call) into a pipe; a separate process decodes and commits it. A thread
-would share the GIL with a saturated event loop and fall behind (rows piling up in memory); a
-process never competes for it. A committed batch survives a crash of turnbench: the writer
-commits what it received and stops when its pipe closes, even after `kill -9` of its parent.
+the batch (msgspec, one C call) for a pipe; a separate process decodes and commits it. A
+writer thread would share the GIL with a saturated event loop and fall behind (rows piling up
+in memory); a process never competes for it. A committed batch survives a crash of turnbench:
+the writer commits what it received and stops when its pipe closes, even after `kill -9` of
+its parent.
+
+Why a sender thread: the pipe holds 64 KiB. When the disk stalls (an fsync at a WAL
+checkpoint took a second on a busy VM), the writer stops reading, and a blocking send would
+freeze the event loop, and with it every session's timing. The thread makes the blocking
+send instead, with the GIL released; batches wait in its queue, never the run.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import queue
 import signal
 import sqlite3
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -75,6 +83,9 @@ class EventRecorder:
         self.broken = False
         """True once the writer process is gone: the run must stop, nothing more is kept."""
         self.lost_rows = 0
+        self._queue: queue.SimpleQueue[tuple[bytes, int] | None] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send_all, name="events-db-sender", daemon=True)
+        self._sender.start()
 
     def start_run(self, **fields: Any) -> None:
         """Write the run's row (config already stripped of secrets)."""
@@ -112,22 +123,31 @@ class EventRecorder:
             self.flush()
 
     def flush(self) -> None:
-        """Send what is pending to the writer process (dropped once the writer is gone)."""
+        """Hand what is pending to the sender thread (which drops it once the writer is gone
+        and counts it in `lost_rows`)."""
         if self._attempts or self._sessions or self._workers:
             batch = _Batch(self._attempts, self._sessions, self._workers)
             self._attempts, self._sessions, self._workers = [], [], []
+            self._queue.put((self._encode(batch), len(batch.attempts) + len(batch.sessions)))
+
+    def _send_all(self) -> None:
+        """The sender thread: pipes each batch to the writer until told to stop (None)."""
+        while (item := self._queue.get()) is not None:
+            payload, rows = item
             if self.broken:
-                self.lost_rows += len(batch.attempts) + len(batch.sessions)
-                return
+                self.lost_rows += rows
+                continue
             try:
-                self._send.send_bytes(self._encode(batch))
+                self._send.send_bytes(payload)
             except OSError:
                 self.broken = True
-                self.lost_rows += len(batch.attempts) + len(batch.sessions)
+                self.lost_rows += rows
 
     def close(self) -> None:
         """Send the rest, let the writer commit it, and wait for it to finish."""
         self.flush()
+        self._queue.put(None)
+        self._sender.join()
         self._send.close()
         self._process.join()
         if self._process.exitcode != 0 or self.broken:
