@@ -209,6 +209,7 @@ async def _run_async(
         recorder,
         clock,
         on_problem=lambda msg: console.print(f"[bold red]problem:[/] {msg}"),
+        lead_s=pool.lead_s,
     )
     try:
         await pool.attach(launcher)
@@ -258,6 +259,7 @@ async def _drive(
             scheduler.stop()
             launcher.cancel()
         else:
+            recorder.flush()  # rows of a quiet spell (long think times) reach the file too
             timers.append(loop.call_later(0.5, watch_recorder))
 
     watch_recorder()

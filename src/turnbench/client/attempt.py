@@ -1,7 +1,9 @@
 """The record of one request attempt, built on the hot path and written by the recorder.
 
 Why a msgspec Struct: it is compact, cheap to build, and turns into a SQLite row without a
-dict in between. Every time is nanoseconds since the run's start on one monotonic clock.
+dict in between. `array_like`: it crosses processes as a msgpack array in column order (no
+field names in every row), which the events.db writer inserts as it decodes it. Every time
+is nanoseconds since the run's start on one monotonic clock.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ STATUS_ERROR = "error"
 STATUS_CANCELLED = "cancelled"
 
 
-class Attempt(msgspec.Struct, gc=False):
+class Attempt(msgspec.Struct, gc=False, array_like=True):
     """One request attempt: who sent it, when, what came back, and how it ended."""
 
     stage: str

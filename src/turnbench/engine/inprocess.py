@@ -28,6 +28,9 @@ class InProcessLauncher:
     def exhausted(self) -> bool:
         return self.ctx.drained
 
+    lead_ns = 0
+    """Sessions start in this loop: nothing to hand over ahead of time."""
+
     async def play(
         self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
     ) -> int:
@@ -35,9 +38,8 @@ class InProcessLauncher:
         records it as unfinished."""
         task = self.core.start(index, conversation, t_intended_ns, gate_wait_ns)
         await asyncio.wait({task})
-        if task.cancelled() or task.exception() is not None:
-            return self.ctx.clock()
-        return task.result().t_end_ns
+        rec = None if task.cancelled() or task.exception() is not None else task.result()
+        return self.ctx.clock() if rec is None else rec.t_end_ns
 
     def stop(self) -> None:
         self.core.stop()

@@ -65,6 +65,8 @@ class RunContext:
     stopping: bool = False
     """Set at the end (duration, request limit, interrupt): no session starts a new turn
     unless the end policy is `drain`."""
+    stopped_at_ns: int | None = None
+    """When the run ended (run ns): a session handed over early but due later never starts."""
     drained: bool = False
     """Set when even draining sessions must stop starting turns (request limit reached)."""
 
@@ -99,10 +101,16 @@ class RunContext:
 
 
 async def sleep_until(clock: Callable[[], int], t_ns: int) -> None:
-    """Sleep until the clock reads `t_ns`; loops because event-loop timers (1 ms resolution
-    in uvloop) may wake a little early, and nothing may go out before it is due."""
-    while (delay := (t_ns - clock()) / NS) > 0:
-        await asyncio.sleep(delay)
+    """Sleep until the clock reads `t_ns`: nothing may go out before it is due.
+
+    Event-loop timers count whole milliseconds (uvloop rounds a delay to the nearest one and
+    runs anything under half a millisecond at once; asyncio's epoll waits whole ones), so a
+    delay is rounded up to whole milliseconds: a session is then up to 1 ms late, where a
+    bare delay made the loop spin through the last millisecond of every sleeping session.
+    The loop is for a timer that still fires early (uvloop measures from the start of the
+    current loop iteration)."""
+    while (delay := t_ns - clock()) > 0:
+        await asyncio.sleep(-(-delay // 1_000_000) / 1000)
 
 
 def _headers(ctx: RunContext, session: Session, turn_number: int) -> dict[str, str]:
@@ -206,8 +214,16 @@ async def _play_turn(
 
 async def play_session(
     ctx: RunContext, session: Session, t_intended_ns: int, gate_wait_ns: int = 0
-) -> SessionRecord:
-    """Play every turn of `session`; always leaves a `sessions` row, even when cancelled."""
+) -> SessionRecord | None:
+    """Play every turn of `session` from its due time; a session that started leaves a
+    `sessions` row, even when cancelled.
+
+    None: the session was handed over ahead of time and the run ended (or was cut) before
+    it was due, so it never started.
+    """
+    await sleep_until(ctx.clock, t_intended_ns)
+    if ctx.stopped_at_ns is not None and t_intended_ns >= ctx.stopped_at_ns:
+        return None
     rec = SessionRecord(
         session_id=session.session_id,
         conversation_id=session.conversation.id,

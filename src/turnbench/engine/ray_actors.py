@@ -45,8 +45,8 @@ class _WorkerActor:
     ) -> None:
         self.core.start(index, conversation, t_intended_ns, gate_wait_ns)
 
-    async def stop(self) -> None:
-        self.core.stop()
+    async def stop(self, at_ns: int) -> None:
+        self.core.stop(at_ns)
 
     async def cancel(self) -> None:
         self.core.cancel()
@@ -78,8 +78,8 @@ class RayChannel:
     ) -> None:
         self.actor.start.remote(index, conversation, t_intended_ns, gate_wait_ns)
 
-    def stop(self) -> None:
-        self.actor.stop.remote()
+    def stop(self, at_ns: int) -> None:
+        self.actor.stop.remote(at_ns)
 
     def cancel(self) -> None:
         self.actor.cancel.remote()
@@ -87,6 +87,10 @@ class RayChannel:
 
 class RayPool:
     """Starts one actor per worker on a Ray cluster (or a local Ray instance)."""
+
+    lead_s = 0.2
+    """Open-loop sessions reach an actor this long before they are due: an actor call
+    across a cluster's network, with room for Ray's own scheduling."""
 
     def __init__(self, specs: list[WorkerSpec], address: str | None) -> None:
         if ray is None:

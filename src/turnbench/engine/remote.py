@@ -3,8 +3,8 @@
 Why a coordinator: pacing and caps must hold for the run as a whole, so one place decides when
 a session starts (the scheduler) and which worker owns it (least loaded, a shared-prefix group
 kept together); after that, the worker plays every turn of it alone. Rows come back in batches
-and go to the one recorder. A worker that dies is reported, its sessions are recorded as
-`unfinished`, and the run goes on with the others.
+and go, still encoded, to the one recorder. A worker that dies is reported, its sessions are
+recorded as `unfinished`, and the run goes on with the others.
 
 Caps that act per request (`max_in_flight`, `max_requests`) are split between workers in
 shares that add up to the total, so the total is never exceeded without a per-request
@@ -14,12 +14,14 @@ round trip between processes.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from turnbench.engine.player import LiveStats, Recorder
+from turnbench.engine.player import LiveStats
 from turnbench.engine.worker import batch_decoder
+from turnbench.record.recorder import EventRecorder
 from turnbench.record.schema import SessionRecord
 from turnbench.workload.conversation import Conversation
 
@@ -37,8 +39,9 @@ class Channel(Protocol):
         """Ask the worker to start a session."""
         ...
 
-    def stop(self) -> None:
-        """Tell the worker the run is ending."""
+    def stop(self, at_ns: int) -> None:
+        """Tell the worker the run ended at `at_ns` (run ns): sessions due later must not
+        start, though they were handed over ahead of time."""
         ...
 
     def cancel(self) -> None:
@@ -80,11 +83,16 @@ class RemoteLauncher:
     def __init__(
         self,
         channels: Sequence[Channel],
-        recorder: Recorder,
+        recorder: EventRecorder,
         clock: Callable[[], int],
         on_problem: Callable[[str], None],
+        *,
+        lead_s: float,
     ) -> None:
+        """`lead_s`: how long before their due time sessions are handed to the workers, at
+        least the hop to a worker (see `Scheduler.arrivals`)."""
         self.workers = [_WorkerState(c) for c in channels]
+        self.lead_ns = int(lead_s * 1e9)
         self.recorder = recorder
         self.clock = clock
         self.on_problem = on_problem
@@ -97,7 +105,9 @@ class RemoteLauncher:
         return self._stats
 
     def begin(self, wall_anchor_ns: int) -> None:
-        """Start every worker's clock: called once all workers are up."""
+        """Start every worker's clock: called once all workers are up. What the coordinator
+        allocated before leaves the cycle collector's view (see `WorkerCore.begin`)."""
+        gc.freeze()
         for w in self.workers:
             w.channel.begin(wall_anchor_ns)
 
@@ -139,12 +149,8 @@ class RemoteLauncher:
     def receive(self, payload: bytes) -> None:
         """Take one batch from a worker: record its rows, settle finished sessions."""
         batch = batch_decoder.decode(payload)
-        for row in batch.workers:
-            self.recorder.record(row)
-        for attempt in batch.attempts:
-            self.recorder.record(attempt)
-        for session in batch.sessions:
-            self.recorder.record(session)
+        if batch.row_count:
+            self.recorder.forward(batch.rows, batch.row_count)
         state = self.workers[batch.worker]
         state.stats = batch.stats
         state.errors = batch.errors
@@ -215,9 +221,10 @@ class RemoteLauncher:
         s.errors = errors
 
     def stop(self) -> None:
+        now = self.clock()
         for w in self.workers:
             if w.alive:
-                w.channel.stop()
+                w.channel.stop(now)
 
     def cancel(self) -> None:
         for w in self.workers:

@@ -40,6 +40,12 @@ class Launcher(Protocol):
         """True once the request limit is reached: no more sessions should start."""
         ...
 
+    @property
+    def lead_ns(self) -> int:
+        """How long before its due time a session may be handed over: the hop to where it
+        plays (0 in this process). The player sleeps until the session is due."""
+        ...
+
     def stop(self) -> None:
         """The run is ending: sessions start no new turn unless the end policy is drain."""
         ...
@@ -105,16 +111,28 @@ class Scheduler:
             self.session_gate.release()
 
     async def arrivals(self) -> None:
-        """Open loop: start each session when the pacer says it is due."""
+        """Open loop: start each session when the pacer says it is due.
+
+        Sessions are handed to a worker up to the launcher's lead before they are due, a
+        window of them at each wake-up, so neither this loop's timer nor the hop to the
+        worker delays them: the worker's own timer starts each one on time. With a session
+        cap (`max_sessions`), a session takes its place only when due (no lead), so a place
+        is never held by a session that has not started.
+        """
         load = self.load
         pacer = make_pacer(load, self.rng, self.start_times)
+        lead = 0 if self.session_gate.limit else self.launcher.lead_ns
+        window = lead // 4
         k = 0
         while not self.stopping:
             due = pacer.due(k)
             if due is None or (load.duration_s is not None and due >= load.duration_s):
                 break
             t_due = int(due * NS)
-            await sleep_until(self.clock, t_due)
+            if t_due - lead > self.clock():
+                await sleep_until(self.clock, t_due - lead + window)
+                if self.stopping:
+                    break
             wait = await self.session_gate.acquire()
             nxt = self._next()
             if nxt is None:

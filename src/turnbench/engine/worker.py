@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import os
 import random
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
 from turnbench.client.adapters import adapter_for
-from turnbench.client.attempt import Attempt
 from turnbench.client.transport import Transport
 from turnbench.config import RunConfig
-from turnbench.engine.player import LiveStats, Recorder, RunContext, play_session
+from turnbench.engine.player import Recorder, RunContext, play_session
 from turnbench.pacing.gates import Gate
+from turnbench.record.recorder import Rows
 from turnbench.record.schema import SessionRecord, WorkerRecord
 from turnbench.session import Session
 from turnbench.workload.conversation import Conversation
@@ -47,13 +48,19 @@ class WorkerSpec:
     """The run's text sizer, calibrated once by the coordinator (a frozen dataclass)."""
 
 
-class Batch(msgspec.Struct):
-    """What a worker sends back every few milliseconds."""
+R = TypeVar("R")
+
+
+class Batch(msgspec.Struct, Generic[R]):
+    """What a worker sends back every few milliseconds.
+
+    Generic in its rows: a worker encodes `Batch[Rows]`; the coordinator decodes
+    `Batch[msgspec.Raw]` and hands the rows, still encoded, to the events.db writer.
+    """
 
     worker: int
-    attempts: list[Attempt]
-    sessions: list[SessionRecord]
-    workers: list[WorkerRecord]
+    rows: R
+    row_count: int
     done: list[tuple[int, int]]
     """Sessions that ended since the last batch: (session number, end time in run ns)."""
     stats: dict[str, int]
@@ -62,7 +69,7 @@ class Batch(msgspec.Struct):
 
 
 batch_encoder = msgspec.msgpack.Encoder()
-batch_decoder = msgspec.msgpack.Decoder(Batch)
+batch_decoder = msgspec.msgpack.Decoder(Batch[msgspec.Raw])
 
 _COUNTERS = (
     "sessions_done",
@@ -73,23 +80,6 @@ _COUNTERS = (
 )
 
 
-class _Outbox:
-    """The worker's recorder: rows wait here until the next batch."""
-
-    def __init__(self) -> None:
-        self.attempts: list[Attempt] = []
-        self.sessions: list[SessionRecord] = []
-        self.workers: list[WorkerRecord] = []
-
-    def record(self, row: Any) -> None:
-        if isinstance(row, Attempt):
-            self.attempts.append(row)
-        elif isinstance(row, SessionRecord):
-            self.sessions.append(row)
-        else:
-            self.workers.append(row)
-
-
 class WorkerCore:
     """The sessions of one worker, in that worker's event loop."""
 
@@ -98,11 +88,16 @@ class WorkerCore:
         wait in an outbox for `take_batch` (worker processes and Ray actors)."""
         self.spec = spec
         self.cfg = RunConfig.model_validate(spec.config)
-        self._outbox = _Outbox()
+        self._outbox = Rows()
         self._recorder: Recorder = recorder or self._outbox
         self._ships = recorder is None
+        load = self.cfg.load
+        self._awaited_ends = load.mode in ("users", "sequential") or load.max_sessions is not None
+        """Whether the coordinator waits for each session's end (a closed-loop user starts
+        its next conversation, or a session cap frees a place): then a batch goes out the
+        moment one ends; otherwise once a batch period is soon enough, and far cheaper."""
         self._done: list[tuple[int, int]] = []
-        self._tasks: dict[int, asyncio.Task[SessionRecord]] = {}
+        self._tasks: dict[int, asyncio.Task[SessionRecord | None]] = {}
         self._transport: Transport | None = None
         self._t0 = time.monotonic_ns()
         self.ctx: RunContext | None = None
@@ -145,7 +140,12 @@ class WorkerCore:
         Why wall clock: workers on other machines share no monotonic clock; each derives its
         own monotonic origin from the run's wall-clock start, so rows of all workers line up
         (to the precision the machines' clocks agree: NTP on a cluster).
+
+        Everything allocated before the run (modules, config, workload, connections) leaves
+        the cycle collector's view (`gc.freeze`): a full collection that walks it all stops
+        the event loop, and every session due meanwhile is late.
         """
+        gc.freeze()
         self._t0 = time.monotonic_ns() - (time.time_ns() - wall_anchor_ns)
         self._recorder.record(
             WorkerRecord(
@@ -159,8 +159,8 @@ class WorkerCore:
 
     def start(
         self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
-    ) -> asyncio.Task[SessionRecord]:
-        """Start session `index` here; every one of its turns will run here.
+    ) -> asyncio.Task[SessionRecord | None]:
+        """Start session `index` here when it is due; every one of its turns will run here.
 
         Its id and random stream depend on `index` only, not on the worker that plays it.
         """
@@ -179,13 +179,14 @@ class WorkerCore:
         task.add_done_callback(functools.partial(self._finish, index))
         return task
 
-    def _finish(self, index: int, task: asyncio.Task[SessionRecord]) -> None:
+    def _finish(self, index: int, task: asyncio.Task[SessionRecord | None]) -> None:
         self._tasks.pop(index, None)
         if self._ships:
-            failed = task.cancelled() or task.exception() is not None
-            ended = self.clock() if failed else task.result().t_end_ns
+            rec = None if task.cancelled() or task.exception() is not None else task.result()
+            ended = self.clock() if rec is None else rec.t_end_ns
             self._done.append((index, ended))
-            self.wake()
+            if self._awaited_ends:
+                self.wake()
 
     def wake(self) -> None:
         """Let `next_batch` return now: a closed-loop user is waiting for the news that its
@@ -194,13 +195,13 @@ class WorkerCore:
             self._waiter.set_result(None)
 
     async def next_batch(self, period_s: float) -> bytes | None:
-        """The next batch: at once if a session ended since the last one, else after
-        `period_s` or the first `wake`, whichever comes first.
+        """The next batch: at once if a session the coordinator waits for ended since the
+        last one, else after `period_s` or the first `wake`, whichever comes first.
 
         Why a bare future and timer (not `asyncio.wait_for` on an event): the news that a
         session ended must cross the busy event loop in one step, not three.
         """
-        if not self._done:
+        if not (self._done and self._awaited_ends):
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
             timer = loop.call_later(period_s, self.wake)
@@ -211,10 +212,12 @@ class WorkerCore:
                 self._waiter = None
         return self.take_batch()
 
-    def stop(self) -> None:
-        """The run is ending: no new turns unless the end policy is drain."""
+    def stop(self, at_ns: int | None = None) -> None:
+        """The run ended at `at_ns` (now if None): no new turns unless the end policy is
+        drain, and no session due later starts."""
         assert self.ctx is not None
         self.ctx.stopping = True
+        self.ctx.stopped_at_ns = self.clock() if at_ns is None else at_ns
 
     def cancel(self) -> None:
         """Cut every session in flight (each records itself as unfinished)."""
@@ -228,21 +231,20 @@ class WorkerCore:
     def take_batch(self) -> bytes | None:
         """Everything recorded since the last call, encoded; None when there is nothing."""
         assert self.ctx is not None
-        out = self._outbox
-        stats: LiveStats = self.ctx.stats
-        if not (out.attempts or out.sessions or out.workers or self._done):
+        rows = self._outbox
+        stats = self.ctx.stats
+        if not (len(rows) or self._done):
             return None
         batch = Batch(
             worker=self.spec.worker,
-            attempts=out.attempts,
-            sessions=out.sessions,
-            workers=out.workers,
+            rows=rows,
+            row_count=len(rows),
             done=self._done,
             stats={k: getattr(stats, k) for k in _COUNTERS},
             errors=dict(stats.errors),
             drained=self.ctx.drained,
         )
-        self._outbox = _Outbox()
+        self._outbox = Rows()
         self.ctx.recorder = self._outbox
         self._done = []
         return batch_encoder.encode(batch)

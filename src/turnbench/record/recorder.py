@@ -15,6 +15,7 @@ send instead, with the GIL released; batches wait in its queue, never the run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import queue
@@ -34,6 +35,7 @@ from turnbench.errors import EngineError
 from turnbench.record.schema import (
     ATTEMPT_COLUMNS,
     DDL,
+    INDEXES,
     SCHEMA_VERSION,
     SESSION_COLUMNS,
     WORKER_COLUMNS,
@@ -44,17 +46,35 @@ from turnbench.record.schema import (
 _Row = Attempt | SessionRecord | WorkerRecord
 
 
-class _Batch(msgspec.Struct):
-    attempts: list[Attempt]
-    sessions: list[SessionRecord]
-    workers: list[WorkerRecord]
+class Rows(msgspec.Struct):
+    """Rows on their way to events.db: what a worker's batch carries, and what the writer
+    process reads from its pipe, a list of them per transaction (the same encoding, so a
+    coordinator forwards a worker's rows without decoding them)."""
+
+    attempts: list[Attempt] = []
+    sessions: list[SessionRecord] = []
+    workers: list[WorkerRecord] = []
+
+    def record(self, row: _Row) -> None:
+        """Add one row to its table's list."""
+        if isinstance(row, Attempt):
+            self.attempts.append(row)
+        elif isinstance(row, SessionRecord):
+            self.sessions.append(row)
+        else:
+            self.workers.append(row)
+
+    def __len__(self) -> int:
+        return len(self.attempts) + len(self.sessions) + len(self.workers)
 
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open `events.db` for writing, WAL mode, with the schema in place."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    # no fsync: a committed batch is in the OS's hands, so it survives a crash or `kill -9`
+    # of turnbench (not of the machine); an fsync could stall the writer for a second
+    conn.execute("PRAGMA synchronous=OFF")
     conn.executescript(DDL)
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     return conn
@@ -67,14 +87,15 @@ class EventRecorder:
         self.path = path
         self.run_id = run_id
         connect(path).close()  # the schema exists before anyone writes or reads
-        self._attempts: list[Attempt] = []
-        self._sessions: list[SessionRecord] = []
-        self._workers: list[WorkerRecord] = []
+        self._rows = Rows()
+        self._forwarded: list[msgspec.Raw] = []
+        self._forwarded_count = 0
         self._batch_s = batch_s
         self._last_flush = time.monotonic()
         self._encode = msgspec.msgpack.Encoder().encode
         ctx = mp.get_context("spawn")
         receive, self._send = ctx.Pipe(duplex=False)
+        _widen(self._send.fileno())
         self._process = ctx.Process(
             target=_write_events, args=(str(path), run_id, receive), name="turnbench-events-db"
         )
@@ -83,7 +104,7 @@ class EventRecorder:
         self.broken = False
         """True once the writer process is gone: the run must stop, nothing more is kept."""
         self.lost_rows = 0
-        self._queue: queue.SimpleQueue[tuple[bytes, int] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[bytes | msgspec.Raw, int] | None] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send_all, name="events-db-sender", daemon=True)
         self._sender.start()
 
@@ -111,12 +132,16 @@ class EventRecorder:
 
     def record(self, row: _Row) -> None:
         """Keep one row; hands a batch to the writer every `batch_s` seconds."""
-        if isinstance(row, Attempt):
-            self._attempts.append(row)
-        elif isinstance(row, SessionRecord):
-            self._sessions.append(row)
-        else:
-            self._workers.append(row)
+        self._rows.record(row)
+        self._due()
+
+    def forward(self, rows: msgspec.Raw, count: int) -> None:
+        """Keep `count` rows a worker already encoded as `Rows`: they go on as they are."""
+        self._forwarded.append(rows)
+        self._forwarded_count += count
+        self._due()
+
+    def _due(self) -> None:
         now = time.monotonic()
         if now - self._last_flush >= self._batch_s:
             self._last_flush = now
@@ -125,10 +150,11 @@ class EventRecorder:
     def flush(self) -> None:
         """Hand what is pending to the sender thread (which drops it once the writer is gone
         and counts it in `lost_rows`)."""
-        if self._attempts or self._sessions or self._workers:
-            batch = _Batch(self._attempts, self._sessions, self._workers)
-            self._attempts, self._sessions, self._workers = [], [], []
-            self._queue.put((self._encode(batch), len(batch.attempts) + len(batch.sessions)))
+        if len(self._rows) or self._forwarded:
+            parts: list[Rows | msgspec.Raw] = [self._rows, *self._forwarded]
+            count = len(self._rows) + self._forwarded_count
+            self._rows, self._forwarded, self._forwarded_count = Rows(), [], 0
+            self._queue.put((self._encode(parts), count))
 
     def _send_all(self) -> None:
         """The sender thread: pipes each batch to the writer until told to stop (None)."""
@@ -157,26 +183,37 @@ class EventRecorder:
             )
 
 
+class _TupleRows(msgspec.Struct):
+    """`Rows` as the writer reads them: each row a tuple in column order (the row structs
+    are array-like), ready for `executemany` with no Python work per row."""
+
+    attempts: list[tuple[Any, ...]] = []
+    sessions: list[tuple[Any, ...]] = []
+    workers: list[tuple[Any, ...]] = []
+
+
 def _write_events(path: str, run_id: str, receive: Connection) -> None:
     """The writer process: a transaction per batch until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent decides, then closes
     db = connect(Path(path))
-    decode = msgspec.msgpack.Decoder(_Batch).decode
-    astuple = msgspec.structs.astuple
-    attempt_sql = _insert("requests", ("run_id", *ATTEMPT_COLUMNS))
-    session_sql = _insert("sessions", ("run_id", *SESSION_COLUMNS))
+    decode = msgspec.msgpack.Decoder(list[_TupleRows]).decode
+    run = "'" + run_id.replace("'", "''") + "'"  # a SQL string literal: rows carry no run id
+    attempt_sql = _insert("requests", ATTEMPT_COLUMNS, run)
+    session_sql = _insert("sessions", SESSION_COLUMNS, run)
     worker_sql = _insert("workers", WORKER_COLUMNS)
     try:
         while True:
             try:
-                batch = decode(receive.recv_bytes())
+                parts = decode(receive.recv_bytes())
             except EOFError:
                 break
             with db:
                 db.execute("BEGIN")
-                db.executemany(attempt_sql, [(run_id, *astuple(r)) for r in batch.attempts])
-                db.executemany(session_sql, [(run_id, *astuple(r)) for r in batch.sessions])
-                db.executemany(worker_sql, [astuple(r) for r in batch.workers])
+                for rows in parts:
+                    db.executemany(attempt_sql, rows.attempts)
+                    db.executemany(session_sql, rows.sessions)
+                    db.executemany(worker_sql, rows.workers)
+        db.executescript(INDEXES)  # at the end: an index kept up during the run costs per row
     except sqlite3.Error as e:  # disk full, unwritable: the parent reports the exit code
         print(f"error: writing {path}: {e}", file=sys.stderr)
         sys.exit(1)
@@ -184,5 +221,18 @@ def _write_events(path: str, run_id: str, receive: Connection) -> None:
         db.close()
 
 
-def _insert(table: str, columns: tuple[str, ...]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+def _widen(pipe_fd: int) -> None:
+    """Give a pipe 1 MiB of buffer where Linux allows it (64 KiB by default): a batch then
+    goes in one write instead of a dozen alternating with the reader, each of which made the
+    sender thread take the GIL back from the event loop."""
+    with contextlib.suppress(ImportError, AttributeError, OSError):
+        import fcntl
+
+        fcntl.fcntl(pipe_fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+
+
+def _insert(table: str, columns: tuple[str, ...], run_literal: str | None = None) -> str:
+    """An INSERT of `columns` from parameters, after a `run_id` given as a literal, if any."""
+    names = ", ".join(("run_id", *columns) if run_literal else columns)
+    values = ", ".join(([run_literal] if run_literal else []) + ["?"] * len(columns))
+    return f"INSERT INTO {table} ({names}) VALUES ({values})"

@@ -13,7 +13,7 @@ from turnbench.client.attempt import Attempt
 SCHEMA_VERSION = 1
 
 
-class SessionRecord(msgspec.Struct, gc=False):
+class SessionRecord(msgspec.Struct, gc=False, array_like=True):
     """How one session went, written when it ends (or as `unfinished` when the run does)."""
 
     session_id: str
@@ -33,7 +33,7 @@ class SessionRecord(msgspec.Struct, gc=False):
     """completed, aborted, context_full or unfinished."""
 
 
-class WorkerRecord(msgspec.Struct, gc=False):
+class WorkerRecord(msgspec.Struct, gc=False, array_like=True):
     """A worker's clock anchor: its monotonic time at the run's wall-clock start."""
 
     worker: int
@@ -76,5 +76,9 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS workers ({_columns(WorkerRecord)});
 CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY, run_id TEXT, {_columns(Attempt)});
 CREATE TABLE IF NOT EXISTS sessions (run_id TEXT, {_columns(SessionRecord)});
+"""
+
+INDEXES = """
 CREATE INDEX IF NOT EXISTS requests_session ON requests (session_id, turn_index, attempt);
 """
+"""Built once the run's rows are in (see `recorder._write_events`)."""
