@@ -6,6 +6,8 @@ import itertools
 import math
 from pathlib import Path
 
+import pytest
+
 from runs import assert_one_in_flight, peak_concurrency, request_intervals, run_bench
 
 NS = 1e9
@@ -61,11 +63,16 @@ def test_parallel_starts_every_first_turn_at_once(tmp_path: Path) -> None:
     assert {s["outcome"] for s in result.sessions} == {"completed"}
 
 
-def test_sequential_plays_one_conversation_after_another(tmp_path: Path) -> None:
-    result = run_bench(tmp_path, _cfg({"mode": "sequential"}, conversations=5, think=0.02))
-    sessions = result.sessions
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sequential_plays_one_conversation_after_another(tmp_path: Path, workers: int) -> None:
+    """Each conversation is due the moment the last one ended (as its worker recorded it),
+    so the time the coordinator takes to learn of the end shows as lag, never hides."""
+    cfg = _cfg({"mode": "sequential"}, conversations=5, think=0.02, engine={"workers": workers})
+    result = run_bench(tmp_path, cfg)
+    sessions = sorted(result.sessions, key=lambda s: s["t_intended_ns"])
     assert len(sessions) == 5
     for a, b in itertools.pairwise(sessions):
+        assert b["t_intended_ns"] == a["t_end_ns"]
         assert b["t_start_ns"] >= a["t_end_ns"]
     assert_one_in_flight(result)
     _check_turn_order(result, 0.02)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import signal
@@ -185,3 +186,46 @@ def test_large_batches_under_uvloop_never_lose_a_worker(tmp_path: Path) -> None:
     assert {r["worker"] for r in rows} == {0, 1}
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) > 300 and all(r["content_chunks"] == 256 for r in ok)
+
+
+async def test_a_session_handed_over_early_never_starts_after_the_run_ended() -> None:
+    """Open-loop sessions reach a worker ahead of their due time; a stop at time T means no
+    session due after T sends anything or leaves a row, while one due before T plays on."""
+    import msgspec
+
+    from conftest import start_sim
+    from turnbench.config import RunConfig
+    from turnbench.engine.worker import Batch, WorkerCore, WorkerSpec
+    from turnbench.record.recorder import Rows
+    from turnbench.workload.conversation import Conversation, Turn
+
+    sim = start_sim("--zero-delay", "--model", "sim")
+    try:
+        cfg = RunConfig.model_validate(
+            {
+                "target": {"url": sim.v1, "model": "sim"},
+                "workload": {"type": "synthetic", "conversations": 1},
+                "load": {"mode": "session-rate", "rate": 10, "end": "drain"},
+            }
+        )
+        spec = WorkerSpec(0, cfg.model_dump(mode="json"), sim.v1, "sim", None, None, None, {})
+        core = WorkerCore(spec)
+        await core.open()
+        core.begin(time.time_ns())
+        conversation = Conversation("c", (Turn(input_tokens=8, max_tokens=4),) * 2)
+        now = core.clock()
+        core.start(0, conversation, now + 300_000_000, 0)  # due after the end: never starts
+        core.start(1, conversation, now, 0)  # due now: plays both turns (drain)
+        core.stop(now + 100_000_000)
+        while core.active:
+            await asyncio.sleep(0.02)
+        payload = core.take_batch()
+        await core.close()
+    finally:
+        sim.stop()
+    assert payload is not None
+    batch = msgspec.msgpack.decode(payload, type=Batch[Rows])
+    assert sorted(index for index, _ in batch.done) == [0, 1]
+    assert {a.session_id for a in batch.rows.attempts} == {"s1"}
+    assert len(batch.rows.attempts) == 2 and all(a.status == "ok" for a in batch.rows.attempts)
+    assert [s.session_id for s in batch.rows.sessions] == ["s1"]
