@@ -211,8 +211,8 @@ def test_run_with_tokenizer_json_sizes_texts_in_workers(tmp_path: Path) -> None:
 def test_sources_size_their_texts_with_the_sizer(tmp_path: Path) -> None:
     from tokenizers import Tokenizer
 
-    from turnbench.workload import conversations
     from turnbench.workload.config import SharedPrefixWorkload
+    from turnbench.workload.sources import conversations
 
     path = _bpe_tokenizer(tmp_path)
     tok = Tokenizer.from_file(str(path))

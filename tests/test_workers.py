@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
-import subprocess
+import sqlite3
 import sys
 import threading
 import time
@@ -103,18 +104,19 @@ def test_caps_hold_across_workers(tmp_path: Path) -> None:
 
 def test_a_dead_worker_is_reported_and_the_run_goes_on(tmp_path: Path) -> None:
     def kill_a_worker() -> None:
+        """Kill worker 1 (its pid from events.db's workers table) 1.5 s into the run."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            out = subprocess.run(
-                ["pgrep", "-P", str(os.getpid()), "-f", "multiprocessing.spawn"],
-                capture_output=True,
-                text=True,
-            ).stdout.split()
-            mine = sorted(int(p) for p in out)
-            if len(mine) >= 3:  # the events.db writer (spawned first), then the two workers
-                time.sleep(1.5)
-                os.kill(mine[-1], signal.SIGKILL)
-                return
+            for db in (tmp_path / "runs").glob("*/events.db"):
+                with (
+                    contextlib.suppress(sqlite3.Error),
+                    contextlib.closing(sqlite3.connect(db)) as conn,
+                ):
+                    pids = dict(conn.execute("SELECT worker, pid FROM workers"))
+                    if len(pids) == 2:
+                        time.sleep(1.5)
+                        os.kill(pids[1], signal.SIGKILL)
+                        return
             time.sleep(0.1)
 
     killer = threading.Thread(target=kill_a_worker)
@@ -150,8 +152,6 @@ def test_ctrl_c_with_workers_leaves_a_valid_db(tmp_path: Path) -> None:
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
-    import sqlite3
-
     (run,) = list(out.iterdir())
     conn = sqlite3.connect(run / "events.db")
     statuses = dict(conn.execute("SELECT status, COUNT(*) FROM requests GROUP BY status"))

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from turnbench.tokenizer import count_chat_tokens
-from turnbench.workload import load_dataset
 from turnbench.workload.cli import dataset_app
+from turnbench.workload.dataset import load_dataset
 
 DATA = Path(__file__).parent.parent.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared sample data not present")

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from turnbench.tokenizer import count_tokens
-from turnbench.workload import DatasetWorkload, conversations, load_dataset
-from turnbench.workload.config import DatasetOptions, ShareGPTOptions
+from turnbench.workload.config import DatasetOptions, DatasetWorkload, ShareGPTOptions
+from turnbench.workload.dataset import load_dataset
 from turnbench.workload.messages import to_record
+from turnbench.workload.sources import conversations
 
 DATA = Path(__file__).parent.parent.parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="shared sample data not present")

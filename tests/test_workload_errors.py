@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from turnbench.errors import InputError
-from turnbench.workload import load_dataset
 from turnbench.workload.config import DatasetOptions, ShareGPTOptions
+from turnbench.workload.dataset import load_dataset
 
 FORMATS = ("auto", "sharegpt", "rows", "messages", "aiperf", "trace")
 

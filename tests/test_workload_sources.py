@@ -9,13 +9,13 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from turnbench.tokenizer import count_tokens
-from turnbench.workload import conversations
 from turnbench.workload.config import (
     DatasetWorkload,
     SharedPrefixWorkload,
     SyntheticWorkload,
     WorkloadConfig,
 )
+from turnbench.workload.sources import conversations
 
 ADAPTER: TypeAdapter[WorkloadConfig] = TypeAdapter(WorkloadConfig)
 

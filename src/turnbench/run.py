@@ -36,9 +36,11 @@ from turnbench.record.recorder import EventRecorder
 from turnbench.report.console import print_report
 from turnbench.report.progress import show_progress
 from turnbench.target import Target, probe, start_builtin_sim
-from turnbench.workload import DatasetWorkload, conversations, load_dataset
+from turnbench.workload.config import DatasetWorkload
 from turnbench.workload.conversation import Conversation
+from turnbench.workload.dataset import load_dataset
 from turnbench.workload.lengths import TextSizer, calibrate
+from turnbench.workload.sources import conversations
 
 if TYPE_CHECKING:
     from turnbench.engine.ray_actors import RayPool
@@ -169,8 +171,10 @@ async def _run_async(
     console: Console,
     show_live: bool,
     sizer: TextSizer,
+    procs: ProcessPool | None,
 ) -> str:
-    """Run on the run's own worker (`workers: 1`) or on worker processes / Ray actors.
+    """Run on the run's own worker (`workers: 1`), on worker processes (`procs`, spawned
+    early by `execute`) or on Ray actors.
 
     The run's clock starts only when every worker is up, so start-up never shows as lag.
     """
@@ -198,7 +202,7 @@ async def _run_async(
 
         pool = RayPool(specs, cfg.engine.ray_address)
     else:
-        pool = ProcessPool(specs)
+        pool = procs if procs is not None else ProcessPool(len(specs))
     holder: dict[str, int] = {"t0": time.monotonic_ns()}
 
     def clock() -> int:
@@ -212,7 +216,10 @@ async def _run_async(
         lead_s=pool.lead_s,
     )
     try:
-        await pool.attach(launcher)
+        if isinstance(pool, ProcessPool):
+            await pool.attach(launcher, specs)
+        else:
+            await pool.attach(launcher)
         wall_ns, holder["t0"] = time.time_ns(), time.monotonic_ns()
         launcher.begin(wall_ns)
         scheduler = Scheduler(cfg.load, cfg.seed, launcher, stream, clock, start_times=start_times)
@@ -306,6 +313,9 @@ def execute(
     run = _event_loop_runner()
     target: Target | None = None
     builtin = None
+    procs = None
+    if cfg.engine.kind == "local" and cfg.engine.worker_count() > 1:
+        procs = ProcessPool(cfg.engine.worker_count())  # they import while we probe and load
     try:
         url = cfg.target.url
         if url is None:
@@ -341,8 +351,9 @@ def execute(
         reason = "crashed"
         try:
             reason = run(
-                _run_async(cfg, target, stream, start_times, recorder, console, live, sizer)
+                _run_async(cfg, target, stream, start_times, recorder, console, live, sizer, procs)
             )
+            procs = None  # closed by the run
         except KeyboardInterrupt:
             reason = "interrupted"
         finally:
@@ -351,6 +362,8 @@ def execute(
         write_report(run_dir, console)
         return run_dir
     finally:
+        if procs is not None:
+            procs.discard()
         if target is not None:
             target.close()
         elif builtin is not None:

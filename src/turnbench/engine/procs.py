@@ -4,6 +4,11 @@ Why spawned processes: each worker has its own interpreter, event loop and conne
 (no GIL shared with the coordinator); the only traffic between processes is a small message
 per session start and a batch of rows every 50 ms.
 
+Why spawned first and told what to do later: a new interpreter takes about 0.3 s to import
+what a worker needs. The run spawns its workers as soon as the config is read, so they import
+while the coordinator probes the server and loads the workload, then sends each its
+`WorkerSpec` as the first message.
+
 Why length-prefixed frames over asyncio streams (not `Connection.send_bytes`): the event loop
 may make the socket non-blocking (uvloop does), and then a blocking-style read can find half a
 frame; stream writes are buffered, so neither side ever blocks its event loop on the other.
@@ -95,7 +100,7 @@ class ProcessChannel:
         self._send("exit")
 
 
-def _process_main(conn: Connection, spec: WorkerSpec) -> None:
+def _process_main(conn: Connection) -> None:
     """Entry point of a worker process.
 
     Ctrl-C in a terminal reaches the whole process group: workers ignore it, and the
@@ -105,14 +110,17 @@ def _process_main(conn: Connection, spec: WorkerSpec) -> None:
     try:
         import uvloop
 
-        uvloop.run(_serve(conn, spec))
+        uvloop.run(_serve(conn))
     except ImportError:  # pragma: no cover - platforms without uvloop
-        asyncio.run(_serve(conn, spec))
+        asyncio.run(_serve(conn))
 
 
-async def _serve(conn: Connection, spec: WorkerSpec) -> None:
+async def _serve(conn: Connection) -> None:
     reader, writer = await _streams(conn)
-    core = WorkerCore(spec)
+    payload = await read_frame(reader)  # the WorkerSpec
+    if payload is None:  # the run ended before it began (a bad target, Ctrl-C)
+        return
+    core = WorkerCore(pickle.loads(payload))
     await core.open()
     leaving = False
 
@@ -159,32 +167,42 @@ class ProcessPool:
     """Open-loop sessions reach a worker this long before they are due: a few busy loop
     iterations on each side of the socket."""
 
-    def __init__(self, specs: list[WorkerSpec]) -> None:
+    def __init__(self, count: int) -> None:
+        """Spawn `count` worker processes now; they wait for their specs (`attach`)."""
         ctx = mp.get_context("spawn")
         self.conns: list[Connection] = []
         self.procs: list[Any] = []
-        for spec in specs:
+        for i in range(count):
             parent, child = ctx.Pipe(duplex=True)
             proc = ctx.Process(
-                target=_process_main,
-                args=(child, spec),
-                daemon=True,
-                name=f"turnbench-worker-{spec.worker}",
+                target=_process_main, args=(child,), daemon=True, name=f"turnbench-worker-{i}"
             )
             proc.start()
             child.close()
             self.conns.append(parent)
             self.procs.append(proc)
-        self.channels = [ProcessChannel() for _ in specs]
-        self._ready = [asyncio.Event() for _ in specs]
-        self._closed = [asyncio.Event() for _ in specs]
+        self.channels = [ProcessChannel() for _ in range(count)]
+        self._ready = [asyncio.Event() for _ in range(count)]
+        self._closed = [asyncio.Event() for _ in range(count)]
         self._pumps: list[asyncio.Task[None]] = []
         self._leaving = False
 
-    async def attach(self, launcher: RemoteLauncher) -> None:
-        """Route every worker's batches to the launcher; wait until all workers are up."""
+    def discard(self) -> None:
+        """The run ended before the workers were given anything: close and reap them."""
+        for conn in self.conns:
+            conn.close()
+        for proc in self.procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+    async def attach(self, launcher: RemoteLauncher, specs: list[WorkerSpec]) -> None:
+        """Give each worker its spec, route its batches to the launcher, and wait until all
+        workers are up."""
         for i, conn in enumerate(self.conns):
             reader, writer = await _streams(conn)
+            writer.write(frame(pickle.dumps(specs[i], protocol=pickle.HIGHEST_PROTOCOL)))
             self.channels[i].writer = writer
             self._pumps.append(asyncio.create_task(self._pump(i, reader, launcher)))
         try:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Literal
 
 from turnbench.errors import InputError
 from turnbench.tokenizer import VOCAB
+
+if TYPE_CHECKING:
+    import aiohttp
 
 LengthSource = Literal["simulator-exact", "tokenizer.json", "server", "approximate"]
 
@@ -118,6 +119,8 @@ async def _tokenize_count(
     http: aiohttp.ClientSession, root: str, model: str, text: str, verify_tls: bool
 ) -> int | None:
     """Tokens of `text` from `{root}/tokenize`: vLLM/SGLang/simulator body, then llama.cpp's."""
+    import aiohttp
+
     for body in ({"model": model, "prompt": text}, {"content": text}):
         try:
             async with http.post(root + "/tokenize", json=body, ssl=verify_tls) as resp:
@@ -154,6 +157,8 @@ async def calibrate(
         sizer = TextSizer("tokenizer.json", tokenizer_json=tokenizer_json)
         sizer.make_text(1, random.Random(0))  # load and check the file now
         return sizer
+    import aiohttp  # here: worker processes import this module and never calibrate
+
     root = url.rstrip("/").removesuffix("/v1")
     words = random.Random("turnbench-calibration").choices(VOCAB, k=CALIBRATION_WORDS)
     half = CALIBRATION_WORDS // 2
