@@ -197,6 +197,13 @@ class LoadConfig(_Strict):
             raise ValueError(f"`rate` is for mode session-rate, not {self.mode}")
         return self
 
+    @property
+    def waits_for_session_ends(self) -> bool:
+        """Whether starting sessions depends on others ending: a closed-loop user starts its
+        next conversation, or a `max_sessions` place is freed. Then workers report every
+        session's end at once, else with their regular batches."""
+        return self.mode in ("users", "sequential") or self.max_sessions is not None
+
 
 class EngineConfig(_Strict):
     """Where sessions run: this process, worker processes, or Ray actors."""

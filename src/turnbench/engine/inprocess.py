@@ -9,6 +9,7 @@ import asyncio
 
 from turnbench.engine.player import LiveStats
 from turnbench.engine.worker import WorkerCore
+from turnbench.record.schema import SessionRecord
 from turnbench.workload.conversation import Conversation
 
 
@@ -31,15 +32,20 @@ class InProcessLauncher:
     lead_ns = 0
     """Sessions start in this loop: nothing to hand over ahead of time."""
 
-    async def play(
+    def launch(
         self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
-    ) -> int:
-        """Play the session here and return when it ended; a cut cancels its task, which
-        records it as unfinished."""
-        task = self.core.start(index, conversation, t_intended_ns, gate_wait_ns)
-        await asyncio.wait({task})
-        rec = None if task.cancelled() or task.exception() is not None else task.result()
-        return self.ctx.clock() if rec is None else rec.t_end_ns
+    ) -> asyncio.Future[int]:
+        """Play the session here; the future gives when it ended. A cut cancels its task,
+        which records it as unfinished."""
+        ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def settle(task: asyncio.Task[SessionRecord | None]) -> None:
+            rec = None if task.cancelled() or task.exception() is not None else task.result()
+            if not ended.done():  # a user cut while waiting cancels it
+                ended.set_result(self.ctx.clock() if rec is None else rec.t_end_ns)
+
+        self.core.start(index, conversation, t_intended_ns, gate_wait_ns).add_done_callback(settle)
+        return ended
 
     def stop(self) -> None:
         self.core.stop()

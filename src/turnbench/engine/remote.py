@@ -71,6 +71,7 @@ class _Pending:
 class _WorkerState:
     channel: Channel
     active: int = 0
+    given: int = 0
     alive: bool = True
     drained: bool = False
     stats: dict[str, int] = field(default_factory=dict)
@@ -88,11 +89,14 @@ class RemoteLauncher:
         on_problem: Callable[[str], None],
         *,
         lead_s: float,
+        prompt_ends: bool,
     ) -> None:
         """`lead_s`: how long before their due time sessions are handed to the workers, at
-        least the hop to a worker (see `Scheduler.arrivals`)."""
+        least the hop to a worker (see `Scheduler.arrivals`). `prompt_ends`: workers report
+        each session's end at once (`LoadConfig.waits_for_session_ends`)."""
         self.workers = [_WorkerState(c) for c in channels]
         self.lead_ns = int(lead_s * 1e9)
+        self.prompt_ends = prompt_ends
         self.recorder = recorder
         self.clock = clock
         self.on_problem = on_problem
@@ -123,28 +127,36 @@ class RemoteLauncher:
         group = conversation.group
         if group is not None and self._groups.get(group) in alive:
             return self._groups[group]
-        chosen = min(alive, key=lambda i: self.workers[i].active)
+        # least loaded: playing the fewest sessions, when ends are reported at once; else the
+        # active counts lag by a batch period (a worker's count drops by 50 ms of sessions at
+        # once, and it would take every new session for a while): the fewest given so far
+        if self.prompt_ends:
+            chosen = min(alive, key=lambda i: (self.workers[i].active, self.workers[i].given))
+        else:
+            chosen = min(alive, key=lambda i: self.workers[i].given)
         if group is not None:
             self._groups[group] = chosen
         return chosen
 
-    async def play(
+    def launch(
         self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
-    ) -> int:
-        """Start the session on its worker, wait until the worker reports it done, and return
-        when it ended (run ns, as the worker recorded it)."""
+    ) -> asyncio.Future[int]:
+        """Hand the session to its worker; the future gives when it ended (run ns, as the
+        worker recorded it) once the worker reports it done."""
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if self.exhausted:
-            return self.clock()
+            done.set_result(self.clock())
+            return done
         w = self._pick(conversation)
         state = self.workers[w]
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[index] = _Pending(
             w, conversation.id, len(conversation.turns), t_intended_ns, gate_wait_ns, done
         )
         state.active += 1
+        state.given += 1
         self._refresh_active()
         state.channel.start(index, conversation, t_intended_ns, gate_wait_ns)
-        return await done
+        return done
 
     def receive(self, payload: bytes) -> None:
         """Take one batch from a worker: record its rows, settle finished sessions."""

@@ -28,11 +28,12 @@ class Launcher(Protocol):
         """Live counters for the progress line."""
         ...
 
-    async def play(
+    def launch(
         self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
-    ) -> int:
-        """Play session number `index` to its end; returns, once its sessions row is
-        recorded, the time it ended (run ns, on the clock of whoever played it)."""
+    ) -> asyncio.Future[int]:
+        """Start session number `index` (it plays when due); the future gives, once its
+        sessions row is recorded, the time it ended (run ns, on the clock of whoever played
+        it). A plain future, not a task: an open loop starts thousands a second."""
         ...
 
     @property
@@ -90,7 +91,7 @@ class Scheduler:
         self.rng = random.Random(seed)
         self.session_gate = Gate(load.max_sessions, clock)
         self.stopping = False
-        self._tasks: set[asyncio.Task[int]] = set()
+        self._running: set[asyncio.Future[int]] = set()
         self._started = 0
 
     def _next(self) -> tuple[int, Conversation] | None:
@@ -104,11 +105,9 @@ class Scheduler:
         self._started += 1
         return self._started - 1, conversation
 
-    async def _play(self, index: int, conversation: Conversation, t_due: int, wait: int) -> int:
-        try:
-            return await self.launcher.play(index, conversation, t_due, wait)
-        finally:
-            self.session_gate.release()
+    def _ended(self, session: asyncio.Future[int]) -> None:
+        self._running.discard(session)
+        self.session_gate.release()
 
     async def arrivals(self) -> None:
         """Open loop: start each session when the pacer says it is due.
@@ -138,12 +137,12 @@ class Scheduler:
             if nxt is None:
                 self.session_gate.release()
                 break
-            task = asyncio.create_task(self._play(*nxt, t_due, wait))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            session = self.launcher.launch(*nxt, t_due, wait)
+            self._running.add(session)
+            session.add_done_callback(self._ended)
             k += 1
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._running:
+            await asyncio.gather(*list(self._running), return_exceptions=True)
 
     async def _user(self) -> None:
         """One user. Its next conversation is due the moment the last one ended (as the
@@ -156,7 +155,10 @@ class Scheduler:
             if nxt is None:
                 self.session_gate.release()
                 return
-            t_free = await self._play(*nxt, t_free, wait)
+            try:
+                t_free = await self.launcher.launch(*nxt, t_free, wait)
+            finally:
+                self.session_gate.release()
 
     async def users(self, count: int) -> None:
         """Closed loop: `count` users, each playing one conversation after another."""

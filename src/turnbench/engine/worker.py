@@ -91,11 +91,9 @@ class WorkerCore:
         self._outbox = Rows()
         self._recorder: Recorder = recorder or self._outbox
         self._ships = recorder is None
-        load = self.cfg.load
-        self._awaited_ends = load.mode in ("users", "sequential") or load.max_sessions is not None
-        """Whether the coordinator waits for each session's end (a closed-loop user starts
-        its next conversation, or a session cap frees a place): then a batch goes out the
-        moment one ends; otherwise once a batch period is soon enough, and far cheaper."""
+        self._awaited_ends = self.cfg.load.waits_for_session_ends
+        """Then a batch goes out the moment a session ends; otherwise once a batch period is
+        soon enough, and far cheaper."""
         self._done: list[tuple[int, int]] = []
         self._tasks: dict[int, asyncio.Task[SessionRecord | None]] = {}
         self._transport: Transport | None = None

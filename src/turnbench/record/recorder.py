@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing as mp
+import os
 import queue
 import signal
 import sqlite3
@@ -193,8 +194,14 @@ class _TupleRows(msgspec.Struct):
 
 
 def _write_events(path: str, run_id: str, receive: Connection) -> None:
-    """The writer process: a transaction per batch until the pipe closes."""
+    """The writer process: a transaction per batch until the pipe closes.
+
+    It runs at a lower priority (nice 10): it only has to keep up on average, while a worker
+    that waits for a core is a request sent late.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent decides, then closes
+    with contextlib.suppress(AttributeError, OSError):
+        os.nice(10)
     db = connect(Path(path))
     decode = msgspec.msgpack.Decoder(list[_TupleRows]).decode
     run = "'" + run_id.replace("'", "''") + "'"  # a SQL string literal: rows carry no run id
