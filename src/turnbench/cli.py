@@ -6,6 +6,7 @@ event loop are imported; each command imports its own modules only when it runs.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -161,13 +162,23 @@ def report_command(
         raise _fail(str(e)) from None
 
 
-def _register() -> None:
-    from turnbench.sim.cli import sim_command
-    from turnbench.workload.cli import dataset_app
+def _register(command: str | None) -> None:
+    """Add the `sim` and `dataset` commands, unless another command runs: their modules import
+    the simulator's server (aiohttp) and the dataset readers, time a run's start is spent on."""
+    if command in ("run", "report"):
+        return
+    if command != "dataset":
+        from turnbench.sim.cli import sim_command
 
-    app.add_typer(dataset_app, name="dataset", help="Inspect and convert conversation datasets.")
+        app.command("sim", help="Run the built-in OpenAI-compatible LLM server simulator.")(
+            sim_command
+        )
+    if command != "sim":
+        from turnbench.workload.cli import dataset_app
 
-    app.command("sim", help="Run the built-in OpenAI-compatible LLM server simulator.")(sim_command)
+        app.add_typer(
+            dataset_app, name="dataset", help="Inspect and convert conversation datasets."
+        )
 
 
 def main() -> None:
@@ -175,5 +186,18 @@ def main() -> None:
     if sys.argv[1:] == ["--version"]:
         print(f"turnbench {__version__}")
         return
-    _register()
+    _spawn_light()
+    _register(sys.argv[1] if len(sys.argv) > 1 else None)
     app()
+
+
+def _spawn_light() -> None:
+    """Let spawned processes (workers, the events.db writer) skip this CLI.
+
+    A spawned process first re-runs the parent's main script unless `__main__` names a
+    package's `__main__` module (as `python -m turnbench` does); the console script would
+    import typer and rich into every worker, 50-100 ms of its start for nothing.
+    """
+    main_module = sys.modules["__main__"]
+    if getattr(main_module, "__spec__", None) is None:
+        main_module.__spec__ = importlib.util.find_spec("turnbench.__main__")

@@ -31,9 +31,7 @@ from turnbench.engine.remote import RemoteLauncher, shares
 from turnbench.engine.scheduler import Launcher, Scheduler
 from turnbench.engine.worker import WorkerCore, WorkerSpec
 from turnbench.errors import InputError
-from turnbench.metrics.summary import summarize
 from turnbench.record.recorder import EventRecorder
-from turnbench.report.console import print_report
 from turnbench.report.progress import show_progress
 from turnbench.target import Target, probe, start_builtin_sim
 from turnbench.workload.config import DatasetWorkload
@@ -381,7 +379,10 @@ def write_report(run_dir: Path, console: Console | None = None) -> dict[str, Any
     db = run_dir / "events.db"
     if not db.exists():
         raise InputError("no events.db in this folder", file=str(run_dir))
-    from turnbench.metrics.series import series  # matplotlib: only when a report is written
+    # numpy, matplotlib: imported when a report is written, not before a run starts
+    from turnbench.metrics.series import series
+    from turnbench.metrics.summary import summarize
+    from turnbench.report.console import print_report
     from turnbench.report.html import render as render_html
 
     summary = summarize(db)

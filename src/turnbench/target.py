@@ -12,10 +12,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
 
-import aiohttp
-
+from turnbench.client.fetch import fetch_json
 from turnbench.errors import TargetError
 
 SIM_READY = "turnbench sim ready: "
@@ -88,21 +86,17 @@ async def probe(
     """GET {url}/models: check the server answers, resolve `model: auto`, read max_model_len."""
     endpoint = url.rstrip("/") + "/models"
     try:
-        async with (
-            aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=timeout_s), headers=headers
-            ) as http,
-            http.get(endpoint, ssl=verify_tls) as resp,
-        ):
-            if resp.status in (401, 403):
-                raise TargetError(f"{endpoint}: HTTP {resp.status}: check the API key variable")
-            if resp.status != 200:
-                raise TargetError(f"{endpoint}: HTTP {resp.status}")
-            data: Any = await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        status, data = await fetch_json(
+            endpoint, headers=headers, timeout_s=timeout_s, verify_tls=verify_tls
+        )
+    except (OSError, TimeoutError, ValueError) as e:
         raise TargetError(
             f"cannot reach the server at {endpoint}: {e or type(e).__name__}"
         ) from None
+    if status in (401, 403):
+        raise TargetError(f"{endpoint}: HTTP {status}: check the API key variable")
+    if status != 200:
+        raise TargetError(f"{endpoint}: HTTP {status}")
     models = (
         [m for m in (data.get("data") or []) if isinstance(m, dict)]
         if isinstance(data, dict)
@@ -126,14 +120,12 @@ async def _llama_cpp_context(url: str, headers: dict[str, str], verify_tls: bool
     """llama.cpp reports its per-slot context (not the model's trained one) at /props."""
     root = url.rstrip("/").removesuffix("/v1")
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), headers=headers) as http,
-            http.get(root + "/props", ssl=verify_tls) as resp,
-        ):
-            if resp.status != 200:
-                return None
-            data: Any = await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError):
+        status, data = await fetch_json(
+            root + "/props", headers=headers, timeout_s=5, verify_tls=verify_tls
+        )
+    except (OSError, TimeoutError, ValueError):
+        return None
+    if status != 200:
         return None
     settings = data.get("default_generation_settings") if isinstance(data, dict) else None
     return _int_or_none(settings.get("n_ctx")) if isinstance(settings, dict) else None

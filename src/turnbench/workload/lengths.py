@@ -24,13 +24,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from turnbench.client.fetch import fetch_json
 from turnbench.errors import InputError
 from turnbench.tokenizer import VOCAB
-
-if TYPE_CHECKING:
-    import aiohttp
 
 LengthSource = Literal["simulator-exact", "tokenizer.json", "server", "approximate"]
 
@@ -116,20 +114,21 @@ class TextSizer:
 
 
 async def _tokenize_count(
-    http: aiohttp.ClientSession, root: str, model: str, text: str, verify_tls: bool
+    root: str, model: str, text: str, headers: dict[str, str], verify_tls: bool, timeout_s: float
 ) -> int | None:
     """Tokens of `text` from `{root}/tokenize`: vLLM/SGLang/simulator body, then llama.cpp's."""
-    import aiohttp
-
     for body in ({"model": model, "prompt": text}, {"content": text}):
         try:
-            async with http.post(root + "/tokenize", json=body, ssl=verify_tls) as resp:
-                if resp.status != 200:
-                    continue
-                data: Any = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+            status, data = await fetch_json(
+                root + "/tokenize",
+                headers=headers,
+                body=body,
+                timeout_s=timeout_s,
+                verify_tls=verify_tls,
+            )
+        except (OSError, TimeoutError, ValueError):
             continue
-        if not isinstance(data, dict):
+        if status != 200 or not isinstance(data, dict):
             continue
         if isinstance(data.get("count"), int):
             return int(data["count"])
@@ -157,16 +156,13 @@ async def calibrate(
         sizer = TextSizer("tokenizer.json", tokenizer_json=tokenizer_json)
         sizer.make_text(1, random.Random(0))  # load and check the file now
         return sizer
-    import aiohttp  # here: worker processes import this module and never calibrate
-
     root = url.rstrip("/").removesuffix("/v1")
     words = random.Random("turnbench-calibration").choices(VOCAB, k=CALIBRATION_WORDS)
     half = CALIBRATION_WORDS // 2
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=timeout_s), headers=headers
-    ) as http:
-        full = await _tokenize_count(http, root, model, " ".join(words), verify_tls)
-        part = await _tokenize_count(http, root, model, " ".join(words[:half]), verify_tls)
+    full = await _tokenize_count(root, model, " ".join(words), headers, verify_tls, timeout_s)
+    part = await _tokenize_count(
+        root, model, " ".join(words[:half]), headers, verify_tls, timeout_s
+    )
     if full is None or part is None or full <= part:
         return TextSizer("approximate")
     ratio = (full - part) / (CALIBRATION_WORDS - half)

@@ -1,0 +1,77 @@
+"""Small JSON requests made before a run starts: probe the server, calibrate text lengths.
+
+Why not aiohttp: importing it took ~120 ms of every run's start, and these few requests need
+nothing the streaming client's own HTTP/1.1 connection (`h1`) does not already have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+
+from turnbench.client.h1 import Pool, request_head
+
+
+class _Collect:
+    """An `h1.Exchange` that keeps the status and the whole body."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.body = bytearray()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_status(self, status: int) -> None:
+        self.status = status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        pass
+
+    def on_body(self, data: bytes) -> None:
+        self.body += data
+
+    def on_complete(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def on_lost(self, exc: Exception | None, started: bool) -> None:
+        if exc is None and started:  # a body delimited by the end of the connection
+            self.on_complete()
+        elif not self.done.done():
+            why = f"{type(exc).__name__}: {exc}" if exc else "closed before answering"
+            self.done.set_exception(ConnectionError(why))
+
+
+async def fetch_json(
+    url: str,
+    *,
+    headers: dict[str, str],
+    body: Any = None,
+    timeout_s: float = 10,
+    verify_tls: bool = True,
+) -> tuple[int, Any]:
+    """GET `url` (POST when there is a JSON `body`): the status and the decoded JSON body
+    (None when the body is not JSON).
+
+    Raises OSError (refused, reset, TLS) or TimeoutError (no whole answer within `timeout_s`).
+    """
+    pool = Pool(url, verify_tls=verify_tls, connect_s=timeout_s)
+    payload = msgspec.json.encode(body) if body is not None else b""
+    sent = {"Accept": "application/json", **headers}
+    if body is not None:
+        sent["Content-Type"] = "application/json"
+    method = "POST" if body is not None else "GET"
+    head = request_head(method, pool.prefix or "/", pool.host_header, sent, len(payload))
+    async with asyncio.timeout(timeout_s):
+        conn = await pool.acquire()
+        try:
+            answer = _Collect()
+            conn.begin(answer, head + payload)
+            await answer.done
+        finally:
+            conn.close()
+    try:
+        return answer.status, msgspec.json.decode(answer.body)
+    except msgspec.DecodeError:
+        return answer.status, None
