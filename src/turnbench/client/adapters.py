@@ -159,9 +159,17 @@ class ChatAdapter:
         """
         got = 0
         parts = reply.text_parts
-        for chunk in chunks:
-            choice = _first_choice(chunk, reply)
-            delta = choice.delta if choice is not None else None
+        for chunk in chunks:  # `_first_choice` inlined: one call less per token
+            if chunk.error:
+                raise ErrorChunk(chunk.error)
+            if chunk.usage:
+                reply.usage = chunk.usage
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            if choice.finish_reason:
+                reply.finish_reason = choice.finish_reason
+            delta = choice.delta
             if delta is None:
                 continue
             if delta.content:

@@ -70,6 +70,27 @@ _STALE = "stale"  # closed by the server before any byte of a response: send aga
 class _Stream:
     """One request's receiving side: SSE events into the reply, times into the attempt."""
 
+    __slots__ = (
+        "adapter",
+        "att",
+        "chunked",
+        "chunks",
+        "clock",
+        "done",
+        "error_body",
+        "first_deadline",
+        "gaps",
+        "last",
+        "loop",
+        "parser",
+        "reply",
+        "sse_done",
+        "status",
+        "timeouts",
+        "total_deadline",
+        "watchdog",
+    )
+
     def __init__(
         self,
         adapter: Adapter,
