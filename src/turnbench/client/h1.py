@@ -25,7 +25,8 @@ class Exchange(Protocol):
         ...
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """One response header (names as sent; compare lower-cased)."""
+        """A response header an exchange may need: `Transfer-Encoding` or `Retry-After` (names
+        as sent; compare lower-cased). Others are not passed on."""
         ...
 
     def on_body(self, data: bytes) -> None:
@@ -40,6 +41,9 @@ class Exchange(Protocol):
         """The connection closed before the response was complete; `started` tells whether
         any byte of the response had arrived."""
         ...
+
+
+_WANTED_LENGTHS = frozenset((len(b"transfer-encoding"), len(b"retry-after")))
 
 
 class Connection(asyncio.Protocol):
@@ -80,7 +84,9 @@ class Connection(asyncio.Protocol):
             self.exchange.on_status(self._parser.get_status_code())
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.exchange is not None:
+        # only the headers an exchange reads go on (Transfer-Encoding, Retry-After): a reply
+        # brings ten others, and this runs once per header of every reply
+        if len(name) in _WANTED_LENGTHS and self.exchange is not None:
             self.exchange.on_header(name, value)
 
     def on_body(self, body: bytes) -> None:
