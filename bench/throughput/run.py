@@ -341,6 +341,9 @@ def turnbench_run(
         hung = _wait_or_interrupt(proc, limit)
         exit_wall = time.time()
         sampler.stop()
+    # a run leaves ~100 MB of events.db in the page cache, which the kernel writes back over
+    # the next ~30 s: flushed here, so the next run does not share its cores with that
+    os.sync()
     new = sorted(set(runs.iterdir()) - before)
     if not new or not (new[-1] / "summary.json").exists():
         raise RunFailed(f"{name}: turnbench failed ({hung or proc.returncode}), see {name}.log")
