@@ -147,3 +147,28 @@ def test_shared_prefix_ranges_and_sessions() -> None:
         for t in p.turns:
             assert 10 <= count_tokens(t.messages[0]["content"]) <= 20
             assert t.max_tokens is not None and 15 <= t.max_tokens <= 30
+
+
+def test_plans_cross_processes_whole() -> None:
+    """Plans are pickled to worker processes by their own `__reduce__`: every field survives."""
+    import pickle
+
+    from turnbench.workload.conversation import Conversation, Turn
+
+    turn = Turn(
+        messages=({"role": "user", "content": "hi"},),
+        input_tokens=None,
+        max_tokens=7,
+        think_time_s=0.5,
+        reply={"role": "assistant", "content": "yo"},
+    )
+    plan = Conversation(
+        id="c#2",
+        turns=(turn, Turn(input_tokens=12)),
+        system="be brief",
+        tools=({"type": "function", "function": {"name": "f"}},),
+        group="g1",
+        start_s=3.25,
+        metadata={"source": "test"},
+    )
+    assert pickle.loads(pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL)) == plan
