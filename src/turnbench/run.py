@@ -212,7 +212,7 @@ async def _run_async(
         clock,
         on_problem=lambda msg: console.print(f"[bold red]problem:[/] {msg}"),
         lead_s=pool.lead_s,
-        prompt_ends=cfg.load.waits_for_session_ends,
+        waits_for_ends=cfg.load.waits_for_session_ends,
     )
     try:
         if isinstance(pool, ProcessPool):

@@ -99,7 +99,7 @@ class Chunk(msgspec.Struct, gc=False):
 
 decode_chunk = msgspec.json.Decoder(Chunk).decode
 decode_chunks = msgspec.json.Decoder(list[Chunk]).decode
-"""Every chunk of a read in one call (see `sse.json_array`)."""
+"""Every chunk of a read in one call (see `sse.decode_events`)."""
 
 
 def _first_choice(chunk: Chunk, reply: Reply) -> _Choice | None:
@@ -172,13 +172,12 @@ class ChatAdapter:
             delta = choice.delta
             if delta is None:
                 continue
-            if delta.content:
-                parts.append(delta.content)
-                got += 1
-                if delta.tool_calls:
-                    _add_tool_calls(delta.tool_calls, reply)
-            elif delta.tool_calls:
-                _add_tool_calls(delta.tool_calls, reply)
+            content, calls = delta.content, delta.tool_calls
+            if content:
+                parts.append(content)
+            if calls:
+                _add_tool_calls(calls, reply)
+            if content or calls:
                 got += 1
         return got
 

@@ -40,9 +40,8 @@ class InProcessLauncher:
         ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         def settle(task: asyncio.Task[SessionRecord | None]) -> None:
-            rec = None if task.cancelled() or task.exception() is not None else task.result()
             if not ended.done():  # a user cut while waiting cancels it
-                ended.set_result(self.ctx.clock() if rec is None else rec.t_end_ns)
+                ended.set_result(self.core.ended_at(task))
 
         self.core.start(index, conversation, t_intended_ns, gate_wait_ns).add_done_callback(settle)
         return ended

@@ -191,11 +191,7 @@ class ProcessPool:
         """The run ended before the workers were given anything: close and reap them."""
         for conn in self.conns:
             conn.close()
-        for proc in self.procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        self._reap()
 
     async def attach(self, launcher: RemoteLauncher, specs: list[WorkerSpec]) -> None:
         """Give each worker its spec, route its batches to the launcher, and wait until all
@@ -241,6 +237,10 @@ class ProcessPool:
         for channel in self.channels:
             if channel.writer is not None:
                 channel.writer.close()
+        self._reap()
+
+    def _reap(self) -> None:
+        """Wait a moment for every worker process to exit, then kill what is left."""
         for proc in self.procs:
             proc.join(timeout=5)
             if proc.is_alive():

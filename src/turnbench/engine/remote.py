@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from turnbench.engine.player import LiveStats
-from turnbench.engine.worker import batch_decoder
+from turnbench.engine.worker import COUNTERS, batch_decoder
 from turnbench.record.recorder import EventRecorder
 from turnbench.record.schema import SessionRecord
 from turnbench.workload.conversation import Conversation
@@ -89,14 +89,14 @@ class RemoteLauncher:
         on_problem: Callable[[str], None],
         *,
         lead_s: float,
-        prompt_ends: bool,
+        waits_for_ends: bool,
     ) -> None:
         """`lead_s`: how long before their due time sessions are handed to the workers, at
-        least the hop to a worker (see `Scheduler.arrivals`). `prompt_ends`: workers report
+        least the hop to a worker (see `Scheduler.arrivals`). `waits_for_ends`: workers report
         each session's end at once (`LoadConfig.waits_for_session_ends`)."""
         self.workers = [_WorkerState(c) for c in channels]
         self.lead_ns = int(lead_s * 1e9)
-        self.prompt_ends = prompt_ends
+        self.waits_for_ends = waits_for_ends
         self.recorder = recorder
         self.clock = clock
         self.on_problem = on_problem
@@ -130,7 +130,7 @@ class RemoteLauncher:
         # least loaded: playing the fewest sessions, when ends are reported at once; else the
         # active counts lag by a batch period (a worker's count drops by 50 ms of sessions at
         # once, and it would take every new session for a while): the fewest given so far
-        if self.prompt_ends:
+        if self.waits_for_ends:
             chosen = min(alive, key=lambda i: (self.workers[i].active, self.workers[i].given))
         else:
             chosen = min(alive, key=lambda i: self.workers[i].given)
@@ -218,13 +218,7 @@ class RemoteLauncher:
 
     def _refresh_stats(self) -> None:
         s = self._stats
-        for name in (
-            "sessions_done",
-            "requests_started",
-            "requests_ok",
-            "requests_failed",
-            "output_tokens",
-        ):
+        for name in COUNTERS:
             setattr(s, name, sum(w.stats.get(name, 0) for w in self.workers))
         errors: dict[str, int] = {}
         for w in self.workers:

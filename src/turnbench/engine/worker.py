@@ -71,13 +71,14 @@ class Batch(msgspec.Struct, Generic[R]):
 batch_encoder = msgspec.msgpack.Encoder()
 batch_decoder = msgspec.msgpack.Decoder(Batch[msgspec.Raw])
 
-_COUNTERS = (
+COUNTERS = (
     "sessions_done",
     "requests_started",
     "requests_ok",
     "requests_failed",
     "output_tokens",
 )
+"""The `LiveStats` counters a batch carries; the coordinator sums them over workers."""
 
 
 class WorkerCore:
@@ -91,7 +92,7 @@ class WorkerCore:
         self._outbox = Rows()
         self._recorder: Recorder = recorder or self._outbox
         self._ships = recorder is None
-        self._awaited_ends = self.cfg.load.waits_for_session_ends
+        self._waits_for_ends = self.cfg.load.waits_for_session_ends
         """Then a batch goes out the moment a session ends; otherwise once a batch period is
         soon enough, and far cheaper."""
         self._done: list[tuple[int, int]] = []
@@ -180,11 +181,15 @@ class WorkerCore:
     def _finish(self, index: int, task: asyncio.Task[SessionRecord | None]) -> None:
         self._tasks.pop(index, None)
         if self._ships:
-            rec = None if task.cancelled() or task.exception() is not None else task.result()
-            ended = self.clock() if rec is None else rec.t_end_ns
-            self._done.append((index, ended))
-            if self._awaited_ends:
+            self._done.append((index, self.ended_at(task)))
+            if self._waits_for_ends:
                 self.wake()
+
+    def ended_at(self, task: asyncio.Task[SessionRecord | None]) -> int:
+        """When a finished session task's session ended (run ns): as its row says, or now
+        when it has none (cut before it started, or failed)."""
+        rec = None if task.cancelled() or task.exception() is not None else task.result()
+        return self.clock() if rec is None else rec.t_end_ns
 
     def wake(self) -> None:
         """Let `next_batch` return now: a closed-loop user is waiting for the news that its
@@ -199,7 +204,7 @@ class WorkerCore:
         Why a bare future and timer (not `asyncio.wait_for` on an event): the news that a
         session ended must cross the busy event loop in one step, not three.
         """
-        if not (self._done and self._awaited_ends):
+        if not (self._done and self._waits_for_ends):
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
             timer = loop.call_later(period_s, self.wake)
@@ -238,7 +243,7 @@ class WorkerCore:
             rows=rows,
             row_count=len(rows),
             done=self._done,
-            stats={k: getattr(stats, k) for k in _COUNTERS},
+            stats={k: getattr(stats, k) for k in COUNTERS},
             errors=dict(stats.errors),
             drained=self.ctx.drained,
         )

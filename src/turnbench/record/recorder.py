@@ -105,7 +105,7 @@ class EventRecorder:
         self.broken = False
         """True once the writer process is gone: the run must stop, nothing more is kept."""
         self.lost_rows = 0
-        self._queue: queue.SimpleQueue[tuple[bytes | msgspec.Raw, int] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[bytes, int] | None] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send_all, name="events-db-sender", daemon=True)
         self._sender.start()
 
