@@ -31,6 +31,7 @@ from turnbench.engine.remote import RemoteLauncher, shares
 from turnbench.engine.scheduler import Launcher, Scheduler
 from turnbench.engine.worker import WorkerCore, WorkerSpec
 from turnbench.errors import InputError
+from turnbench.pacing.clock import RunClock
 from turnbench.record.recorder import EventRecorder
 from turnbench.report.progress import show_progress
 from turnbench.target import Target, probe, start_builtin_sim
@@ -201,11 +202,7 @@ async def _run_async(
         pool = RayPool(specs, cfg.engine.ray_address)
     else:
         pool = procs if procs is not None else ProcessPool(len(specs))
-    holder: dict[str, int] = {"t0": time.monotonic_ns()}
-
-    def clock() -> int:
-        return time.monotonic_ns() - holder["t0"]
-
+    clock = RunClock()
     launcher = RemoteLauncher(
         pool.channels,
         recorder,
@@ -219,11 +216,12 @@ async def _run_async(
             await pool.attach(launcher, specs)
         else:
             await pool.attach(launcher)
-        wall_ns, holder["t0"] = time.time_ns(), time.monotonic_ns()
+        wall_ns, clock.origin_ns = time.time_ns(), time.monotonic_ns()
         launcher.begin(wall_ns)
         scheduler = Scheduler(cfg.load, cfg.seed, launcher, stream, clock, start_times=start_times)
         return await _drive(cfg, scheduler, launcher, recorder, console, show_live)
     finally:
+        clock.close()
         await pool.close()
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,6 +16,7 @@ from turnbench.client.adapters import Adapter
 from turnbench.client.attempt import Attempt
 from turnbench.client.transport import Transport
 from turnbench.config import RunConfig
+from turnbench.pacing.clock import RunClock
 from turnbench.pacing.gates import Gate
 from turnbench.record.schema import SessionRecord
 from turnbench.session import PlannedRequest, Session
@@ -55,7 +55,7 @@ class RunContext:
     transport: Transport
     adapter: Adapter
     recorder: Recorder
-    clock: Callable[[], int]
+    clock: RunClock
     in_flight: Gate
     worker: int = 0
     auth_headers: dict[str, str] = field(default_factory=dict)
@@ -98,19 +98,6 @@ class RunContext:
             return False
         self.stats.requests_started += 1
         return True
-
-
-async def sleep_until(clock: Callable[[], int], t_ns: int) -> None:
-    """Sleep until the clock reads `t_ns`: nothing may go out before it is due.
-
-    Event-loop timers count whole milliseconds (uvloop rounds a delay to the nearest one and
-    runs anything under half a millisecond at once; asyncio's epoll waits whole ones), so a
-    delay is rounded up to whole milliseconds: a session is then up to 1 ms late, where a
-    bare delay made the loop spin through the last millisecond of every sleeping session.
-    The loop is for a timer that still fires early (uvloop measures from the start of the
-    current loop iteration)."""
-    while (delay := t_ns - clock()) > 0:
-        await asyncio.sleep(-(-delay // 1_000_000) / 1000)
 
 
 def _headers(ctx: RunContext, session: Session, turn_number: int) -> dict[str, str]:
@@ -169,7 +156,7 @@ async def _play_turn(
     stats = ctx.stats
     end = t_intended
     for number in range(1, attempts + 1):
-        await sleep_until(ctx.clock, t_intended)
+        await ctx.clock.sleep_until(t_intended)
         if not ctx.claim_request():
             return None, end
         att = Attempt(
@@ -221,7 +208,7 @@ async def play_session(
     None: the session was handed over ahead of time and the run ended (or was cut) before
     it was due, so it never started.
     """
-    await sleep_until(ctx.clock, t_intended_ns)
+    await ctx.clock.sleep_until(t_intended_ns)
     if ctx.stopped_at_ns is not None and t_intended_ns >= ctx.stopped_at_ns:
         return None
     rec = SessionRecord(
@@ -251,7 +238,7 @@ async def play_session(
             if not ctx.may_send():
                 outcome = "unfinished"
                 break
-            await sleep_until(ctx.clock, t_next)
+            await ctx.clock.sleep_until(t_next)
             planned = session.build(index)
             if planned is None:
                 outcome = "context_full"

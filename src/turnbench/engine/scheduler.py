@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Protocol
 
 from turnbench.config import LoadConfig
-from turnbench.engine.player import NS, LiveStats, sleep_until
+from turnbench.engine.player import NS, LiveStats
 from turnbench.pacing.arrivals import AllAtOnce, Constant, Gamma, Pacer, Poisson, Recorded
+from turnbench.pacing.clock import RunClock
 from turnbench.pacing.gates import Gate
 from turnbench.workload.conversation import Conversation
 
@@ -79,7 +80,7 @@ class Scheduler:
         seed: int,
         launcher: Launcher,
         conversations: Iterator[Conversation],
-        clock: Callable[[], int],
+        clock: RunClock,
         *,
         start_times: list[float] | None = None,
     ) -> None:
@@ -129,7 +130,7 @@ class Scheduler:
                 break
             t_due = int(due * NS)
             if t_due - lead > self.clock():
-                await sleep_until(self.clock, t_due - lead + window)
+                await self.clock.sleep_until(t_due - lead + window)
                 if self.stopping:
                     break
             wait = await self.session_gate.acquire()

@@ -24,6 +24,7 @@ from turnbench.client.adapters import adapter_for
 from turnbench.client.transport import Transport
 from turnbench.config import RunConfig
 from turnbench.engine.player import Recorder, RunContext, play_session
+from turnbench.pacing.clock import RunClock
 from turnbench.pacing.gates import Gate
 from turnbench.record.recorder import Rows
 from turnbench.record.schema import SessionRecord, WorkerRecord
@@ -98,7 +99,8 @@ class WorkerCore:
         self._done: list[tuple[int, int]] = []
         self._tasks: dict[int, asyncio.Task[SessionRecord | None]] = {}
         self._transport: Transport | None = None
-        self._t0 = time.monotonic_ns()
+        self.clock = RunClock()
+        """Nanoseconds since the run's start; its origin is set at `begin`."""
         self.ctx: RunContext | None = None
         self._waiter: asyncio.Future[None] | None = None
 
@@ -129,10 +131,6 @@ class WorkerCore:
             sizer=spec.sizer,
         )
 
-    def clock(self) -> int:
-        """Nanoseconds since the run's start on this worker's monotonic clock."""
-        return time.monotonic_ns() - self._t0
-
     def begin(self, wall_anchor_ns: int) -> None:
         """Start this worker's clock at the run's start, given as wall-clock time.
 
@@ -145,14 +143,14 @@ class WorkerCore:
         the event loop, and every session due meanwhile is late.
         """
         gc.freeze()
-        self._t0 = time.monotonic_ns() - (time.time_ns() - wall_anchor_ns)
+        self.clock.origin_ns = time.monotonic_ns() - (time.time_ns() - wall_anchor_ns)
         self._recorder.record(
             WorkerRecord(
                 worker=self.spec.worker,
                 pid=os.getpid(),
                 host=socket.gethostname(),
                 wall_anchor_ns=wall_anchor_ns,
-                mono_anchor_ns=self._t0,
+                mono_anchor_ns=self.clock.origin_ns,
             )
         )
 
@@ -253,6 +251,7 @@ class WorkerCore:
         return batch_encoder.encode(batch)
 
     async def close(self) -> None:
-        """Close the connection pool (after the sessions ended)."""
+        """Close the connection pool and the clock's timer (after the sessions ended)."""
+        self.clock.close()
         if self._transport is not None:
             await self._transport.__aexit__(None, None, None)
