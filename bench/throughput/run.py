@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 README = REPO / "bench" / "README.md"
 BEGIN, END = "<!-- throughput-results:begin -->", "<!-- throughput-results:end -->"
-PHASES = ("wrk", "closed", "open", "repeat", "ttft", "rss", "flat", "profile", "startup")
+PHASES = ("jitter", "wrk", "closed", "open", "repeat", "ttft", "rss", "flat", "profile", "startup")
 TOKENS = 64
 
 
@@ -185,6 +185,47 @@ class StaticServer:
 
 
 # ---------------------------------------------------------------- wrk
+
+
+_SPINNER = """
+import json, os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+end = time.monotonic_ns() + int(float(sys.argv[2]) * 1e9)
+gaps = []
+t = time.monotonic_ns()
+while t < end:
+    now = time.monotonic_ns()
+    if now - t > 500_000:
+        gaps.append(now - t)
+    t = now
+print(json.dumps(gaps))
+"""
+
+
+def host_jitter(duration_s: float) -> dict[str, Any]:
+    """How often the machine itself stops a process that never sleeps: one spinner pinned to
+    each core reads the monotonic clock in a loop and keeps every gap over 0.5 ms.
+
+    Why: on a VM the hypervisor pauses virtual CPUs, and no client can start a request on
+    time through such a pause; these gaps are the floor under the open-loop schedule lag.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SPINNER, str(core), str(duration_s)], stdout=subprocess.PIPE
+        )
+        for core in cores
+    ]
+    gaps_ms = sorted(g / 1e6 for p in procs for g in json.loads(p.communicate()[0]))
+    return {
+        "duration_s": duration_s,
+        "cores": len(cores),
+        "over_1ms": sum(g > 1 for g in gaps_ms),
+        "over_2ms": sum(g > 2 for g in gaps_ms),
+        "over_5ms": sum(g > 5 for g in gaps_ms),
+        "max_ms": round(gaps_ms[-1], 2) if gaps_ms else 0.0,
+        "paused_ms": round(sum(gaps_ms), 1),
+    }
 
 
 def run_wrk(server: StaticServer, out: Path, duration_s: float) -> dict[str, Any]:
@@ -833,6 +874,15 @@ def table(res: dict[str, Any]) -> str:
             lines.append(f"| {r['what']} | {r['runs']} | **{shown}** | {every} |")
         lines.append("")
     lines += ["| other | result |", "|---|---|"]
+    if "jitter" in res:
+        j = res["jitter"]
+        lines.append(
+            f"| host pauses: a spinning process pinned to each of the {j['cores']} cores, "
+            f"{j['duration_s']:.0f} s, nothing else running "
+            f"| {j['over_1ms']} gaps > 1 ms (all cores), "
+            f"{j['over_2ms']} > 2 ms, {j['over_5ms']} > 5 ms; longest **{j['max_ms']:.1f} ms**; "
+            f"{j['paused_ms']:.0f} ms lost in gaps > 0.5 ms |"
+        )
     if "ttft" in res and "error" not in res["ttft"]:
         t = res["ttft"]
         lines.append(
@@ -926,6 +976,7 @@ def main() -> None:
     with StaticServer(workers=args.nginx_workers) as server:
         log(f"nginx on {server.url} ({args.nginx_workers} worker)")
         steps = {
+            "jitter": lambda: host_jitter(max(5.0, 10 * args.scale)),
             "wrk": lambda: run_wrk(server, out, max(5.0, 10 * args.scale)),
             "closed": lambda: closed_loop(server, out, args.scale),
             "open": lambda: open_loop(server, out, args.scale),
