@@ -91,6 +91,39 @@ def test_each_fault_is_recorded_and_counted(tmp_path: Path, fault: str) -> None:
     assert summary["requests"]["ttft_ms"]["count"] == len(rows) - len(failed)
 
 
+@pytest.mark.parametrize(
+    ("fault", "kind", "limit_s"),
+    [("stall", "first_token_timeout", 1.0), ("stall_mid", "idle_timeout", 0.4)],
+)
+def test_timeouts_fire_on_their_own_deadline(
+    tmp_path: Path, fault: str, kind: str, limit_s: float
+) -> None:
+    """With `idle_s` shorter than `first_token_s`, a stall before the first token is still a
+    first-token timeout, and a stall after it an idle timeout; neither fires early, or more
+    than a moment late."""
+    sim = start_sim("--fault", f"{fault}=0.5", "--seed", "5", "--set", "stall_s=3")
+    try:
+        result = run_bench(
+            tmp_path,
+            {
+                "target": {"url": sim.v1, "timeouts": {"first_token_s": 1.0, "idle_s": 0.4}},
+                "workload": {"type": "synthetic", "conversations": 4, "turns": 2},
+                "session": {"on_failure": "continue"},
+                "load": {"mode": "users", "users": 4},
+            },
+        )
+    finally:
+        sim.stop()
+    failed = [r for r in result.attempts if r["status"] == "error"]
+    assert failed, "the fault never fired"
+    assert {r["error_kind"] for r in failed} == {kind}
+    for r in failed:
+        # a first-token limit runs from the send; an idle one from the last content chunk
+        start = r["t_sent_ns"] if kind == "first_token_timeout" else r["t_last_token_ns"]
+        waited_s = (r["t_end_ns"] - start) / 1e9
+        assert limit_s <= waited_s < limit_s + 0.5, (kind, waited_s)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -116,7 +116,11 @@ class _Stream:
         t0 = self.loop.time()
         self.total_deadline = t0 + timeouts.total_s
         self.first_deadline = min(self.total_deadline, t0 + timeouts.first_token_s)
-        self.watchdog = self.loop.call_at(self.first_deadline, self._check)
+        # One timer for every deadline: the first check comes when the earliest of them
+        # could pass (an idle gap cannot end before `idle_s` after the send), and `_check`
+        # re-arms for the next. The first token then needs no new timer.
+        first_check = min(self.first_deadline, t0 + timeouts.idle_s)
+        self.watchdog = self.loop.call_at(first_check, self._check)
 
     def _finish(self, outcome: str) -> None:
         self.watchdog.cancel()
@@ -141,7 +145,8 @@ class _Stream:
             if now >= self.first_deadline:
                 self.fail(ak.FIRST_TOKEN_TIMEOUT, f"no first token within {to.first_token_s} s")
             else:
-                self.watchdog = self.loop.call_at(self.first_deadline, self._check)
+                at = min(self.first_deadline, now + to.idle_s)
+                self.watchdog = self.loop.call_at(at, self._check)
         else:  # idle: measured from the last content chunk, on the run's clock
             quiet_s = (self.clock() - self.last) / 1e9
             if quiet_s >= to.idle_s:
@@ -198,9 +203,6 @@ class _Stream:
             self.gaps.append(now - self.last)
         else:
             self.att.t_first_token_ns = now
-            self.watchdog.cancel()  # from here on the idle deadline applies
-            at = min(self.total_deadline, self.loop.time() + self.timeouts.idle_s)
-            self.watchdog = self.loop.call_at(at, self._check)
         if got > 1:  # the rest of this read's chunks came with it: gaps of zero
             self.gaps.frombytes(bytes(8 * (got - 1)))
         self.last = now
