@@ -80,6 +80,7 @@ class _Stream:
         "error_body",
         "first_deadline",
         "gaps",
+        "idle_ns",
         "last",
         "loop",
         "parser",
@@ -97,7 +98,9 @@ class _Stream:
         att: Attempt,
         clock: Callable[[], int],
         timeouts: Timeouts,
+        limits_ns: tuple[int, int, int],
     ) -> None:
+        """`limits_ns`: the timeouts' (total, first token, idle) in ns, worked out once."""
         self.adapter = adapter
         self.att = att
         self.clock = clock
@@ -113,14 +116,22 @@ class _Stream:
         self.status = 0
         self.chunked = False
         self.error_body = bytearray()
-        t0 = self.loop.time()
-        self.total_deadline = t0 + timeouts.total_s
-        self.first_deadline = min(self.total_deadline, t0 + timeouts.first_token_s)
+        # Deadlines on the run's clock (ns), the clock `t_sent` and the chunk times use:
+        # the loop's own time is whole milliseconds under uvloop, and a deadline kept in it
+        # could pass up to 1 ms before its limit.
+        t0 = clock()
+        total_ns, first_ns, self.idle_ns = limits_ns
+        self.total_deadline = t0 + total_ns
+        self.first_deadline = min(self.total_deadline, t0 + first_ns)
         # One timer for every deadline: the first check comes when the earliest of them
         # could pass (an idle gap cannot end before `idle_s` after the send), and `_check`
         # re-arms for the next. The first token then needs no new timer.
-        first_check = min(self.first_deadline, t0 + timeouts.idle_s)
-        self.watchdog = self.loop.call_at(first_check, self._check)
+        self.watchdog = self._arm(t0, min(self.first_deadline, t0 + self.idle_ns))
+
+    def _arm(self, now: int, at: int) -> asyncio.TimerHandle:
+        """Run `_check` at `at` (run ns) or up to 1 ms after it, never before: the delay is
+        rounded up to whole milliseconds, which is what the loop's timers count."""
+        return self.loop.call_later(-(-(at - now) // 1_000_000) / 1000, self._check)
 
     def _finish(self, outcome: str) -> None:
         self.watchdog.cancel()
@@ -134,26 +145,24 @@ class _Stream:
             self._finish(_CLOSE)
 
     def _check(self) -> None:
-        """The watchdog: fail on a passed deadline, else re-arm for the next one."""
+        """The watchdog: fail on a passed deadline, else re-arm for the next one (a timer
+        that fired a little early only re-arms)."""
         if self.done.done():
             return
-        now = self.loop.time()
+        now = self.clock()
         to = self.timeouts
+        idle_ns = self.idle_ns
         if now >= self.total_deadline:
             self.fail(ak.TIMEOUT, f"no complete reply within {to.total_s} s")
         elif self.chunks == 0:
             if now >= self.first_deadline:
                 self.fail(ak.FIRST_TOKEN_TIMEOUT, f"no first token within {to.first_token_s} s")
             else:
-                at = min(self.first_deadline, now + to.idle_s)
-                self.watchdog = self.loop.call_at(at, self._check)
-        else:  # idle: measured from the last content chunk, on the run's clock
-            quiet_s = (self.clock() - self.last) / 1e9
-            if quiet_s >= to.idle_s:
-                self.fail(ak.IDLE_TIMEOUT, f"no chunk for {to.idle_s} s")
-            else:
-                at = min(self.total_deadline, now + to.idle_s - quiet_s)
-                self.watchdog = self.loop.call_at(at, self._check)
+                self.watchdog = self._arm(now, min(self.first_deadline, now + idle_ns))
+        elif now - self.last >= idle_ns:  # idle: measured from the last content chunk
+            self.fail(ak.IDLE_TIMEOUT, f"no chunk for {to.idle_s} s")
+        else:
+            self.watchdog = self._arm(now, min(self.total_deadline, self.last + idle_ns))
 
     # h1.Exchange
     def on_status(self, status: int) -> None:
@@ -269,6 +278,11 @@ class Transport:
             **headers,
         }
         self._timeouts = timeouts
+        self._limits_ns = (
+            int(timeouts.total_s * 1e9),
+            int(timeouts.first_token_s * 1e9),
+            int(timeouts.idle_s * 1e9),
+        )
         self._clock = clock
         self._pool = Pool(self.base_url, verify_tls=verify_tls, connect_s=timeouts.connect_s)
 
@@ -318,7 +332,7 @@ class Transport:
                 except OSError as e:
                     _fail(att, ak.CONNECT_ERROR, f"{type(e).__name__}: {e}")
                     break
-                stream = _Stream(adapter, att, self._clock, self._timeouts)
+                stream = _Stream(adapter, att, self._clock, self._timeouts, self._limits_ns)
                 outcome = await self._exchange(conn, stream, request)
                 if outcome == _KEEP:
                     pool.release(conn)
