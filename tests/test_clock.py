@@ -43,8 +43,7 @@ def test_sleepers_never_wake_before_they_are_due(loop_kind: str, timerfd: bool) 
     woke: list[tuple[int, int]] = []
 
     async def main() -> None:
-        clock = RunClock()
-        clock._no_alarm = not timerfd
+        clock = RunClock(timerfd=timerfd)
         now = clock()
         # Sub-millisecond spacing, duplicates, and some already due.
         dues = [now + rng.randrange(-2 * MS, 30 * MS) for _ in range(400)]

@@ -128,11 +128,12 @@ class RunClock:
     Callable, so everything that only reads the time takes a plain `Callable[[], int]`.
     """
 
-    def __init__(self, origin_ns: int | None = None) -> None:
+    def __init__(self, origin_ns: int | None = None, *, timerfd: bool = True) -> None:
+        """`timerfd=False`: sleep on the event loop's timers even where a timerfd exists."""
         self.origin_ns = time.monotonic_ns() if origin_ns is None else origin_ns
         """`time.monotonic_ns()` at the run's start."""
         self._alarm: _Alarm | None = None
-        self._no_alarm = False
+        self._no_alarm = not timerfd
 
     def __call__(self) -> int:
         return time.monotonic_ns() - self.origin_ns
