@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -122,6 +123,7 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     args = parser.parse_args()
 
+    loop_factory: Callable[[], asyncio.AbstractEventLoop]
     try:
         import uvloop
 

@@ -445,7 +445,7 @@ def _pct(d: dict[str, Any], key: str) -> float | None:
 
 def closed_loop(server: StaticServer, out: Path, scale: float) -> list[dict[str, Any]]:
     duration = max(5.0, 15 * scale)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for workers, loop in ((1, "uvloop"), (2, "uvloop"), (2, "asyncio")):
         for users in (32, 128):
             name = f"closed-{users}u-{workers}w-{loop}"
@@ -488,10 +488,12 @@ def closed_loop(server: StaticServer, out: Path, scale: float) -> list[dict[str,
 
 def open_loop(server: StaticServer, out: Path, scale: float) -> list[dict[str, Any]]:
     duration = max(4.0, 8 * scale)
-    rows = []
+    rows: list[dict[str, Any]] = []
     # (workers, rate, loop, max_in_flight): one worker up to its limit and past it (5,000/s:
     # without a cap it takes on more sessions than it can finish); two workers at the target
-    runs = [(1, rate, "uvloop", None) for rate in (500, 1000, 2000, 5000)]
+    runs: list[tuple[int, int, str, int | None]] = [
+        (1, rate, "uvloop", None) for rate in (500, 1000, 2000, 5000)
+    ]
     runs += [(2, 2000, "uvloop", None), (2, 5000, "uvloop", None), (2, 5000, "uvloop", 256)]
     for workers, rate, loop, cap in runs:
         name = f"open-{rate}-{workers}w-{loop}" + (f"-cap{cap}" if cap else "")
