@@ -123,6 +123,33 @@ def test_users_keeps_exactly_n_sessions_active(tmp_path: Path) -> None:
     assert any(s["outcome"] == "unfinished" for s in sessions)  # cut at the end
 
 
+@pytest.mark.parametrize("end", ["cut", "drain"])
+def test_a_users_next_conversation_waits_on_the_worker_playing_its_last(
+    tmp_path: Path, end: str
+) -> None:
+    """With worker processes, a user's next conversation is handed to the worker playing its
+    current one and starts there, due at the end that worker recorded; none starts after the
+    run's end, whatever the end policy."""
+    users, duration_s = 3, 1.5
+    cfg = _cfg(
+        {"mode": "users", "users": users, "duration_s": duration_s, "end": end},
+        think=0.01,
+        sim=["--ttft-base-ms", "3", "--decode-ms-base", "1"],
+        engine={"workers": 2},
+    )
+    cfg["workload"]["cycle"] = True
+    result = run_bench(tmp_path, cfg)
+    sessions = result.sessions
+    assert len(sessions) > 4 * users
+    ends = {(s["worker"], s["t_end_ns"]) for s in sessions}
+    unchained = [s for s in sessions if (s["worker"], s["t_intended_ns"]) not in ends]
+    assert len(unchained) == users  # only each user's first conversation
+    assert {s["worker"] for s in unchained} == {0, 1}
+    assert all(s["t_start_ns"] < duration_s * NS for s in sessions)
+    assert_one_in_flight(result)
+    _check_turn_order(result, 0.01)
+
+
 def test_session_rate_poisson_arrivals_are_exponential(tmp_path: Path) -> None:
     rate = 40.0
     result = run_bench(

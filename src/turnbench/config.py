@@ -204,6 +204,14 @@ class LoadConfig(_Strict):
         session's end at once, else with their regular batches."""
         return self.mode in ("users", "sequential") or self.max_sessions is not None
 
+    @property
+    def chains_sessions(self) -> bool:
+        """Whether a closed-loop user's next conversation goes, while the current one still
+        plays, to the worker playing it, to start there the moment it ends: the news of the
+        end need not reach the coordinator and come back first. Not with `max_sessions`: a
+        place would be held by a conversation that has not started."""
+        return self.mode in ("users", "sequential") and self.max_sessions is None
+
 
 class EngineConfig(_Strict):
     """Where sessions run: this process, worker processes, or Ray actors."""

@@ -33,7 +33,12 @@ class InProcessLauncher:
     """Sessions start in this loop: nothing to hand over ahead of time."""
 
     def launch(
-        self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
+        self,
+        index: int,
+        conversation: Conversation,
+        t_intended_ns: int,
+        gate_wait_ns: int,
+        after: int | None = None,
     ) -> asyncio.Future[int]:
         """Play the session here; the future gives when it ended. A cut cancels its task,
         which records it as unfinished."""
@@ -43,8 +48,14 @@ class InProcessLauncher:
             if not ended.done():  # a user cut while waiting cancels it
                 ended.set_result(self.core.ended_at(task))
 
-        self.core.start(index, conversation, t_intended_ns, gate_wait_ns).add_done_callback(settle)
+        assert after is None, "sessions are not chained in this process"
+        task = self.core.start(index, conversation, t_intended_ns, gate_wait_ns)
+        assert task is not None  # only a successor (`after`) waits
+        task.add_done_callback(settle)
         return ended
+
+    chains = False
+    """A user's next conversation starts from this loop anyway: nothing to chain."""
 
     def stop(self) -> None:
         self.core.stop()

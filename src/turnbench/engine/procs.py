@@ -86,9 +86,14 @@ class ProcessChannel:
         self._send("begin", wall_anchor_ns)
 
     def start(
-        self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
+        self,
+        index: int,
+        conversation: Conversation,
+        t_intended_ns: int,
+        gate_wait_ns: int,
+        after: int | None = None,
     ) -> None:
-        self._send("start", index, conversation, t_intended_ns, gate_wait_ns)
+        self._send("start", index, conversation, t_intended_ns, gate_wait_ns, after)
 
     def stop(self, at_ns: int) -> None:
         self._send("stop", at_ns)

@@ -41,9 +41,14 @@ class _WorkerActor:
         self.core.begin(wall_anchor_ns)
 
     async def start(
-        self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
+        self,
+        index: int,
+        conversation: Conversation,
+        t_intended_ns: int,
+        gate_wait_ns: int,
+        after: int | None = None,
     ) -> None:
-        self.core.start(index, conversation, t_intended_ns, gate_wait_ns)
+        self.core.start(index, conversation, t_intended_ns, gate_wait_ns, after)
 
     async def stop(self, at_ns: int) -> None:
         self.core.stop(at_ns)
@@ -74,9 +79,14 @@ class RayChannel:
         self.actor.begin.remote(wall_anchor_ns)
 
     def start(
-        self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
+        self,
+        index: int,
+        conversation: Conversation,
+        t_intended_ns: int,
+        gate_wait_ns: int,
+        after: int | None = None,
     ) -> None:
-        self.actor.start.remote(index, conversation, t_intended_ns, gate_wait_ns)
+        self.actor.start.remote(index, conversation, t_intended_ns, gate_wait_ns, after)
 
     def stop(self, at_ns: int) -> None:
         self.actor.stop.remote(at_ns)

@@ -34,9 +34,15 @@ class Channel(Protocol):
         ...
 
     def start(
-        self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
+        self,
+        index: int,
+        conversation: Conversation,
+        t_intended_ns: int,
+        gate_wait_ns: int,
+        after: int | None = None,
     ) -> None:
-        """Ask the worker to start a session."""
+        """Ask the worker to start a session; with `after`, the moment session `after` (its
+        own) ends, and due at that end."""
         ...
 
     def stop(self, at_ns: int) -> None:
@@ -138,16 +144,31 @@ class RemoteLauncher:
             self._groups[group] = chosen
         return chosen
 
+    chains = True
+    """A user's next conversation can wait on the worker playing its current one
+    (`LoadConfig.chains_sessions` says when the scheduler does that)."""
+
     def launch(
-        self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
+        self,
+        index: int,
+        conversation: Conversation,
+        t_intended_ns: int,
+        gate_wait_ns: int,
+        after: int | None = None,
     ) -> asyncio.Future[int]:
         """Hand the session to its worker; the future gives when it ended (run ns, as the
-        worker recorded it) once the worker reports it done."""
+        worker recorded it) once the worker reports it done. With `after` (a session still
+        playing), it goes to that session's worker and starts when that one ends."""
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if self.exhausted:
             done.set_result(self.clock())
             return done
-        w = self._pick(conversation)
+        previous = self._pending.get(after) if after is not None else None
+        if previous is None or not self.workers[previous.worker].alive:
+            after = None
+            w = self._pick(conversation)
+        else:
+            w = previous.worker
         state = self.workers[w]
         self._pending[index] = _Pending(
             w, conversation.id, len(conversation.turns), t_intended_ns, gate_wait_ns, done
@@ -155,7 +176,7 @@ class RemoteLauncher:
         state.active += 1
         state.given += 1
         self._refresh_active()
-        state.channel.start(index, conversation, t_intended_ns, gate_wait_ns)
+        state.channel.start(index, conversation, t_intended_ns, gate_wait_ns, after)
         return done
 
     def receive(self, payload: bytes) -> None:

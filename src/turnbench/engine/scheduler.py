@@ -30,11 +30,24 @@ class Launcher(Protocol):
         ...
 
     def launch(
-        self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
+        self,
+        index: int,
+        conversation: Conversation,
+        t_intended_ns: int,
+        gate_wait_ns: int,
+        after: int | None = None,
     ) -> asyncio.Future[int]:
         """Start session number `index` (it plays when due); the future gives, once its
         sessions row is recorded, the time it ended (run ns, on the clock of whoever played
-        it). A plain future, not a task: an open loop starts thousands a second."""
+        it). A plain future, not a task: an open loop starts thousands a second.
+
+        `after` (only where `chains`): start it where session `after` plays, the moment that
+        one ends, due at its end; if it can never start, the future gives that end too."""
+        ...
+
+    @property
+    def chains(self) -> bool:
+        """Whether `launch` takes `after`."""
         ...
 
     @property
@@ -150,6 +163,9 @@ class Scheduler:
         worker recorded it), so the time the news takes to reach this loop, and any wait
         for a session slot, count as schedule lag rather than vanishing."""
         t_free = self.clock()
+        if self.launcher.chains and self.load.chains_sessions:
+            await self._chained_user(t_free)
+            return
         while True:
             wait = await self.session_gate.acquire()
             nxt = self._next()
@@ -160,6 +176,25 @@ class Scheduler:
                 t_free = await self.launcher.launch(*nxt, t_free, wait)
             finally:
                 self.session_gate.release()
+
+    async def _chained_user(self, t_free: int) -> None:
+        """One user whose next conversation waits on the worker playing its current one,
+        and starts there when that ends (no round trip through this loop in between). A
+        conversation of a shared-prefix group goes to its group's worker instead, once the
+        current one ended."""
+        nxt = self._next()
+        if nxt is None:
+            return
+        index, conversation = nxt
+        ended = self.launcher.launch(index, conversation, t_free, 0)
+        while (nxt := self._next()) is not None:
+            if nxt[1].group is None:
+                following = self.launcher.launch(*nxt, self.clock(), 0, after=index)
+                await ended
+            else:  # it belongs on its shared-prefix group's worker: handed over at the end
+                following = self.launcher.launch(*nxt, await ended, 0)
+            index, ended = nxt[0], following
+        await ended
 
     async def users(self, count: int) -> None:
         """Closed loop: `count` users, each playing one conversation after another."""

@@ -96,8 +96,17 @@ class WorkerCore:
         self._waits_for_ends = self.cfg.load.waits_for_session_ends
         """Then a batch goes out the moment a session ends; otherwise once a batch period is
         soon enough, and far cheaper."""
+        self._chains = self.cfg.load.chains_sessions
+        duration = self.cfg.load.duration_s
+        self._run_end_ns = int(duration * 1e9) if duration is not None else 1 << 62
+        """When the run ends by its duration (run ns): no conversation starts from then on,
+        though the news of the end may not have arrived yet."""
         self._done: list[tuple[int, int]] = []
         self._tasks: dict[int, asyncio.Task[SessionRecord | None]] = {}
+        self._successors: dict[int, tuple[int, Conversation, int]] = {}
+        """Session number -> the session to start when it ends (a closed-loop user's next)."""
+        self._ends: dict[int, int] = {}
+        """When sessions ended whose successor has not arrived yet (at most one per user)."""
         self._transport: Transport | None = None
         self.clock = RunClock()
         """Nanoseconds since the run's start; its origin is set at `begin`."""
@@ -155,14 +164,29 @@ class WorkerCore:
         )
 
     def start(
-        self, index: int, conversation: Conversation, t_intended_ns: int, gate_wait_ns: int
-    ) -> asyncio.Task[SessionRecord | None]:
+        self,
+        index: int,
+        conversation: Conversation,
+        t_intended_ns: int,
+        gate_wait_ns: int,
+        after: int | None = None,
+    ) -> asyncio.Task[SessionRecord | None] | None:
         """Start session `index` here when it is due; every one of its turns will run here.
 
+        With `after`, it is due when session `after` ends (at the end that session
+        recorded), and starts then; None is returned while it waits for that.
         Its id and random stream depend on `index` only, not on the worker that plays it.
         """
         ctx = self.ctx
         assert ctx is not None
+        if after is not None:
+            if after in self._tasks:
+                self._successors[after] = (index, conversation, gate_wait_ns)
+                return None
+            t_intended_ns = self._ends.pop(after, t_intended_ns)
+            if ctx.stopping or ctx.drained or t_intended_ns >= self._run_end_ns:
+                self._report_end(index, t_intended_ns)  # a new conversation: never after the end
+                return None
         session = Session(
             f"s{index}",
             conversation,
@@ -178,8 +202,19 @@ class WorkerCore:
 
     def _finish(self, index: int, task: asyncio.Task[SessionRecord | None]) -> None:
         self._tasks.pop(index, None)
+        end = self.ended_at(task)
+        successor = self._successors.pop(index, None)
+        if successor is not None:
+            next_index, conversation, gate_wait_ns = successor
+            self.start(next_index, conversation, end, gate_wait_ns, after=index)
+        elif self._chains:
+            self._ends[index] = end
+        self._report_end(index, end)
+
+    def _report_end(self, index: int, end: int) -> None:
+        """Tell the coordinator session `index` is over (or will never start)."""
         if self._ships:
-            self._done.append((index, self.ended_at(task)))
+            self._done.append((index, end))
             if self._waits_for_ends:
                 self.wake()
 
