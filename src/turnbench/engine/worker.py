@@ -82,6 +82,9 @@ COUNTERS = (
 """The `LiveStats` counters a batch carries; the coordinator sums them over workers."""
 
 
+_ENDS_KEPT = 4096
+
+
 class WorkerCore:
     """The sessions of one worker, in that worker's event loop."""
 
@@ -96,7 +99,9 @@ class WorkerCore:
         self._waits_for_ends = self.cfg.load.waits_for_session_ends
         """Then a batch goes out the moment a session ends; otherwise once a batch period is
         soon enough, and far cheaper."""
-        self._chains = self.cfg.load.chains_sessions
+        self._chains = self._ships and self.cfg.load.chains_sessions
+        """Whether a session's successor may arrive after it ended (worker processes and
+        actors in a closed loop; the run's own worker never gets one)."""
         duration = self.cfg.load.duration_s
         self._run_end_ns = int(duration * 1e9) if duration is not None else 1 << 62
         """When the run ends by its duration (run ns): no conversation starts from then on,
@@ -106,7 +111,10 @@ class WorkerCore:
         self._successors: dict[int, tuple[int, Conversation, int]] = {}
         """Session number -> the session to start when it ends (a closed-loop user's next)."""
         self._ends: dict[int, int] = {}
-        """When sessions ended whose successor has not arrived yet (at most one per user)."""
+        """When sessions ended whose successor has not arrived (yet): a successor is sent
+        while its predecessor plays, so one arrives late only after a very short session.
+        Some sessions never get one (a user's last, one followed by a shared-prefix group's
+        conversation), so only the latest `_ENDS_KEPT` are kept."""
         self._transport: Transport | None = None
         self.clock = RunClock()
         """Nanoseconds since the run's start; its origin is set at `begin`."""
@@ -209,6 +217,8 @@ class WorkerCore:
             self.start(next_index, conversation, end, gate_wait_ns, after=index)
         elif self._chains:
             self._ends[index] = end
+            if len(self._ends) > _ENDS_KEPT:
+                del self._ends[next(iter(self._ends))]
         self._report_end(index, end)
 
     def _report_end(self, index: int, end: int) -> None:
