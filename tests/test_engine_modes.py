@@ -128,8 +128,8 @@ def test_a_users_next_conversation_waits_on_the_worker_playing_its_last(
     tmp_path: Path, end: str
 ) -> None:
     """With worker processes, a user's next conversation is handed to the worker playing its
-    current one and starts there, due at the end that worker recorded; none starts after the
-    run's end, whatever the end policy."""
+    current one and starts there, due at the end that worker recorded; none due at or after
+    the run's end starts, whatever the end policy."""
     users, duration_s = 3, 1.5
     cfg = _cfg(
         {"mode": "users", "users": users, "duration_s": duration_s, "end": end},
@@ -145,7 +145,7 @@ def test_a_users_next_conversation_waits_on_the_worker_playing_its_last(
     unchained = [s for s in sessions if (s["worker"], s["t_intended_ns"]) not in ends]
     assert len(unchained) == users  # only each user's first conversation
     assert {s["worker"] for s in unchained} == {0, 1}
-    assert all(s["t_start_ns"] < duration_s * NS for s in sessions)
+    assert all(s["t_intended_ns"] < duration_s * NS for s in sessions)
     assert_one_in_flight(result)
     _check_turn_order(result, 0.01)
 
