@@ -195,7 +195,7 @@ async def test_a_session_handed_over_early_never_starts_after_the_run_ended() ->
 
     from conftest import start_sim
     from turnbench.config import RunConfig
-    from turnbench.engine.worker import Batch, WorkerCore, WorkerSpec
+    from turnbench.engine.worker import Batch, SessionStart, WorkerCore, WorkerSpec
     from turnbench.record.recorder import Rows
     from turnbench.workload.conversation import Conversation, Turn
 
@@ -214,8 +214,9 @@ async def test_a_session_handed_over_early_never_starts_after_the_run_ended() ->
         core.begin(time.time_ns())
         conversation = Conversation("c", (Turn(input_tokens=8, max_tokens=4),) * 2)
         now = core.clock()
-        core.start(0, conversation, now + 300_000_000, 0)  # due after the end: never starts
-        core.start(1, conversation, now, 0)  # due now: plays both turns (drain)
+        # due after the end: never starts
+        core.start(SessionStart(0, conversation, now + 300_000_000, 0))
+        core.start(SessionStart(1, conversation, now, 0))  # due now: plays both turns (drain)
         core.stop(now + 100_000_000)
         while core.active:
             await asyncio.sleep(0.02)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from turnbench.engine.player import LiveStats
-from turnbench.engine.worker import WorkerCore
+from turnbench.engine.worker import SessionStart, WorkerCore
 from turnbench.record.schema import SessionRecord
 from turnbench.workload.conversation import Conversation
 
@@ -49,7 +49,7 @@ class InProcessLauncher:
                 ended.set_result(self.core.ended_at(task))
 
         assert after is None, "sessions are not chained in this process"
-        task = self.core.start(index, conversation, t_intended_ns, gate_wait_ns)
+        task = self.core.start(SessionStart(index, conversation, t_intended_ns, gate_wait_ns))
         assert task is not None  # only a successor (`after`) waits
         task.add_done_callback(settle)
         return ended

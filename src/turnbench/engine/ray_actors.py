@@ -15,9 +15,8 @@ import contextlib
 from typing import Any
 
 from turnbench.engine.remote import RemoteLauncher
-from turnbench.engine.worker import WorkerCore, WorkerSpec
+from turnbench.engine.worker import SessionStart, WorkerCore, WorkerSpec
 from turnbench.errors import InputError
-from turnbench.workload.conversation import Conversation
 
 POLL_PERIOD_S = 0.05
 
@@ -40,15 +39,8 @@ class _WorkerActor:
     async def begin(self, wall_anchor_ns: int) -> None:
         self.core.begin(wall_anchor_ns)
 
-    async def start(
-        self,
-        index: int,
-        conversation: Conversation,
-        t_intended_ns: int,
-        gate_wait_ns: int,
-        after: int | None = None,
-    ) -> None:
-        self.core.start(index, conversation, t_intended_ns, gate_wait_ns, after)
+    async def start(self, order: SessionStart) -> None:
+        self.core.start(order)
 
     async def stop(self, at_ns: int) -> None:
         self.core.stop(at_ns)
@@ -78,15 +70,8 @@ class RayChannel:
     def begin(self, wall_anchor_ns: int) -> None:
         self.actor.begin.remote(wall_anchor_ns)
 
-    def start(
-        self,
-        index: int,
-        conversation: Conversation,
-        t_intended_ns: int,
-        gate_wait_ns: int,
-        after: int | None = None,
-    ) -> None:
-        self.actor.start.remote(index, conversation, t_intended_ns, gate_wait_ns, after)
+    def start(self, order: SessionStart) -> None:
+        self.actor.start.remote(order)
 
     def stop(self, at_ns: int) -> None:
         self.actor.stop.remote(at_ns)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from turnbench.engine.player import LiveStats
-from turnbench.engine.worker import COUNTERS, batch_decoder
+from turnbench.engine.worker import COUNTERS, SessionStart, batch_decoder
 from turnbench.record.recorder import EventRecorder
 from turnbench.record.schema import SessionRecord
 from turnbench.workload.conversation import Conversation
@@ -33,16 +33,8 @@ class Channel(Protocol):
         """Start the worker's clock at the run's start (wall-clock nanoseconds)."""
         ...
 
-    def start(
-        self,
-        index: int,
-        conversation: Conversation,
-        t_intended_ns: int,
-        gate_wait_ns: int,
-        after: int | None = None,
-    ) -> None:
-        """Ask the worker to start a session; with `after`, the moment session `after` (its
-        own) ends, and due at that end."""
+    def start(self, order: SessionStart) -> None:
+        """Ask the worker to start a session (with `after`: when that one of its own ends)."""
         ...
 
     def stop(self, at_ns: int) -> None:
@@ -176,7 +168,7 @@ class RemoteLauncher:
         state.active += 1
         state.given += 1
         self._refresh_active()
-        state.channel.start(index, conversation, t_intended_ns, gate_wait_ns, after)
+        state.channel.start(SessionStart(index, conversation, t_intended_ns, gate_wait_ns, after))
         return done
 
     def receive(self, payload: bytes) -> None:

@@ -16,7 +16,7 @@ import random
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
@@ -47,6 +47,18 @@ class WorkerSpec:
     auth_headers: dict[str, str]
     sizer: TextSizer = field(default_factory=TextSizer)
     """The run's text sizer, calibrated once by the coordinator (a frozen dataclass)."""
+
+
+class SessionStart(NamedTuple):
+    """An order to start session `number`: what crosses from the coordinator to the worker
+    that will play it (a named tuple: it pickles as one small tuple)."""
+
+    number: int
+    conversation: Conversation
+    t_intended_ns: int
+    gate_wait_ns: int
+    after: int | None = None
+    """Start when this session (on the same worker) ends, due at that end."""
 
 
 R = TypeVar("R")
@@ -108,7 +120,7 @@ class WorkerCore:
         though the news of the end may not have arrived yet."""
         self._done: list[tuple[int, int]] = []
         self._tasks: dict[int, asyncio.Task[SessionRecord | None]] = {}
-        self._successors: dict[int, tuple[int, Conversation, int]] = {}
+        self._successors: dict[int, SessionStart] = {}
         """Session number -> the session to start when it ends (a closed-loop user's next)."""
         self._ends: dict[int, int] = {}
         """When sessions ended whose successor has not arrived (yet): a successor is sent
@@ -171,25 +183,20 @@ class WorkerCore:
             )
         )
 
-    def start(
-        self,
-        index: int,
-        conversation: Conversation,
-        t_intended_ns: int,
-        gate_wait_ns: int,
-        after: int | None = None,
-    ) -> asyncio.Task[SessionRecord | None] | None:
-        """Start session `index` here when it is due; every one of its turns will run here.
+    def start(self, order: SessionStart) -> asyncio.Task[SessionRecord | None] | None:
+        """Start the ordered session here when it is due; every one of its turns will run
+        here.
 
         With `after`, it is due when session `after` ends (at the end that session
         recorded), and starts then; None is returned while it waits for that.
-        Its id and random stream depend on `index` only, not on the worker that plays it.
+        Its id and random stream depend on its number only, not on the worker that plays it.
         """
         ctx = self.ctx
         assert ctx is not None
+        index, conversation, t_intended_ns, gate_wait_ns, after = order
         if after is not None:
             if after in self._tasks:
-                self._successors[after] = (index, conversation, gate_wait_ns)
+                self._successors[after] = order
                 return None
             t_intended_ns = self._ends.pop(after, t_intended_ns)
             if ctx.stopping or ctx.drained or t_intended_ns >= self._run_end_ns:
@@ -213,8 +220,7 @@ class WorkerCore:
         end = self.ended_at(task)
         successor = self._successors.pop(index, None)
         if successor is not None:
-            next_index, conversation, gate_wait_ns = successor
-            self.start(next_index, conversation, end, gate_wait_ns, after=index)
+            self.start(successor._replace(t_intended_ns=end))
         elif self._chains:
             self._ends[index] = end
             if len(self._ends) > _ENDS_KEPT:
