@@ -73,6 +73,8 @@ class Sample:
     """CPU seconds of the processes alive now, since each started."""
     rss_kb: int
     processes: int
+    rss_by_pid: dict[int, int] = field(default_factory=dict)
+    """Each process's RSS in KiB: one that grows is visible even while another shrinks."""
 
 
 @dataclass
@@ -101,16 +103,18 @@ class TreeSampler:
     def take(self) -> None:
         """Read the tree once; CPU of processes that ended since counts with its last value."""
         procs = tree(self.root)
-        rss = 0
+        by_pid: dict[int, int] = {}
         for pid, cpu in procs.items():
             self._cpu_seen[pid] = cpu
-            rss += _status_kb(pid, "VmRSS:")
+            by_pid[pid] = _status_kb(pid, "VmRSS:")
             hwm = _status_kb(pid, "VmHWM:")
             if hwm:
                 self.hwm_kb[pid] = hwm
         if procs:
             total = sum(self._cpu_seen.values())
-            self.samples.append(Sample(time.time(), total, rss, len(procs)))
+            self.samples.append(
+                Sample(time.time(), total, sum(by_pid.values()), len(procs), by_pid)
+            )
 
     def stop(self) -> None:
         self._stop.set()

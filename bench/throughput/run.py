@@ -653,23 +653,36 @@ def think_time_rss(server: StaticServer, out: Path, scale: float) -> dict[str, A
 
 
 def flat_memory(server: StaticServer, out: Path, scale: float) -> dict[str, Any]:
-    """RSS every second over a steady closed loop: does memory grow with requests?"""
+    """RSS every second over a steady closed loop: does memory grow with requests?
+
+    Two workers, so the path that hands a user's next conversation to its worker (and keeps
+    session ends for it) runs too; each process's growth is reported, as a worker that grows
+    could hide behind one that gives memory back.
+    """
     duration = max(20.0, 60 * scale)
-    log(f"flat-32u: {duration:.0f} s closed loop, RSS every second")
+    log(f"flat-32u: {duration:.0f} s closed loop, 2 workers, RSS every second")
     load = {"mode": "users", "users": 32, "duration_s": duration}
-    cfg = config("flat-32u", server.url, 1, load)
+    cfg = config("flat-32u", server.url, 2, load)
     r = turnbench_run("flat-32u", cfg, out, server, interval_s=1.0)
     t0 = r.first_send_wall
     inside = r.sampler.between(t0, t0 + duration)
     series = [(round(s.t - t0, 1), round(s.rss_kb / 1024, 1)) for s in inside]
-    after5 = [mb for t, mb in series if t >= 5]
+    after5 = [s for s in inside if s.t - t0 >= 5]
+    growth_mb: list[float] = []
+    if after5:
+        first, last = after5[0].rss_by_pid, after5[-1].rss_by_pid
+        growth_mb = sorted(
+            round((last[pid] - first[pid]) / 1024, 1) for pid in first.keys() & last.keys()
+        )
     return {
         "duration_s": duration,
+        "workers": 2,
         "requests_ok": r.requests["ok"],
         "requests_per_s": r.requests["throughput"]["requests_per_s"],
-        "rss_at_5s_mb": after5[0] if after5 else None,
+        "rss_at_5s_mb": series[len(series) - len(after5)][1] if after5 else None,
         "rss_end_mb": series[-1][1] if series else None,
         "rss_max_mb": max((mb for _, mb in series), default=None),
+        "growth_per_process_mb": growth_mb,
         "series": series,
         "folder": str(r.folder),
     }
@@ -913,9 +926,18 @@ def table(res: dict[str, Any]) -> str:
     if "flat" in res and "error" not in res["flat"]:
         f = res["flat"]
         lines.append(
-            f"| RSS over {f['duration_s']:.0f} s closed loop, 32 users "
-            f"({f['requests_ok']:,} requests) | {_f(f['rss_at_5s_mb'], '.0f')} MB at 5 s → "
-            f"{_f(f['rss_end_mb'], '.0f')} MB at the end (max {_f(f['rss_max_mb'], '.0f')} MB) |"
+            f"| RSS over {f['duration_s']:.0f} s closed loop, 32 users, "
+            f"{f.get('workers', 1)} worker(s) ({f['requests_ok']:,} requests) "
+            f"| {_f(f['rss_at_5s_mb'], '.0f')} MB at 5 s → "
+            f"{_f(f['rss_end_mb'], '.0f')} MB at the end (max {_f(f['rss_max_mb'], '.0f')} MB)"
+            + (
+                "; per process, 5 s → end: "
+                + ", ".join(f"{mb:+.1f}" for mb in f["growth_per_process_mb"])
+                + " MB"
+                if f.get("growth_per_process_mb")
+                else ""
+            )
+            + " |"
         )
     if "startup" in res:
         s = res["startup"]
