@@ -10,7 +10,6 @@ import asyncio
 from turnbench.engine.player import LiveStats
 from turnbench.engine.worker import SessionStart, WorkerCore
 from turnbench.record.schema import SessionRecord
-from turnbench.workload.conversation import Conversation
 
 
 class InProcessLauncher:
@@ -32,14 +31,7 @@ class InProcessLauncher:
     lead_ns = 0
     """Sessions start in this loop: nothing to hand over ahead of time."""
 
-    def launch(
-        self,
-        index: int,
-        conversation: Conversation,
-        t_intended_ns: int,
-        gate_wait_ns: int,
-        after: int | None = None,
-    ) -> asyncio.Future[int]:
+    def launch(self, order: SessionStart) -> asyncio.Future[int]:
         """Play the session here; the future gives when it ended. A cut cancels its task,
         which records it as unfinished."""
         ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -48,8 +40,8 @@ class InProcessLauncher:
             if not ended.done():  # a user cut while waiting cancels it
                 ended.set_result(self.core.ended_at(task))
 
-        assert after is None, "sessions are not chained in this process"
-        task = self.core.start(SessionStart(index, conversation, t_intended_ns, gate_wait_ns))
+        assert order.after is None, "sessions are not chained in this process"
+        task = self.core.start(order)
         assert task is not None  # only a successor (`after`) waits
         task.add_done_callback(settle)
         return ended

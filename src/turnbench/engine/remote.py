@@ -140,14 +140,7 @@ class RemoteLauncher:
     """A user's next conversation can wait on the worker playing its current one
     (`LoadConfig.chains_sessions` says when the scheduler does that)."""
 
-    def launch(
-        self,
-        index: int,
-        conversation: Conversation,
-        t_intended_ns: int,
-        gate_wait_ns: int,
-        after: int | None = None,
-    ) -> asyncio.Future[int]:
+    def launch(self, order: SessionStart) -> asyncio.Future[int]:
         """Hand the session to its worker; the future gives when it ended (run ns, as the
         worker recorded it) once the worker reports it done. With `after` (a session still
         playing), it goes to that session's worker and starts when that one ends."""
@@ -155,20 +148,27 @@ class RemoteLauncher:
         if self.exhausted:
             done.set_result(self.clock())
             return done
-        previous = self._pending.get(after) if after is not None else None
+        conversation = order.conversation
+        previous = self._pending.get(order.after) if order.after is not None else None
         if previous is None or not self.workers[previous.worker].alive:
-            after = None
+            if order.after is not None:  # it ended already, or its worker died: start anew
+                order = order._replace(after=None)
             w = self._pick(conversation)
         else:
             w = previous.worker
         state = self.workers[w]
-        self._pending[index] = _Pending(
-            w, conversation.id, len(conversation.turns), t_intended_ns, gate_wait_ns, done
+        self._pending[order.number] = _Pending(
+            w,
+            conversation.id,
+            len(conversation.turns),
+            order.t_intended_ns,
+            order.gate_wait_ns,
+            done,
         )
         state.active += 1
         state.given += 1
         self._refresh_active()
-        state.channel.start(SessionStart(index, conversation, t_intended_ns, gate_wait_ns, after))
+        state.channel.start(order)
         return done
 
     def receive(self, payload: bytes) -> None:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from turnbench.config import LoadConfig
 from turnbench.engine.player import NS, LiveStats
+from turnbench.engine.worker import SessionStart
 from turnbench.pacing.arrivals import AllAtOnce, Constant, Gamma, Pacer, Poisson, Recorded
 from turnbench.pacing.clock import RunClock
 from turnbench.pacing.gates import Gate
@@ -29,20 +30,13 @@ class Launcher(Protocol):
         """Live counters for the progress line."""
         ...
 
-    def launch(
-        self,
-        index: int,
-        conversation: Conversation,
-        t_intended_ns: int,
-        gate_wait_ns: int,
-        after: int | None = None,
-    ) -> asyncio.Future[int]:
-        """Start session number `index` (it plays when due); the future gives, once its
+    def launch(self, order: SessionStart) -> asyncio.Future[int]:
+        """Start the ordered session (it plays when due); the future gives, once its
         sessions row is recorded, the time it ended (run ns, on the clock of whoever played
         it). A plain future, not a task: an open loop starts thousands a second.
 
-        `after` (only where `chains`): start it where session `after` plays, the moment that
-        one ends, due at its end; if it can never start, the future gives that end too."""
+        `order.after` (only where `chains`): start it where that session plays, the moment
+        it ends, due at its end; if it can never start, the future gives that end too."""
         ...
 
     @property
@@ -151,7 +145,7 @@ class Scheduler:
             if nxt is None:
                 self.session_gate.release()
                 break
-            session = self.launcher.launch(*nxt, t_due, wait)
+            session = self.launcher.launch(SessionStart(*nxt, t_due, wait))
             self._running.add(session)
             session.add_done_callback(self._ended)
             k += 1
@@ -173,7 +167,7 @@ class Scheduler:
                 self.session_gate.release()
                 return
             try:
-                t_free = await self.launcher.launch(*nxt, t_free, wait)
+                t_free = await self.launcher.launch(SessionStart(*nxt, t_free, wait))
             finally:
                 self.session_gate.release()
 
@@ -186,13 +180,13 @@ class Scheduler:
         if nxt is None:
             return
         index, conversation = nxt
-        ended = self.launcher.launch(index, conversation, t_free, 0)
+        ended = self.launcher.launch(SessionStart(index, conversation, t_free, 0))
         while (nxt := self._next()) is not None:
             if nxt[1].group is None:
-                following = self.launcher.launch(*nxt, self.clock(), 0, after=index)
+                following = self.launcher.launch(SessionStart(*nxt, self.clock(), 0, index))
                 await ended
             else:  # it belongs on its shared-prefix group's worker: handed over at the end
-                following = self.launcher.launch(*nxt, await ended, 0)
+                following = self.launcher.launch(SessionStart(*nxt, await ended, 0))
             index, ended = nxt[0], following
         await ended
 

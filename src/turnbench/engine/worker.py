@@ -50,8 +50,9 @@ class WorkerSpec:
 
 
 class SessionStart(NamedTuple):
-    """An order to start session `number`: what crosses from the coordinator to the worker
-    that will play it (a named tuple: it pickles as one small tuple)."""
+    """An order to start session `number`: what the scheduler hands to the launcher, and
+    the launcher through its channel to the worker that will play it (a named tuple: it
+    pickles as one small tuple)."""
 
     number: int
     conversation: Conversation
