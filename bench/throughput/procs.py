@@ -71,10 +71,14 @@ class Sample:
     """Wall-clock seconds (time.time())."""
     cpu_s: float
     """CPU seconds of the processes alive now, since each started."""
-    rss_kb: int
     processes: int
-    rss_by_pid: dict[int, int] = field(default_factory=dict)
+    rss_by_pid: dict[int, int]
     """Each process's RSS in KiB: one that grows is visible even while another shrinks."""
+
+    @property
+    def rss_kb(self) -> int:
+        """The tree's RSS in KiB."""
+        return sum(self.rss_by_pid.values())
 
 
 @dataclass
@@ -112,9 +116,7 @@ class TreeSampler:
                 self.hwm_kb[pid] = hwm
         if procs:
             total = sum(self._cpu_seen.values())
-            self.samples.append(
-                Sample(time.time(), total, sum(by_pid.values()), len(procs), by_pid)
-            )
+            self.samples.append(Sample(time.time(), total, len(procs), by_pid))
 
     def stop(self) -> None:
         self._stop.set()

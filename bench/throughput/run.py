@@ -679,7 +679,7 @@ def flat_memory(server: StaticServer, out: Path, scale: float) -> dict[str, Any]
         "workers": 2,
         "requests_ok": r.requests["ok"],
         "requests_per_s": r.requests["throughput"]["requests_per_s"],
-        "rss_at_5s_mb": series[len(series) - len(after5)][1] if after5 else None,
+        "rss_at_5s_mb": round(after5[0].rss_kb / 1024, 1) if after5 else None,
         "rss_end_mb": series[-1][1] if series else None,
         "rss_max_mb": max((mb for _, mb in series), default=None),
         "growth_per_process_mb": growth_mb,
