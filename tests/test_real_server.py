@@ -8,10 +8,12 @@ the test is skipped when the server is not built; in CI (CI=true) that is a fail
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,3 +95,23 @@ def test_multi_turn_sessions_against_llama_cpp(tmp_path: Path, llama_url: str, a
     assert summary["run"]["model"] == "gemma-3-270m"
     assert {t["turn"] for t in summary["per_turn"]} == {1, 2, 3}
     assert summary["per_turn"][1]["mean_cached_tokens"] > 0
+
+
+def test_bare_host_of_llama_cpp_finds_its_api_root(tmp_path: Path, llama_url: str) -> None:
+    """`--target http://host:port` (no /v1), as AIPerf or vllm bench users type it."""
+    host = llama_url.removesuffix("/v1")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "turnbench", "run", "--target", host, "--max-requests", "2",
+            "--turns", "2", "--set", "workload.output_tokens=8", "--set", "session.ignore_eos=true",
+            "--out", str(out),
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"API root: {llama_url} (model gemma-3-270m)" in proc.stdout
+    (run_dir,) = list(out.iterdir())
+    assert f"url: {llama_url}\n" in (run_dir / "config.yaml").read_text()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["requests"]["ok"] == 2

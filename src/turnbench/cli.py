@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from turnbench import __version__
+from turnbench.cli_format import Command, Group, fail, run_app
+from turnbench.errors import InputError
 
 app = typer.Typer(
     name="turnbench",
@@ -21,6 +24,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    cls=Group,
 )
 
 
@@ -39,13 +44,52 @@ def _root(
     """turnbench: multi-turn LLM serving benchmark."""
 
 
-def _fail(message: str) -> typer.Exit:
-    """Print a user error on one line to stderr; exit code 2."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
+def _help(text: str, key: str) -> str:
+    """A flag's help with the default its config key takes when neither flag nor file sets it.
+
+    Why from the model: the flags default to None (a config file's value must win over an
+    unset flag), so typer alone would show no default; the pydantic field holds the truth.
+    """
+    from turnbench.config import RunConfig
+
+    model: Any = RunConfig
+    *sections, name = key.split(".")
+    for section in sections:
+        model = model.model_fields[section].annotation
+    field = model.model_fields[name]
+    default = field.get_default(call_default_factory=True)
+    if default is None:
+        return text
+    shown = "on" if default is True else "off" if default is False else default
+    return rf"{text} \[default: {shown}]"  # escaped: the help is rich markup
 
 
-@app.command("run")
+# Each single-value flag of `turnbench run` and the config key it sets (the flag wins).
+_FLAG_KEYS = {
+    "--target": "target.url",
+    "--model": "target.model",
+    "--api": "target.api",
+    "--api-key-env": "target.api_key_env",
+    "--name": "name",
+    "--duration": "load.duration_s",
+    "--mode": "load.mode",
+    "--sessions": "load.sessions",
+    "--rate": "load.rate",
+    "--users": "load.users",
+    "--max-requests": "load.max_requests",
+    "--max-in-flight": "load.max_in_flight",
+    "--history": "session.history",
+    "--seed": "seed",
+    "--turns": "workload.turns",
+    "--messages-key": "workload.messages.messages_key",
+    "--workers": "engine.workers",
+    "--engine": "engine.kind",
+    "--ray-address": "engine.ray_address",
+    "--insecure": "target.verify_tls",
+}
+
+
+@app.command("run", cls=Command)
 def run_command(
     config: Path | None = typer.Argument(
         None, help="YAML config (see examples/).", show_default=False
@@ -53,28 +97,70 @@ def run_command(
     target: str | None = typer.Option(
         None,
         "--target",
-        help="Server base URL, e.g. http://127.0.0.1:8000/v1; unset: the built-in simulator.",
+        metavar="URL",
+        help="Server URL: a bare host (http://127.0.0.1:8000, localhost:8000) or the API root "
+        "(.../v1); unset: the built-in simulator.",
     ),
-    model: str | None = typer.Option(None, "--model", help="Model name, or auto."),
-    api: str | None = typer.Option(None, "--api", help="chat or completions."),
-    out: Path | None = typer.Option(None, "--out", help="Folder that receives the run folder."),
-    duration: float | None = typer.Option(None, "--duration", help="Seconds before arrivals stop."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help=_help("Model name, or auto (the first of /v1/models).", "target.model"),
+    ),
+    api: str | None = typer.Option(None, "--api", help=_help("chat or completions.", "target.api")),
+    name: str | None = typer.Option(
+        None, "--name", help=_help("Run name, part of the run folder's name.", "name")
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help=_help("Folder that receives the run folder.", "out_dir")
+    ),
+    duration: float | None = typer.Option(
+        None,
+        "--duration",
+        metavar="SECONDS",
+        help="Seconds before arrivals stop; unset: the workload or another limit ends the run.",
+    ),
     mode: str | None = typer.Option(
-        None, "--mode", help="parallel, sequential, session-rate or users."
+        None,
+        "--mode",
+        help=_help(
+            "parallel, sequential, session-rate (open loop) or users (closed loop).", "load.mode"
+        ),
     ),
-    sessions: int | None = typer.Option(None, "--sessions", help="Sessions to play in all."),
-    rate: float | None = typer.Option(None, "--rate", help="session-rate: sessions per second."),
-    users: int | None = typer.Option(None, "--users", help="users: concurrent users."),
+    sessions: int | None = typer.Option(
+        None,
+        "--sessions",
+        help="Sessions to play in all; unset with an endless workload and no other limit: 100.",
+    ),
+    rate: float | None = typer.Option(
+        None, "--rate", help="session-rate: sessions per second (needed by that mode)."
+    ),
+    users: int | None = typer.Option(
+        None, "--users", help=_help("users: concurrent users.", "load.users")
+    ),
+    max_requests: int | None = typer.Option(
+        None, "--max-requests", help="Stop after this many requests."
+    ),
     turns: int | None = typer.Option(
-        None, "--turns", help="Synthetic workload: turns per conversation."
+        None, "--turns", help=r"Synthetic workload: turns per conversation. \[default: 5]"
     ),
     max_in_flight: int | None = typer.Option(
-        None, "--max-in-flight", help="Cap on concurrent requests."
+        None, "--max-in-flight", help="Cap on concurrent requests; unset: no cap."
     ),
-    history: str | None = typer.Option(None, "--history", help="live or dataset."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of every random choice."),
+    history: str | None = typer.Option(
+        None,
+        "--history",
+        help=_help(
+            "live (the server's replies) or dataset (the recorded ones).", "session.history"
+        ),
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help=_help("Seed of every random choice.", "seed")
+    ),
     api_key_env: str | None = typer.Option(
-        None, "--api-key-env", help="Environment variable holding the API key."
+        None,
+        "--api-key-env",
+        metavar="VAR",
+        help=_help("Environment variable holding the API key.", "target.api_key_env"),
     ),
     dataset: Path | None = typer.Option(
         None, "--dataset", help="Play conversations from this file."
@@ -82,13 +168,22 @@ def run_command(
     dataset_format: str = typer.Option(
         "auto", "--dataset-format", help="sharegpt, rows, messages, aiperf, trace or auto."
     ),
+    messages_key: str | None = typer.Option(
+        None,
+        "--messages-key",
+        metavar="KEY",
+        help=r"Dataset records' key holding the messages list (e.g. traj). \[default: "
+        "the one key that holds one]",
+    ),
     shared_prefix: str | None = typer.Option(
         None, "--shared-prefix", help="GROUPS:PROMPTS_PER_GROUP shared-prefix user sessions."
     ),
     workers: str | None = typer.Option(
-        None, "--workers", help="Worker processes (or Ray actors): a number or auto."
+        None,
+        "--workers",
+        help=_help("Worker processes (or Ray actors): a number or auto.", "engine.workers"),
     ),
-    engine: str | None = typer.Option(None, "--engine", help="local or ray."),
+    engine: str | None = typer.Option(None, "--engine", help=_help("local or ray.", "engine.kind")),
     ray_address: str | None = typer.Option(
         None, "--ray-address", help="ray: auto, or ray://host:10001; unset: a local Ray."
     ),
@@ -96,34 +191,42 @@ def run_command(
         False, "--insecure", help="Do not verify TLS certificates (a warning is printed)."
     ),
     sets: list[str] = typer.Option(
-        [], "--set", help="Override any config key: dotted.key=value (repeatable)."
+        [],
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override any config key: dotted.key=value (repeatable).",
+        show_default=False,
     ),
     live: bool = typer.Option(True, "--live/--no-live", help="Show live progress."),
 ) -> None:
     """Run a multi-turn benchmark and write runs/<timestamp>-<name>/."""
     from turnbench.config import load_config
-    from turnbench.errors import EngineError, InputError, TargetError
+    from turnbench.errors import EngineError, TargetError
     from turnbench.run import execute
 
-    overrides: dict[str, object] = {
-        "target.url": target,
-        "target.model": model,
-        "target.api": api,
-        "target.api_key_env": api_key_env,
-        "load.duration_s": duration,
-        "load.mode": mode,
-        "load.sessions": sessions,
-        "load.rate": rate,
-        "load.users": users,
-        "load.max_in_flight": max_in_flight,
-        "session.history": history,
-        "seed": seed,
-        "workload.turns": turns,
-        "engine.workers": int(workers) if workers and workers.isdigit() else workers,
-        "engine.kind": engine,
-        "engine.ray_address": ray_address,
-        "target.verify_tls": False if insecure else None,
+    flags: dict[str, object] = {
+        "--target": target,
+        "--model": model,
+        "--api": api,
+        "--api-key-env": api_key_env,
+        "--name": name,
+        "--duration": duration,
+        "--mode": mode,
+        "--sessions": sessions,
+        "--rate": rate,
+        "--users": users,
+        "--max-requests": max_requests,
+        "--max-in-flight": max_in_flight,
+        "--history": history,
+        "--seed": seed,
+        "--turns": turns,
+        "--messages-key": messages_key,
+        "--workers": int(workers) if workers and workers.isdigit() else workers,
+        "--engine": engine,
+        "--ray-address": ray_address,
+        "--insecure": False if insecure else None,
     }
+    overrides: dict[str, object] = {_FLAG_KEYS[flag]: value for flag, value in flags.items()}
     if dataset is not None:
         overrides["workload"] = {
             "type": "dataset",
@@ -133,22 +236,39 @@ def run_command(
     if shared_prefix is not None:
         groups, _, per_group = shared_prefix.partition(":")
         if not (groups.isdigit() and per_group.isdigit()):
-            raise _fail(f"--shared-prefix expects GROUPS:PROMPTS_PER_GROUP, got {shared_prefix!r}")
+            raise fail(f"--shared-prefix expects GROUPS:PROMPTS_PER_GROUP, got {shared_prefix!r}")
         overrides["workload"] = {
             "type": "shared_prefix",
             "num_groups": int(groups),
             "prompts_per_group": int(per_group),
             "as_sessions": True,
         }
+    given = {key: flag for flag, key in _FLAG_KEYS.items() if flags[flag] is not None}
     try:
         cfg = load_config(config, overrides, sets)
         base_dir = config.resolve().parent if config else Path.cwd()
         execute(cfg, base_dir=base_dir, out=out, live=live and sys.stdout.isatty())
-    except (InputError, TargetError, EngineError) as e:
-        raise _fail(str(e)) from None
+    except InputError as e:
+        raise fail(_name_flag(e, given)) from None
+    except (TargetError, EngineError) as e:
+        raise fail(str(e)) from None
 
 
-@app.command("report")
+def _name_flag(err: InputError, given: dict[str, str]) -> str:
+    """An error about a key a flag set names the flag, not `<flags> [key]`."""
+    field = err.field or ""
+    flag = next(
+        (f for key, f in given.items() if key == field or key.startswith(field + ".")), None
+    )
+    if flag is None or not field:
+        return str(err)
+    source = f"{err.file}: " if err.file not in (None, "<flags>") else ""
+    if err.message == "unknown key":
+        return f"{source}{flag} does not apply to this workload ({field} is not one of its keys)"
+    return f"{source}{flag} ({field}): {err.message}"
+
+
+@app.command("report", cls=Command)
 def report_command(
     run_dir: Path = typer.Argument(..., help="A run folder holding events.db."),
 ) -> None:
@@ -159,7 +279,7 @@ def report_command(
     try:
         write_report(run_dir)
     except InputError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
 
 
 def _register(command: str | None) -> None:
@@ -170,9 +290,9 @@ def _register(command: str | None) -> None:
     if command != "dataset":
         from turnbench.sim.cli import sim_command
 
-        app.command("sim", help="Run the built-in OpenAI-compatible LLM server simulator.")(
-            sim_command
-        )
+        app.command(
+            "sim", cls=Command, help="Run the built-in OpenAI-compatible LLM server simulator."
+        )(sim_command)
     if command != "sim":
         from turnbench.workload.cli import dataset_app
 
@@ -188,7 +308,7 @@ def main() -> None:
         return
     _spawn_light()
     _register(sys.argv[1] if len(sys.argv) > 1 else None)
-    app()
+    sys.exit(run_app(app))
 
 
 def _spawn_light() -> None:

@@ -23,6 +23,7 @@ SESSION_HEADER_PRESETS = {
     "affinity": "X-Session-Affinity",
     "smg": "X-SMG-Routing-Key",
     "aibrix": "x-aibrix-session-key",
+    "dynamo": "X-Dynamo-Session-ID",
 }
 """Named presets for the sticky-routing header; any other value is used as the header name."""
 
@@ -49,8 +50,9 @@ class TargetConfig(_Strict):
 
     url: str | None = Field(
         None,
-        description="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1. "
-        "Unset: start the built-in simulator on a free 127.0.0.1 port.",
+        description="The server: a bare host (http://127.0.0.1:8000, localhost:8000) or its API "
+        "root (http://127.0.0.1:8000/v1); the root is found by probing /v1/models, then "
+        "/models. Unset: start the built-in simulator on a free 127.0.0.1 port.",
     )
     api: Literal["chat", "completions"] = Field(
         "chat", description="chat: /chat/completions with messages; completions: rendered prompt."
@@ -133,6 +135,13 @@ class SessionConfig(_Strict):
         "X-Session-ID",
         description="Sticky-routing header carrying the session id; presets: "
         + ", ".join(f"{k} ({v})" for k, v in SESSION_HEADER_PRESETS.items()),
+    )
+    session_token_header: str | None = Field(
+        None,
+        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        description="Response header carrying a router-issued session token (llm-d's "
+        "x-session-token): the value the latest response of a session carried is sent back, "
+        "under the same name, on the session's later requests. Unset: nothing is echoed.",
     )
     turn_header: str = Field("X-Turn-Index", description="Header carrying the turn number.")
     conversation_header: str = Field(
@@ -337,6 +346,10 @@ def _format_validation(
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+    elif first["type"] == "union_tag_invalid":
+        parts.append("type")
+        value = first["ctx"]["tag"]
+        msg = "unknown workload type; expected " + ", ".join(sorted(_UNION_TAGS))
     shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
     more = f" (+{len(err.errors()) - 1} more errors)" if len(err.errors()) > 1 else ""
     return InputError(
@@ -348,6 +361,19 @@ def _format_validation(
 
 
 _UNION_TAGS = frozenset({"synthetic", "dataset", "shared_prefix"})
+
+
+def _infer_workload_type(data: dict[str, Any]) -> None:
+    """Fill in a `workload:` section's missing `type`: the default source (synthetic), or a
+    dataset when the section names a `path`, the one key only a dataset has.
+
+    Why here and not as a pydantic default: a tagged union needs its tag before it can pick
+    the model, and pydantic's own wording ("Unable to extract tag using discriminator") names
+    nothing a user wrote.
+    """
+    workload = data.get("workload")
+    if isinstance(workload, dict) and "type" not in workload:
+        workload["type"] = "dataset" if "path" in workload else "synthetic"
 
 
 def load_config(
@@ -390,6 +416,7 @@ def load_config(
     for key, value in overrides.items():
         if key not in sections:
             _set_dotted(data, key, value)
+    _infer_workload_type(data)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:

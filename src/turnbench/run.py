@@ -12,10 +12,11 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,16 +27,17 @@ from rich.console import Console
 from turnbench import __version__
 from turnbench.config import RunConfig
 from turnbench.engine.inprocess import InProcessLauncher
+from turnbench.engine.player import NS
 from turnbench.engine.procs import ProcessPool
 from turnbench.engine.remote import RemoteLauncher, shares
 from turnbench.engine.scheduler import Launcher, Scheduler
 from turnbench.engine.worker import WorkerCore, WorkerSpec
-from turnbench.errors import InputError
+from turnbench.errors import EngineError, InputError, TargetError
 from turnbench.pacing.clock import RunClock
 from turnbench.record.recorder import EventRecorder
 from turnbench.report.progress import show_progress
 from turnbench.target import Target, probe, start_builtin_sim
-from turnbench.workload.config import DatasetWorkload
+from turnbench.workload.config import DatasetWorkload, SyntheticWorkload
 from turnbench.workload.conversation import Conversation
 from turnbench.workload.dataset import load_dataset
 from turnbench.workload.lengths import TextSizer, calibrate
@@ -43,6 +45,8 @@ from turnbench.workload.sources import conversations
 
 if TYPE_CHECKING:
     from turnbench.engine.ray_actors import RayPool
+
+    Pool = ProcessPool | RayPool
 
 
 def _open_workload(
@@ -111,19 +115,65 @@ def _auth_headers(cfg: RunConfig) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def _check_combinations(cfg: RunConfig) -> None:
+DEFAULT_SESSIONS = 100
+"""Sessions a run with an endless workload plays when nothing else limits it."""
+
+
+def _endless(cfg: RunConfig) -> bool:
+    workload = cfg.workload
+    if isinstance(workload, SyntheticWorkload) and workload.conversations is None:
+        return True
+    return workload.cycle
+
+
+def _resolve_limits(cfg: RunConfig, console: Console) -> RunConfig:
+    """Give an endless workload a limit when the user set none, and say so.
+
+    Why a default rather than an error: `turnbench run` with no flags must run and end; a
+    generated workload is endless so that `--duration` alone decides. Mode parallel starts
+    every session at once, so it always needs a count.
+    """
     load = cfg.load
-    cycling = getattr(cfg.workload, "cycle", False)
-    if load.mode == "parallel" and cycling and load.sessions is None:
-        raise InputError(
-            "mode parallel with a cycled workload needs load.sessions", field="load.sessions"
-        )
-    endless = cycling and load.sessions is None and load.max_requests is None
-    if endless and load.duration_s is None:
-        raise InputError(
-            "a cycled workload needs a limit: load.duration_s, load.sessions or load.max_requests",
-            field="load",
-        )
+    if not _endless(cfg) or load.sessions is not None:
+        return cfg
+    no_limit = load.duration_s is None and load.max_requests is None
+    if not (no_limit or load.mode == "parallel"):
+        return cfg
+    cfg = cfg.model_copy(deep=True)
+    cfg.load.sessions = DEFAULT_SESSIONS
+    why = "mode parallel starts every session at once" if not no_limit else "no limit is set"
+    console.print(
+        f"{why}: playing {DEFAULT_SESSIONS} sessions of the endless workload "
+        "(set --sessions, --duration or --max-requests)"
+    )
+    return cfg
+
+
+def _ran_out_notice(
+    cfg: RunConfig, scheduler: Scheduler, launcher: Launcher
+) -> tuple[str, dict[str, Any]] | None:
+    """The notice for a finite workload that ran out before a limit the user asked for."""
+    load = cfg.load
+    if scheduler.ran_out_ns is None:
+        return None
+    at_s = scheduler.ran_out_ns / NS
+    unmet = []
+    if load.duration_s is not None and at_s < load.duration_s:
+        unmet.append(f"the requested {load.duration_s:g} s")
+    if load.sessions is not None and scheduler.started < load.sessions:
+        unmet.append(f"the requested {load.sessions} sessions")
+    if load.max_requests is not None and not launcher.exhausted:
+        unmet.append(f"the requested {load.max_requests} requests")
+    if not unmet:
+        return None
+    repeat = "workload.cycle: true (--set workload.cycle=true)"
+    if isinstance(cfg.workload, SyntheticWorkload):
+        repeat += ", or leave workload.conversations unset"
+    message = (
+        f"the workload ran out at {at_s:.1f} s after {scheduler.started} conversations, "
+        f"before {' and '.join(unmet)}; to repeat it set {repeat}"
+    )
+    return message, {"at_s": at_s, "conversations": scheduler.started, "repeat_key": repeat}
 
 
 def _run_dir(cfg: RunConfig, out: Path | None) -> Path:
@@ -161,28 +211,43 @@ def _specs(
     ]
 
 
+def _pool(cfg: RunConfig, specs: list[WorkerSpec], procs: ProcessPool | None) -> Pool | None:
+    """The workers beyond the run's own: worker processes (`procs`, spawned early by
+    `execute`) or Ray actors; None when the run's own worker plays everything.
+
+    Why before the run folder exists: a Ray cluster that cannot be reached must be one error
+    line and leave nothing behind.
+    """
+    if cfg.engine.kind == "ray":
+        from turnbench.engine.ray_actors import RayPool
+
+        return RayPool(specs, cfg.engine.ray_address)
+    if len(specs) == 1:
+        return None
+    return procs if procs is not None else ProcessPool(len(specs))
+
+
 async def _run_async(
     cfg: RunConfig,
-    target: Target,
+    specs: list[WorkerSpec],
+    pool: Pool | None,
     stream: Iterator[Conversation],
     start_times: list[float] | None,
     recorder: EventRecorder,
     console: Console,
     show_live: bool,
-    sizer: TextSizer,
-    procs: ProcessPool | None,
+    began: Callable[[], None],
 ) -> str:
-    """Run on the run's own worker (`workers: 1`), on worker processes (`procs`, spawned
-    early by `execute`) or on Ray actors.
+    """Run on the run's own worker (`pool` None), on worker processes or on Ray actors.
 
-    The run's clock starts only when every worker is up, so start-up never shows as lag.
+    The run's clock starts only when every worker is up, so start-up never shows as lag;
+    `began` is called then (a failure before it leaves no run folder).
     """
-    max_ctx = cfg.session.max_context_tokens or target.max_model_len
-    specs = _specs(cfg, target, max_ctx, sizer)
-    if cfg.engine.kind == "local" and len(specs) == 1:
+    if pool is None:
         core = WorkerCore(specs[0], recorder=recorder)
         await core.open()
         try:
+            began()
             core.begin(time.time_ns())
             scheduler = Scheduler(
                 cfg.load,
@@ -195,13 +260,6 @@ async def _run_async(
             return await _drive(cfg, scheduler, scheduler.launcher, recorder, console, show_live)
         finally:
             await core.close()
-    pool: ProcessPool | RayPool
-    if cfg.engine.kind == "ray":
-        from turnbench.engine.ray_actors import RayPool
-
-        pool = RayPool(specs, cfg.engine.ray_address)
-    else:
-        pool = procs if procs is not None else ProcessPool(len(specs))
     clock = RunClock()
     launcher = RemoteLauncher(
         pool.channels,
@@ -216,6 +274,7 @@ async def _run_async(
             await pool.attach(launcher, specs)
         else:
             await pool.attach(launcher)
+        began()
         wall_ns, clock.origin_ns = time.time_ns(), time.monotonic_ns()
         launcher.begin(wall_ns)
         scheduler = Scheduler(cfg.load, cfg.seed, launcher, stream, clock, start_times=start_times)
@@ -282,6 +341,11 @@ async def _drive(
                 await progress
     if launcher.exhausted and end_reason == "completed":
         end_reason = "max_requests"
+    notice = _ran_out_notice(cfg, scheduler, launcher) if end_reason == "completed" else None
+    if notice is not None:
+        message, data = notice
+        console.print(f"[yellow]notice:[/] {message}")
+        recorder.notice("workload_ran_out", message, scheduler.ran_out_ns or 0, data)
     return end_reason
 
 
@@ -302,15 +366,20 @@ def execute(
     console: Console | None = None,
     live: bool = True,
 ) -> Path:
-    """Run a benchmark; return its run folder (config.yaml, events.db, summary.json)."""
+    """Run a benchmark; return its run folder (config.yaml, events.db, summary.json).
+
+    Everything that can refuse the run (the input, the server, the engine) is checked before
+    the run folder is made; a failure after it and before the first session removes it.
+    """
     console = console or default_console()
-    _check_combinations(cfg)
+    cfg = _resolve_limits(cfg, console)
     _check_api_fits_workload(cfg, base_dir)
     headers = {**cfg.target.headers, **_auth_headers(cfg)}
     run = _event_loop_runner()
     target: Target | None = None
     builtin = None
     procs = None
+    pool: Pool | None = None
     if cfg.engine.kind == "local" and cfg.engine.worker_count() > 1:
         procs = ProcessPool(cfg.engine.worker_count())  # they import while we probe and load
     try:
@@ -320,10 +389,15 @@ def execute(
             console.print(f"started the built-in simulator at {url}")
         target = run(probe(url, cfg.target.model, headers, verify_tls=cfg.target.verify_tls))
         target.builtin = builtin
+        if builtin is None:
+            console.print(f"API root: {target.url} (model {target.model})")
         sizer = run(_sizer(cfg, target, headers, base_dir))
         stream, start_times = _open_workload(cfg, base_dir, sizer)
         if not cfg.target.verify_tls:
             console.print("[yellow]warning:[/] TLS certificates are not verified")
+        specs = _specs(cfg, target, cfg.session.max_context_tokens or target.max_model_len, sizer)
+        pool = _pool(cfg, specs, procs)
+        procs = None  # the pool's now, closed by the run
         run_dir = _run_dir(cfg, out)
         resolved = cfg.redacted()
         resolved["resolved"] = {
@@ -346,21 +420,39 @@ def execute(
         )
         console.print(f"run folder: {run_dir}")
         reason = "crashed"
+        began = False
+
+        def mark_begun() -> None:
+            nonlocal began
+            began = True
+
+        discard = False
         try:
-            reason = run(
-                _run_async(cfg, target, stream, start_times, recorder, console, live, sizer, procs)
+            run_async = _run_async(
+                cfg, specs, pool, stream, start_times, recorder, console, live, mark_begun
             )
-            procs = None  # closed by the run
+            pool = None  # closed by the run
+            reason = run(run_async)
         except KeyboardInterrupt:
             reason = "interrupted"
+        except (InputError, TargetError, EngineError):
+            discard = not began
+            raise
         finally:
             recorder.close()
-            recorder.end_run(reason)
+            if discard:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:
+                recorder.end_run(reason)
         write_report(run_dir, console)
         return run_dir
     finally:
         if procs is not None:
             procs.discard()
+        if isinstance(pool, ProcessPool):
+            pool.discard()
+        elif pool is not None:
+            run(pool.close())
         if target is not None:
             target.close()
         elif builtin is not None:
@@ -373,7 +465,8 @@ def default_console() -> Console:
 
 
 def write_report(run_dir: Path, console: Console | None = None) -> dict[str, Any]:
-    """(Re)build summary.json and report.html from events.db; print the console report."""
+    """(Re)build summary.json and report.html from events.db; print the console report,
+    then the report's path as the last line."""
     db = run_dir / "events.db"
     if not db.exists():
         raise InputError("no events.db in this folder", file=str(run_dir))
@@ -383,8 +476,12 @@ def write_report(run_dir: Path, console: Console | None = None) -> dict[str, Any
     from turnbench.report.console import print_report
     from turnbench.report.html import render as render_html
 
+    console = console or default_console()
     summary = summarize(db)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    (run_dir / "report.html").write_text(render_html(summary, series(db)), encoding="utf-8")
-    print_report(summary, console or default_console())
+    report = run_dir / "report.html"
+    report.write_text(render_html(summary, series(db)), encoding="utf-8")
+    print_report(summary, console)
+    # the last line of every run and report: where to look (a path, never wrapped)
+    console.print(f"report: {report}", soft_wrap=True, highlight=False)
     return summary

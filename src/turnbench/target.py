@@ -75,45 +75,74 @@ def start_builtin_sim(
             return proc, line[len(SIM_READY) :].strip()
     proc.kill()
     err = proc.stderr.read().strip() if proc.stderr else ""
-    raise TargetError(
-        f"the built-in simulator did not start: {err.splitlines()[-1:] or 'no output'}"
-    )
+    said = err.splitlines()[-1].removeprefix("error: ") if err else "no output"
+    raise TargetError(f"the built-in simulator did not start (target.sim_args): {said}")
+
+
+_ENDPOINT_SUFFIXES = ("/chat/completions", "/completions", "/models")
+
+
+def api_roots(url: str) -> list[str]:
+    """The API roots to try for a target URL, in order, as users of other tools type it.
+
+    Why several: peers take the bare host (AIPerf `--url localhost:8000`, GuideLLM, vllm bench
+    `--base-url`), the openai SDK takes `.../v1`, and some paste a whole endpoint. A scheme is
+    added when missing, a trailing slash and a pasted endpoint path are dropped; a URL not
+    ending in /v1 is tried with /v1 first, then as given (servers that serve the API at root).
+    """
+    root = url.strip()
+    if "://" not in root:
+        root = "http://" + root
+    root = root.rstrip("/")
+    for suffix in _ENDPOINT_SUFFIXES:
+        if root.endswith(suffix) and root.removesuffix(suffix).endswith("/v1"):
+            root = root.removesuffix(suffix)
+            break
+    return [root] if root.endswith("/v1") else [root + "/v1", root]
 
 
 async def probe(
     url: str, model: str, headers: dict[str, str], *, verify_tls: bool = True, timeout_s: float = 10
 ) -> Target:
-    """GET {url}/models: check the server answers, resolve `model: auto`, read max_model_len."""
-    endpoint = url.rstrip("/") + "/models"
-    try:
-        status, data = await fetch_json(
-            endpoint, headers=headers, timeout_s=timeout_s, verify_tls=verify_tls
-        )
-    except (OSError, TimeoutError, ValueError) as e:
-        raise TargetError(
-            f"cannot reach the server at {endpoint}: {e or type(e).__name__}"
-        ) from None
-    if status in (401, 403):
-        raise TargetError(f"{endpoint}: HTTP {status}: check the API key variable")
-    if status != 200:
-        raise TargetError(f"{endpoint}: HTTP {status}")
-    models = (
-        [m for m in (data.get("data") or []) if isinstance(m, dict)]
-        if isinstance(data, dict)
-        else []
-    )
+    """Find the API root of `url` (GET {root}/models on each of `api_roots`), check the server
+    answers, resolve `model: auto`, and read max_model_len."""
+    tried: list[str] = []
+    for root in api_roots(url):
+        endpoint = root + "/models"
+        try:
+            status, data = await fetch_json(
+                endpoint, headers=headers, timeout_s=timeout_s, verify_tls=verify_tls
+            )
+        except (OSError, TimeoutError, ValueError) as e:
+            raise TargetError(
+                f"cannot reach the server at {endpoint}: {e or type(e).__name__}"
+            ) from None
+        if status in (401, 403):
+            raise TargetError(f"{endpoint}: HTTP {status}: check the API key variable")
+        if status == 200 and isinstance(data, dict):
+            return await _resolve_model(root, model, data, headers, verify_tls)
+        tried.append(f"{endpoint} answered HTTP {status}")
+    raise TargetError(f"no OpenAI-compatible API at {url}: " + "; ".join(tried))
+
+
+async def _resolve_model(
+    root: str, model: str, data: dict[str, object], headers: dict[str, str], verify_tls: bool
+) -> Target:
+    """Pick the model from a /models answer and find its context length."""
+    listed = data.get("data")
+    models = [m for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
     ids = [str(m.get("id")) for m in models]
     if model == "auto":
         if not ids:
-            raise TargetError(f"{endpoint} lists no model; set target.model")
+            raise TargetError(f"{root}/models lists no model; set target.model (--model)")
         model = ids[0]
     elif ids and model not in ids:
-        raise TargetError(f"model {model!r} is not served at {url}; it serves {', '.join(ids)}")
+        raise TargetError(f"model {model!r} is not served at {root}; it serves {', '.join(ids)}")
     info = next((m for m in models if m.get("id") == model), {})
     max_len = _int_or_none(info.get("max_model_len"))
     if max_len is None:
-        max_len = await _llama_cpp_context(url, headers, verify_tls)
-    return Target(url=url.rstrip("/"), model=model, max_model_len=max_len)
+        max_len = await _llama_cpp_context(root, headers, verify_tls)
+    return Target(url=root, model=model, max_model_len=max_len)
 
 
 async def _llama_cpp_context(url: str, headers: dict[str, str], verify_tls: bool) -> int | None:

@@ -25,6 +25,8 @@ class Reply:
     finish_reason: str | None = None
     retry_after_s: float | None = None
     """The server's Retry-After on a 429, for the retry policy."""
+    captured: str | None = None
+    """The response header `Transport.send` was asked to capture (a router's session token)."""
 
     @property
     def text(self) -> str:

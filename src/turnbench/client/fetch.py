@@ -17,6 +17,8 @@ from turnbench.client.h1 import Pool, request_head
 class _Collect:
     """An `h1.Exchange` that keeps the status and the whole body."""
 
+    header_lengths: frozenset[int] = frozenset()
+
     def __init__(self) -> None:
         self.status = 0
         self.body = bytearray()

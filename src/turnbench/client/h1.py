@@ -20,13 +20,18 @@ import httptools
 class Exchange(Protocol):
     """The receiving side of one request, fed by its connection."""
 
+    header_lengths: frozenset[int]
+    """Lengths of the response header names this exchange reads: only headers of these
+    lengths reach `on_header` (a reply brings ten others, and the check runs once per header
+    of every reply)."""
+
     def on_status(self, status: int) -> None:
         """The response's status code (its headers follow)."""
         ...
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """A response header an exchange may need: `Transfer-Encoding` or `Retry-After` (names
-        as sent; compare lower-cased). Others are not passed on."""
+        """A response header whose name has one of `header_lengths` (names as sent; compare
+        lower-cased). Others are not passed on."""
         ...
 
     def on_body(self, data: bytes) -> None:
@@ -43,9 +48,6 @@ class Exchange(Protocol):
         ...
 
 
-_WANTED_LENGTHS = frozenset((len(b"transfer-encoding"), len(b"retry-after")))
-
-
 class Connection(asyncio.Protocol):
     """One keep-alive connection; serves one exchange at a time."""
 
@@ -57,6 +59,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive = True
         self._parser = httptools.HttpResponseParser(self)
         self._started = False
+        self._wanted: frozenset[int] = frozenset()
 
     # asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -84,9 +87,9 @@ class Connection(asyncio.Protocol):
             self.exchange.on_status(self._parser.get_status_code())
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # only the headers an exchange reads go on (Transfer-Encoding, Retry-After): a reply
-        # brings ten others, and this runs once per header of every reply
-        if len(name) in _WANTED_LENGTHS and self.exchange is not None:
+        # only the headers an exchange reads go on: a reply brings ten others, and this runs
+        # once per header of every reply
+        if len(name) in self._wanted and self.exchange is not None:
             self.exchange.on_header(name, value)
 
     def on_body(self, body: bytes) -> None:
@@ -104,6 +107,7 @@ class Connection(asyncio.Protocol):
         """Send a request; its response goes to `exchange`."""
         assert self.transport is not None
         self.exchange = exchange
+        self._wanted = exchange.header_lengths
         self._started = False
         self.transport.write(request)
 

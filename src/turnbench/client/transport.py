@@ -27,6 +27,8 @@ _ERROR_BODY_LIMIT = 2000
 _RECONNECTS = 2
 _ERROR_BODY_CAP = 65536
 _CONTEXT_WORDS = ("maximum context length", "context length", "exceed_context_size", "too long")
+_READ_LENGTHS = frozenset((len(b"transfer-encoding"), len(b"retry-after")))
+"""Lengths of the response headers every exchange reads (see `h1.Exchange.header_lengths`)."""
 
 
 def _error_text(body: str) -> str:
@@ -73,6 +75,7 @@ class _Stream:
     __slots__ = (
         "adapter",
         "att",
+        "capture",
         "chunked",
         "chunks",
         "clock",
@@ -80,6 +83,7 @@ class _Stream:
         "error_body",
         "first_deadline",
         "gaps",
+        "header_lengths",
         "idle_ns",
         "last",
         "loop",
@@ -99,8 +103,10 @@ class _Stream:
         clock: Callable[[], int],
         timeouts: Timeouts,
         limits_ns: tuple[int, int, int],
+        capture: bytes | None,
     ) -> None:
-        """`limits_ns`: the timeouts' (total, first token, idle) in ns, worked out once."""
+        """`limits_ns`: the timeouts' (total, first token, idle) in ns, worked out once;
+        `capture`: a lower-cased response header name whose value goes to `reply.captured`."""
         self.adapter = adapter
         self.att = att
         self.clock = clock
@@ -116,6 +122,8 @@ class _Stream:
         self.status = 0
         self.chunked = False
         self.error_body = bytearray()
+        self.capture = capture
+        self.header_lengths = _READ_LENGTHS if capture is None else _READ_LENGTHS | {len(capture)}
         # Deadlines on the run's clock (ns), the clock `t_sent` and the chunk times use:
         # the loop's own time is whole milliseconds under uvloop, and a deadline kept in it
         # could pass up to 1 ms before its limit.
@@ -175,6 +183,8 @@ class _Stream:
             self.chunked = b"chunked" in value.lower()
         elif lowered == b"retry-after":
             self.reply.retry_after_s = _retry_after(value)
+        elif lowered == self.capture:
+            self.reply.captured = value.decode("latin-1")
 
     def on_body(self, data: bytes) -> None:
         if self.done.done():
@@ -298,8 +308,12 @@ class Transport:
         body: dict[str, Any],
         headers: dict[str, str],
         att: Attempt,
+        capture: bytes | None = None,
     ) -> Reply:
         """Stream one request; fill `att` with its times, tokens and outcome; return the reply.
+
+        `capture`: a lower-cased response header name whose value the reply keeps in
+        `captured` (a router's session token); only then is a third header read.
 
         Timeouts are distinct: `first_token_s` until the first output chunk, then `idle_s`
         between chunks, all under `total_s`. A pooled connection that the server closed
@@ -332,7 +346,9 @@ class Transport:
                 except OSError as e:
                     _fail(att, ak.CONNECT_ERROR, f"{type(e).__name__}: {e}")
                     break
-                stream = _Stream(adapter, att, self._clock, self._timeouts, self._limits_ns)
+                stream = _Stream(
+                    adapter, att, self._clock, self._timeouts, self._limits_ns, capture
+                )
                 outcome = await self._exchange(conn, stream, request)
                 if outcome == _KEEP:
                     pool.release(conn)

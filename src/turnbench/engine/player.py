@@ -100,14 +100,25 @@ class RunContext:
         return True
 
 
-def _headers(ctx: RunContext, session: Session, turn_number: int) -> dict[str, str]:
+def _headers(
+    ctx: RunContext, session: Session, turn_number: int, token: str | None
+) -> dict[str, str]:
+    """The routing headers of one request; `token`: the router's session token, if any."""
     scfg = ctx.cfg.session
-    return {
+    headers = {
         **ctx.auth_headers,
         scfg.session_header_name: session.session_id,
         scfg.conversation_header: session.conversation.id,
         scfg.turn_header: str(turn_number),
     }
+    name = scfg.session_token_header
+    if token is not None and name is not None:
+        # the token replaces a header of the same name: AIBrix issues `x-session-id`, which
+        # may well be the session header too
+        lowered = name.lower()
+        headers = {k: v for k, v in headers.items() if k.lower() != lowered}
+        headers[name] = token
+    return headers
 
 
 def _body(ctx: RunContext, session: Session, planned: PlannedRequest) -> dict[str, Any]:
@@ -142,23 +153,28 @@ async def _play_turn(
     t_intended: int,
     rec: SessionRecord,
     held_ns: int,
-) -> tuple[bool | None, int]:
-    """Send a turn (with retries under the `retry` policy); return (ok, end time in ns).
+    token: str | None,
+) -> tuple[bool | None, int, str | None]:
+    """Send a turn (with retries under the `retry` policy); return (ok, end time in ns, the
+    router's session token as it now stands).
 
     ok is None when the run's end or its request limit stopped the turn before it was sent.
     `held_ns` is time a cap already held this turn back (the session cap, for a first turn).
+    `token`: the latest session token a response of this session carried
+    (`session.session_token_header`); a newer one replaces it, for a retry too.
     """
     scfg = ctx.cfg.session
     attempts = scfg.retry.max_attempts if scfg.on_failure == "retry" else 1
     turn_number = planned.turn_index + 1
-    headers = _headers(ctx, session, turn_number)
+    headers = _headers(ctx, session, turn_number, token)
+    capture = scfg.session_token_header.lower().encode() if scfg.session_token_header else None
     body = _body(ctx, session, planned)
     stats = ctx.stats
     end = t_intended
     for number in range(1, attempts + 1):
         await ctx.clock.sleep_until(t_intended)
         if not ctx.claim_request():
-            return None, end
+            return None, end, token
         att = Attempt(
             stage=ctx.stage(t_intended),
             worker=ctx.worker,
@@ -174,7 +190,7 @@ async def _play_turn(
         held_ns = 0
         rec.attempts += 1
         try:
-            reply = await ctx.transport.send(ctx.adapter, body, headers, att)
+            reply = await ctx.transport.send(ctx.adapter, body, headers, att, capture)
             if att.token_source == "chunks":  # no usage from the server: count locally if we can
                 counted = ctx.sizer.count_tokens(reply.text)
                 if counted is not None:
@@ -191,12 +207,15 @@ async def _play_turn(
                 kind = att.error_kind or "unknown"
                 stats.errors[kind] = stats.errors.get(kind, 0) + 1
         end = att.t_end_ns
+        if reply.captured and reply.captured != token:
+            token = reply.captured
+            headers = _headers(ctx, session, turn_number, token)
         if att.status == ak.STATUS_OK:
             session.accept(planned, reply, att.prompt_tokens, att.completion_tokens)
-            return True, end
+            return True, end, token
         if number < attempts:
             t_intended = end + int(_backoff_s(ctx, number, reply.retry_after_s, session.rng) * NS)
-    return False, end
+    return False, end, token
 
 
 async def play_session(
@@ -230,6 +249,7 @@ async def play_session(
     ctx.stats.sessions_active += 1
     scfg = ctx.cfg.session
     t_next = t_intended_ns
+    token: str | None = None
     try:
         outcome = "completed"
         for index in range(len(session.turns)):
@@ -244,7 +264,7 @@ async def play_session(
                 outcome = "context_full"
                 break
             held = gate_wait_ns if index == 0 else 0
-            ok, t_next = await _play_turn(ctx, session, planned, t_next, rec, held)
+            ok, t_next, token = await _play_turn(ctx, session, planned, t_next, rec, held, token)
             if ok is None:
                 outcome = "unfinished"
                 break

@@ -16,7 +16,7 @@ from typing import Any
 
 from turnbench.engine.remote import RemoteLauncher
 from turnbench.engine.worker import SessionStart, WorkerCore, WorkerSpec
-from turnbench.errors import InputError
+from turnbench.errors import EngineError, InputError
 
 POLL_PERIOD_S = 0.05
 
@@ -80,6 +80,29 @@ class RayChannel:
         self.actor.cancel.remote()
 
 
+def _connect(address: str | None, workers: int) -> None:
+    """Start a private local Ray instance (no address) or join a cluster.
+
+    Why every exception is caught: Ray raises ConnectionError, RuntimeError or its own types
+    for an address with no cluster behind it, each with a long traceback; the user needs one
+    line naming the address and what Ray said.
+    """
+    try:
+        if address is None:  # a private local instance on the loopback address only
+            ray.init(
+                include_dashboard=False,
+                log_to_driver=False,
+                num_cpus=max(workers, 1),
+                _node_ip_address="127.0.0.1",
+            )
+        else:
+            ray.init(address=address, log_to_driver=False)
+    except Exception as e:
+        said = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+        raise EngineError(f"cannot start {where} (--ray-address): {said}") from None
+
+
 class RayPool:
     """Starts one actor per worker on a Ray cluster (or a local Ray instance)."""
 
@@ -94,15 +117,7 @@ class RayPool:
             )
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
-            if address is None:  # a private local instance on the loopback address only
-                ray.init(
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    num_cpus=max(len(specs), 1),
-                    _node_ip_address="127.0.0.1",
-                )
-            else:
-                ray.init(address=address, log_to_driver=False)
+            _connect(address, len(specs))
         actor_cls = ray.remote(num_cpus=1, max_restarts=0)(_WorkerActor)
         self.actors: list[Any] = [
             actor_cls.options(scheduling_strategy="SPREAD").remote(spec) for spec in specs

@@ -101,6 +101,8 @@ class Scheduler:
         self.stopping = False
         self._running: set[asyncio.Future[int]] = set()
         self._started = 0
+        self.ran_out_ns: int | None = None
+        """When the workload had no conversation left to start (run ns), if it ran out."""
 
     def _next(self) -> tuple[int, Conversation] | None:
         if self.stopping or self.launcher.exhausted:
@@ -109,9 +111,16 @@ class Scheduler:
             return None
         conversation = next(self.conversations, None)
         if conversation is None:
+            if self.ran_out_ns is None:
+                self.ran_out_ns = self.clock()
             return None
         self._started += 1
         return self._started - 1, conversation
+
+    @property
+    def started(self) -> int:
+        """Sessions started so far."""
+        return self._started
 
     def _ended(self, session: asyncio.Future[int]) -> None:
         self._running.discard(session)

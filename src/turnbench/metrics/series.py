@@ -7,13 +7,13 @@ kept small: a point per second, a few hundred CDF points, at most a few thousand
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from turnbench.metrics.summary import MAIN, MS, read_matrix
+from turnbench.record.journal import open_readonly
 
 MAX_POINTS = 4000
 CDF_POINTS = 200
@@ -30,7 +30,7 @@ def _cdf(values: np.ndarray) -> list[tuple[float, float]]:
 
 def series(db_path: Path) -> dict[str, Any]:
     """Per-second throughput, latency CDFs and TTFT samples over time (main stage only)."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    conn = open_readonly(db_path)
     try:
         rows = read_matrix(
             conn,

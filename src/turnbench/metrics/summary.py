@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 
 from turnbench.metrics.stats import describe
+from turnbench.record.journal import open_readonly
 
 MS = 1e6  # nanoseconds per millisecond
+S = 1e9  # nanoseconds per second
 CLIENT_BOUND_LAG_MS = 10.0
 """p99 schedule lag above this (without a cap holding work back) means the client fell behind."""
 APPROXIMATE_LENGTHS = "token lengths are approximate (no tokenizer.json, no /tokenize)"
@@ -170,9 +172,64 @@ def _verdict(lag_ms: np.ndarray, gate_ms: np.ndarray, ok: int) -> dict[str, Any]
     }
 
 
+def _seconds(t_ns: float | None) -> float | None:
+    return float(t_ns) / S if t_ns is not None else None
+
+
+def _timeline(
+    run: dict[str, Any],
+    load: dict[str, Any],
+    last_start_ns: int | None,
+    last_end_ns: int | None,
+    window_ns: tuple[float, float] | None,
+) -> dict[str, Any]:
+    """Warm-up, arrivals, drain and the measured window, in seconds on the run's clock.
+
+    Why apart: the window runs from the end of the warm-up through the drain, so a run told
+    to last 30 s measures over more (or less) than 30 s; these say where the difference is.
+    """
+    if run.get("end_reason") == "duration" and load.get("duration_s") is not None:
+        arrivals_s, arrivals_end = float(load["duration_s"]), "duration"
+    elif last_start_ns is not None:
+        arrivals_s, arrivals_end = last_start_ns / S, "last_session_start"
+    else:
+        arrivals_s, arrivals_end = None, None
+    last_end_s = _seconds(last_end_ns)
+    drain_s = (
+        max(0.0, last_end_s - arrivals_s)
+        if last_end_s is not None and arrivals_s is not None
+        else None
+    )
+    return {
+        "warmup_s": float(load.get("warmup_s") or 0.0),
+        "arrivals_s": arrivals_s,
+        "arrivals_end": arrivals_end,
+        "drain_s": drain_s,
+        "last_end_s": last_end_s,
+        "window_start_s": _seconds(window_ns[0]) if window_ns else None,
+        "window_end_s": _seconds(window_ns[1]) if window_ns else None,
+    }
+
+
+def _notices(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The run's notices in time order; none from an events.db older than its table."""
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'notices'"
+    ).fetchone()
+    if has_table is None:
+        return []
+    rows = conn.execute(
+        "SELECT kind, message, t_ns, data_json FROM notices ORDER BY t_ns, rowid"
+    ).fetchall()
+    return [
+        {"kind": kind, "message": message, "t_s": t_ns / S, **json.loads(data or "{}")}
+        for kind, message, t_ns, data in rows
+    ]
+
+
 def summarize(db_path: Path) -> dict[str, Any]:
     """The run's summary (the content of summary.json) from its events.db."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    conn = open_readonly(db_path)
     try:
         conn.row_factory = sqlite3.Row
         runs = conn.execute("SELECT * FROM runs").fetchall()
@@ -205,6 +262,8 @@ def summarize(db_path: Path) -> dict[str, Any]:
         (first_sent,) = conn.execute(
             f"SELECT MIN(t_sent_ns) FROM requests WHERE {MAIN} AND t_sent_ns > 0"
         ).fetchone()
+        (last_start,) = conn.execute("SELECT MAX(t_start_ns) FROM sessions").fetchone()
+        (last_end,) = conn.execute("SELECT MAX(t_end_ns) FROM requests").fetchone()
         ok = read_matrix(
             conn,
             f"SELECT {', '.join(OK_COLUMNS)} FROM requests WHERE {MAIN} AND status = 'ok'",
@@ -217,12 +276,14 @@ def summarize(db_path: Path) -> dict[str, Any]:
             2,
         )
         gaps = _chunk_gaps(conn)
+        notices = _notices(conn)
     finally:
         conn.close()
     run = dict(runs[0]) if runs else {}
     config = json.loads(run.pop("config_json", None) or "{}")
     n_ok = len(ok)
-    window_s = float(ok[:, 3].max() - first_sent) / 1e9 if n_ok else 0.0
+    window_ns = (float(first_sent), float(ok[:, 3].max())) if n_ok else None
+    window_s = (window_ns[1] - window_ns[0]) / S if window_ns else 0.0
     out_tokens = float(np.nansum(ok[:, 6]))
     in_tokens = float(np.nansum(ok[:, 5]))
     cached = float(np.nansum(ok[:, 7]))
@@ -251,8 +312,10 @@ def summarize(db_path: Path) -> dict[str, Any]:
             "cached_token_ratio": cached / in_tokens if in_tokens else None,
             **_request_metrics(ok, gaps),
         },
+        "timeline": _timeline(run, config.get("load") or {}, last_start, last_end, window_ns),
         "per_turn": _per_turn(ok, failures),
         "per_conversation": _per_conversation(sessions),
         "errors": errors,
         "verdict": verdict,
+        "notices": notices,
     }

@@ -11,6 +11,10 @@ Why a sender thread: the pipe holds 64 KiB. When the disk stalls (an fsync at a 
 checkpoint took a second on a busy VM), the writer stops reading, and a blocking send would
 freeze the event loop, and with it every session's timing. The thread makes the blocking
 send instead, with the GIL released; batches wait in its queue, never the run.
+
+Why WAL during the run and not after: WAL lets anyone read the file while the run writes it;
+once the writer is done it leaves WAL mode (`journal.leave_wal`), so the run folder holds one
+database file that can be copied alone.
 """
 
 from __future__ import annotations
@@ -33,18 +37,23 @@ import msgspec
 
 from turnbench.client.attempt import Attempt
 from turnbench.errors import EngineError
+from turnbench.record.journal import leave_wal
 from turnbench.record.schema import (
     ATTEMPT_COLUMNS,
     DDL,
     INDEXES,
+    NOTICE_COLUMNS,
     SCHEMA_VERSION,
     SESSION_COLUMNS,
     WORKER_COLUMNS,
+    NoticeRecord,
     SessionRecord,
     WorkerRecord,
 )
 
-_Row = Attempt | SessionRecord | WorkerRecord
+_Row = Attempt | SessionRecord | WorkerRecord | NoticeRecord
+NOTICE_KEYS = frozenset({"kind", "message", "t_s"})
+"""The keys of a notice in summary.json, which its `data` must leave alone."""
 
 
 class Rows(msgspec.Struct):
@@ -55,6 +64,7 @@ class Rows(msgspec.Struct):
     attempts: list[Attempt] = []
     sessions: list[SessionRecord] = []
     workers: list[WorkerRecord] = []
+    notices: list[NoticeRecord] = []
 
     def record(self, row: _Row) -> None:
         """Add one row to its table's list."""
@@ -62,15 +72,17 @@ class Rows(msgspec.Struct):
             self.attempts.append(row)
         elif isinstance(row, SessionRecord):
             self.sessions.append(row)
-        else:
+        elif isinstance(row, WorkerRecord):
             self.workers.append(row)
+        else:
+            self.notices.append(row)
 
     def __len__(self) -> int:
-        return len(self.attempts) + len(self.sessions) + len(self.workers)
+        return len(self.attempts) + len(self.sessions) + len(self.workers) + len(self.notices)
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open `events.db` for writing, WAL mode, with the schema in place."""
+    """Open `events.db` for writing while the run goes: WAL mode, the schema in place."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     # no fsync: a committed batch is in the OS's hands, so it survives a crash or `kill -9`
@@ -108,6 +120,16 @@ class EventRecorder:
         self._queue: queue.SimpleQueue[tuple[bytes, int] | None] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send_all, name="events-db-sender", daemon=True)
         self._sender.start()
+        self._closed = False
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> None:
+        """One statement written from this process, in the journal mode the file is in: a
+        write after the writer's end must not put the file back in WAL mode."""
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        try:
+            conn.execute(sql, params)
+        finally:
+            conn.close()
 
     def start_run(self, **fields: Any) -> None:
         """Write the run's row (config already stripped of secrets)."""
@@ -116,20 +138,35 @@ class EventRecorder:
             fields["config_json"] = json.dumps(fields["config_json"], sort_keys=True)
         cols = ", ".join(fields)
         marks = ", ".join("?" for _ in fields)
-        conn = connect(self.path)
-        with conn:
-            conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(fields.values()))
-        conn.close()
+        self._execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(fields.values()))
 
     def end_run(self, reason: str) -> None:
         """Stamp the run's end time and why it ended (after `close`)."""
-        conn = connect(self.path)
-        with conn:
-            conn.execute(
-                "UPDATE runs SET ended_wall_ns = ?, end_reason = ? WHERE run_id = ?",
-                (time.time_ns(), reason, self.run_id),
+        self._execute(
+            "UPDATE runs SET ended_wall_ns = ?, end_reason = ? WHERE run_id = ?",
+            (time.time_ns(), reason, self.run_id),
+        )
+
+    def notice(self, kind: str, message: str, t_ns: int, data: dict[str, Any]) -> None:
+        """Keep a fact of the run the user must be told: the report prints `message` after its
+        tables, and summary.json lists it with `data` (a JSON object's worth of figures).
+
+        Called in the process that owns this recorder (the run's main process). `t_ns` is
+        on the run's clock, nanoseconds since the run's start, like every other row. While
+        the run goes the notice rides with the next batch, so the event loop never waits for
+        the disk; after `close` it is written at once, so the end of a run can still say
+        something.
+        """
+        if clash := NOTICE_KEYS & data.keys():
+            raise ValueError(f"notice data must not use the keys {sorted(clash)}")
+        row = NoticeRecord(t_ns, kind, message, json.dumps(data, sort_keys=True, default=str))
+        if self._closed:
+            self._execute(
+                _insert("notices", ("run_id", *NOTICE_COLUMNS)),
+                (self.run_id, *msgspec.structs.astuple(row)),
             )
-        conn.close()
+        else:
+            self.record(row)
 
     def record(self, row: _Row) -> None:
         """Keep one row; hands a batch to the writer every `batch_s` seconds."""
@@ -172,6 +209,7 @@ class EventRecorder:
 
     def close(self) -> None:
         """Send the rest, let the writer commit it, and wait for it to finish."""
+        self._closed = True
         self.flush()
         self._queue.put(None)
         self._sender.join()
@@ -191,10 +229,12 @@ class _TupleRows(msgspec.Struct):
     attempts: list[tuple[Any, ...]] = []
     sessions: list[tuple[Any, ...]] = []
     workers: list[tuple[Any, ...]] = []
+    notices: list[tuple[Any, ...]] = []
 
 
 def _write_events(path: str, run_id: str, receive: Connection) -> None:
-    """The writer process: a transaction per batch until the pipe closes.
+    """The writer process: a transaction per batch until the pipe closes, then the file
+    out of WAL mode.
 
     It runs at a lower priority (nice 10): it only has to keep up on average, while a worker
     that waits for a core is a request sent late.
@@ -208,6 +248,7 @@ def _write_events(path: str, run_id: str, receive: Connection) -> None:
     attempt_sql = _insert("requests", ATTEMPT_COLUMNS, run)
     session_sql = _insert("sessions", SESSION_COLUMNS, run)
     worker_sql = _insert("workers", WORKER_COLUMNS)
+    notice_sql = _insert("notices", NOTICE_COLUMNS, run)
     try:
         while True:
             try:
@@ -220,7 +261,9 @@ def _write_events(path: str, run_id: str, receive: Connection) -> None:
                     db.executemany(attempt_sql, rows.attempts)
                     db.executemany(session_sql, rows.sessions)
                     db.executemany(worker_sql, rows.workers)
+                    db.executemany(notice_sql, rows.notices)
         db.executescript(INDEXES)  # at the end: an index kept up during the run costs per row
+        leave_wal(db)
     except sqlite3.Error as e:  # disk full, unwritable: the parent reports the exit code
         print(f"error: writing {path}: {e}", file=sys.stderr)
         sys.exit(1)

@@ -1,7 +1,7 @@
 """The tables of `events.db`, the single source of truth of a run (docs/events-db.md).
 
-Why SQLite: one file that any tool reads, WAL mode so a reader can look while a run writes,
-and a committed batch survives `kill -9`.
+Why SQLite: one file that any tool reads (WAL mode while a run writes, so a reader can look;
+back to one file when it ends, see `journal.py`), and a committed batch survives `kill -9`.
 """
 
 from __future__ import annotations
@@ -43,9 +43,23 @@ class WorkerRecord(msgspec.Struct, gc=False, array_like=True):
     mono_anchor_ns: int
 
 
+class NoticeRecord(msgspec.Struct, gc=False, array_like=True):
+    """A fact of the run the user must be told (the report prints it after its tables)."""
+
+    t_ns: int
+    """When, in nanoseconds since the run's start (the run's clock, like every other row)."""
+    kind: str
+    """A short name for what happened, e.g. `dataset_exhausted`."""
+    message: str
+    """One line for the user, saying what to do about it where there is something to do."""
+    data_json: str
+    """The figures behind the message, a JSON object."""
+
+
 ATTEMPT_COLUMNS = tuple(Attempt.__struct_fields__)
 SESSION_COLUMNS = tuple(SessionRecord.__struct_fields__)
 WORKER_COLUMNS = tuple(WorkerRecord.__struct_fields__)
+NOTICE_COLUMNS = tuple(NoticeRecord.__struct_fields__)
 
 _TYPES = {
     int: "INTEGER",
@@ -76,6 +90,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS workers ({_columns(WorkerRecord)});
 CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY, run_id TEXT, {_columns(Attempt)});
 CREATE TABLE IF NOT EXISTS sessions (run_id TEXT, {_columns(SessionRecord)});
+CREATE TABLE IF NOT EXISTS notices (run_id TEXT, {_columns(NoticeRecord)});
 """
 
 INDEXES = """

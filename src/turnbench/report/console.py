@@ -22,9 +22,15 @@ def to_rich(table: TextTable) -> Table:
 
 
 def print_report(summary: dict[str, Any], console: Console | None = None) -> None:
-    """Print the whole console report, verdict notes first."""
+    """Print the whole console report: verdict notes first, then the tables, then the run's
+    notices, one line each, last, where a user who skims past the tables still sees them.
+    Nothing follows them: the caller's own last line (where the report is) comes next."""
     console = console or Console()
     for note in summary["verdict"]["notes"]:
         console.print(f"[bold yellow]warning:[/] {escape(note)}")
     for table in all_tables(summary):
         console.print(to_rich(table))
+    for notice in summary["notices"]:
+        console.print(
+            f"[yellow]notice: {escape(notice['message'])}[/]", soft_wrap=True, highlight=False
+        )

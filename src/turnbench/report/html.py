@@ -60,6 +60,7 @@ def render(summary: dict[str, Any], series: dict[str, Any]) -> str:
     ]
     parts += [f"<div class='warn'>{_e(note)}</div>" for note in summary["verdict"]["notes"]]
     parts += [_table(table) for table in all_tables(summary)]
+    parts += [f"<div class='warn'>notice: {_e(n['message'])}</div>" for n in summary["notices"]]
     parts.append("<h2>Plots</h2>")
     parts.append(_img(plots.throughput(series["throughput"]), "throughput over time"))
     parts.append(_img(plots.per_turn(summary["per_turn"]), "TTFT and tokens by turn"))

@@ -44,8 +44,27 @@ def _pct(ratio: float | None) -> str:
     return fmt(ratio * 100 if ratio is not None else None)
 
 
+ARRIVALS_LABELS = {
+    "duration": "arrivals s (to the duration limit)",
+    "last_session_start": "arrivals s (to the last session start)",
+    None: "arrivals s",
+}
+
+
+def timeline(summary: dict[str, Any]) -> list[list[str]]:
+    """Warm-up, arrivals, drain and the window they leave, each labelled with where it ends:
+    a window longer or shorter than the duration the user asked for then explains itself."""
+    phases = summary["timeline"]
+    return [
+        ["warm-up s (not measured)", fmt(phases["warmup_s"], 2)],
+        [ARRIVALS_LABELS[phases["arrivals_end"]], fmt(phases["arrivals_s"], 2)],
+        ["drain s (to the last attempt's end)", fmt(phases["drain_s"], 2)],
+        ["measured window s (first send to last ok end)", fmt(summary["requests"]["window_s"], 2)],
+    ]
+
+
 def headline(summary: dict[str, Any]) -> TextTable:
-    """Counts, throughput, cached tokens and errors."""
+    """Counts, the run's phases and window, throughput, cached tokens and errors."""
     req = summary["requests"]
     thr = req["throughput"]
     run = summary["run"]
@@ -55,7 +74,7 @@ def headline(summary: dict[str, Any]) -> TextTable:
             "attempts ok / failed / cancelled / warm-up",
             f"{req['ok']} / {req['failed']} / {req['cancelled']} / {req['warmup']}",
         ],
-        ["measured window s", fmt(req["window_s"], 2)],
+        *timeline(summary),
         ["requests/s (successful)", fmt(thr["requests_per_s"], 2)],
         ["output tokens/s", fmt(thr["output_tokens_per_s"], 1)],
         ["cached prompt tokens %", _pct(req["cached_token_ratio"])],

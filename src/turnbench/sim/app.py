@@ -169,9 +169,7 @@ class SimServer:
         """Validate, inject faults, queue, then serve; every request bumps one outcome."""
         cfg, outcomes = self.cfg, self.metrics.outcomes
         arrival = asyncio.get_running_loop().time()
-        session = request.headers.get(cfg.session_header)
-        if session is not None:
-            self.metrics.sessions[session] += 1
+        self._count_session(request)
         try:
             req = parse_request(
                 await request.read(),
@@ -212,6 +210,19 @@ class SimServer:
         finally:
             outcomes[outcome] += 1
         return resp
+
+    def _count_session(self, request: BaseRequest) -> None:
+        """Count the request under the first configured session header it carries.
+
+        Why a list: turnbench, AIPerf, routers' own clients... each name the session in
+        their own header; the simulator serves all of them without a flag.
+        """
+        headers = request.headers
+        for name in self.cfg.session_header:
+            session = headers.get(name)
+            if session is not None:
+                self.metrics.sessions[name, session] += 1
+                return
 
     async def _serve(
         self, request: BaseRequest, req: SimRequest, plan: FaultPlan, arrival: float
@@ -280,12 +291,14 @@ class SimServer:
         In zero-delay mode the whole stream goes out in one write (still one SSE event per
         token); otherwise each token event is written when its decode step ends.
         """
-        events = fmt.token_events(reply.pieces, reply.finish_reason)
+        n_prompt = len(req.prompt_tokens)
+        chunk_usage = n_prompt if req.continuous_usage else None
+        events = fmt.token_events(reply.pieces, reply.finish_reason, chunk_usage)
         n_tokens = len(reply.pieces)
-        head = [fmt.role_event()] if req.chat else []
+        head = [fmt.role_event(chunk_usage)] if req.chat else []
         tail: list[bytes] = []
         if req.include_usage:
-            tail.append(fmt.usage_event(len(req.prompt_tokens), n_tokens, cached))
+            tail.append(fmt.usage_event(n_prompt, n_tokens, cached))
         tail.append(DONE)
         fatal = plan.fatal
         if fatal in ("reset", "truncate", "malformed"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,10 @@ from typing import Any
 import typer
 from aiohttp import web
 
+from turnbench.cli_format import fail
 from turnbench.errors import InputError
 from turnbench.sim.app import SimServer
-from turnbench.sim.config import FAULT_KINDS, SimConfig, load_config
+from turnbench.sim.config import FAULT_KINDS, SESSION_HEADERS, SimConfig, load_config
 
 READY_PREFIX = "turnbench sim ready: "
 
@@ -78,6 +78,12 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
+def _check_port(port: int) -> None:
+    """Refuse a port outside 0-65535: the OS would silently bind another (70000 as 4464)."""
+    if not 0 <= port <= 65535:
+        raise InputError(f"expected 0-65535 (0 picks a free port), got {port}", field="--port")
+
+
 def sim_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
     port: int = typer.Option(8000, "--port", help="Port to bind; 0 picks a free port."),
@@ -113,8 +119,11 @@ def sim_command(
         None, "--decode-ms-per-seq", help="Added decode ms per token per running sequence."
     ),
     stall_s: float | None = typer.Option(None, "--stall-s", help="Length of a stall fault, s."),
-    session_header: str | None = typer.Option(
-        None, "--session-header", help="Header counted per session in /metrics."
+    session_header: list[str] = typer.Option(
+        [],
+        "--session-header",
+        help="Header naming a session, repeatable, the first present wins; replaces the "
+        f"default list: {', '.join(SESSION_HEADERS)}.",
     ),
     exit_with_parent: bool = typer.Option(
         False, "--exit-with-parent", help="Stop when the process that started it is gone."
@@ -135,11 +144,11 @@ def sim_command(
         "decode_ms_base": decode_ms_base,
         "decode_ms_per_seq": decode_ms_per_seq,
         "stall_s": stall_s,
-        "session_header": session_header,
+        "session_header": session_header or None,
     }
     try:
+        _check_port(port)
         cfg = load_config(config, sets=set_, faults=fault, overrides=overrides)
         run(serve(cfg, host, port, exit_with_parent))
     except InputError as err:
-        print(f"turnbench sim: {err}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        raise fail(str(err)) from None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from turnbench.errors import InputError
 
@@ -28,6 +28,23 @@ FAULT_KINDS: tuple[str, ...] = (
 """Every fault the simulator can inject, in the order a request checks them."""
 
 FaultKind = Literal["http500", "http429", "reset", "stall", "stall_mid", "malformed", "truncate"]
+
+SESSION_HEADERS: tuple[str, ...] = (
+    "X-Session-ID",
+    "X-Correlation-ID",
+    "X-Session-Affinity",
+    "X-SMG-Routing-Key",
+    "x-aibrix-session-key",
+    "X-Dynamo-Session-ID",
+)
+"""Session headers of common clients and routers, looked up in this order by default:
+turnbench's, AIPerf's, Fireworks' (OpenCode sends it), SGLang Model Gateway's, AIBrix's and
+NVIDIA Dynamo's. Why all of them: a session from any of those tools is counted, no flag needed."""
+
+
+def _as_list(value: object) -> object:
+    """One header name is a list of one: `--set session_header=X-Foo` keeps working."""
+    return [value] if isinstance(value, str) else value
 
 
 class OutputLenConfig(BaseModel):
@@ -99,9 +116,14 @@ class SimConfig(BaseModel):
         description="How long a `stall` fault holds the first token, and a `stall_mid` "
         "fault the stream after a few tokens, in seconds.",
     )
-    session_header: str = Field(
-        "X-Session-ID",
-        description="Request header whose values are counted per session in `/metrics`.",
+    session_header: Annotated[
+        list[Annotated[str, Field(min_length=1)]], BeforeValidator(_as_list)
+    ] = Field(
+        default_factory=lambda: list(SESSION_HEADERS),
+        min_length=1,
+        description="Request headers that name a session, in order: the first one a request "
+        "carries wins, and its values are counted per session in `/metrics`. One name or a "
+        "list.",
     )
     retry_after_s: int = Field(
         1, ge=0, description="Value of the `Retry-After` header on 429 replies, in seconds."

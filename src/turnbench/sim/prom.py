@@ -54,7 +54,8 @@ class SimMetrics:
         self.generation_tokens = 0
         self.success: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
-        self.sessions: Counter[str] = Counter()
+        self.sessions: Counter[tuple[str, str]] = Counter()
+        """Requests per (session header as configured, its value)."""
         self.ttft = Histogram(TTFT_BUCKETS)
 
     def render(self, *, running: int, waiting: int, kv_usage: float) -> str:
@@ -91,8 +92,11 @@ class SimMetrics:
         self._render_ttft(lines, m)
         series(
             "turnbench_sim_session_requests_total", "counter",
-            "Requests per value of the session header.",
-            [(f'{m},session="{_escape(k)}"', v) for k, v in sorted(self.sessions.items())],
+            "Requests per session: the first configured session header present, its value.",
+            [
+                (f'{m},header="{_escape(h)}",session="{_escape(k)}"', v)
+                for (h, k), v in sorted(self.sessions.items())
+            ],
         )  # fmt: skip
         series(
             "turnbench_sim_requests_total", "counter",

@@ -56,6 +56,8 @@ class SimRequest:
     seed: int | None
     stream: bool
     include_usage: bool
+    continuous_usage: bool
+    """`stream_options.continuous_usage_stats`: every chunk carries the usage so far."""
 
 
 def _opt(body: Mapping[str, Any], key: str, kinds: tuple[type, ...], what: str) -> Any:
@@ -147,7 +149,9 @@ def parse_request(raw: bytes, *, chat: bool, served_model: str, max_model_len: i
         stop = [stop]
     if stop is not None and not all(isinstance(s, str) for s in stop):
         raise RequestError("'stop' must be a string or a list of strings", param="stop")
-    stream_options = _opt(body, "stream_options", (dict,), "an object") or {}
+    include_usage, continuous_usage = _usage_options(
+        _opt(body, "stream_options", (dict,), "an object")
+    )
     _opt(body, "temperature", (int, float), "a number")
     _opt(body, "user", (str,), "a string")
     _opt(body, "metadata", (dict,), "an object")
@@ -164,8 +168,21 @@ def parse_request(raw: bytes, *, chat: bool, served_model: str, max_model_len: i
         stop=tuple(s for s in (stop or ()) if s),
         seed=_opt(body, "seed", (int,), "an integer"),
         stream=bool(_opt(body, "stream", (bool,), "a boolean")),
-        include_usage=bool(stream_options.get("include_usage")),
+        include_usage=include_usage,
+        continuous_usage=continuous_usage,
     )
+
+
+def _usage_options(options: dict[str, Any] | None) -> tuple[bool, bool]:
+    """(include_usage, continuous_usage_stats) of `stream_options`, with vLLM's defaults.
+
+    Why these defaults: vLLM reads a `stream_options` object as `include_usage: true` unless
+    it says otherwise, and sends per-chunk usage only when both flags hold.
+    """
+    if options is None:
+        return False, False
+    include = bool(options.get("include_usage", True))
+    return include, include and bool(options.get("continuous_usage_stats"))
 
 
 def _check_context(n_prompt: int, max_tokens: int | None, max_model_len: int, chat: bool) -> None:

@@ -25,6 +25,7 @@ _PIECE_JSON: dict[str, bytes] = {p: _encode(p) for p in PIECES + tuple(p[1:] for
 _PIECE_JSON[""] = b'""'
 _BOOT = os.urandom(4).hex()
 _ids = itertools.count(1)
+_RUNNING_USAGE = b',"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}\n\n'
 
 
 def _json_str(text: str) -> bytes:
@@ -41,6 +42,16 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dic
         "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
+
+
+def _with_usage(event: bytes, prompt_tokens: int, completion_tokens: int) -> bytes:
+    """A chunk event with the usage so far, as `stream_options.continuous_usage_stats` asks.
+
+    vLLM's running usage has no `prompt_tokens_details`; every chunk ends in `}\n\n`, so the
+    field goes in before that brace.
+    """
+    total = prompt_tokens + completion_tokens
+    return event[:-3] + _RUNNING_USAGE % (prompt_tokens, completion_tokens, total)
 
 
 class ReplyFormat:
@@ -64,18 +75,25 @@ class ReplyFormat:
         self._end = b',"stop_reason":null}]}\n\n'
         self.model = model
 
-    def role_event(self) -> bytes:
-        """The first chat event: the assistant role with empty content, as vLLM sends it."""
-        return self._head + (
+    def role_event(self, prompt_tokens: int | None = None) -> bytes:
+        """The first chat event: the assistant role with empty content, as vLLM sends it.
+
+        `prompt_tokens`: given when every chunk carries the usage so far.
+        """
+        event = self._head + (
             b'[{"index":0,"delta":{"role":"assistant","content":""},'
             b'"logprobs":null,"finish_reason":null}]}\n\n'
         )
+        return event if prompt_tokens is None else _with_usage(event, prompt_tokens, 0)
 
-    def token_events(self, pieces: Sequence[str], finish_reason: str) -> list[bytes]:
+    def token_events(
+        self, pieces: Sequence[str], finish_reason: str, prompt_tokens: int | None = None
+    ) -> list[bytes]:
         """One event per piece; the last one carries the finish reason.
 
         An empty reply (a stop string hit at once) is one event with empty text, so the client
-        still sees how the reply finished.
+        still sees how the reply finished. `prompt_tokens`: given when every chunk carries the
+        usage so far (`stream_options.continuous_usage_stats`); the empty reply's is 0 tokens.
         """
         opened, closed = self._open, self._close + b"null" + self._end
         events = [opened + _json_str(p) + closed for p in pieces[:-1]]
@@ -89,6 +107,9 @@ class ReplyFormat:
             + b'"'
             + self._end
         )
+        if prompt_tokens is not None:
+            n = len(pieces)
+            events = [_with_usage(e, prompt_tokens, min(i, n)) for i, e in enumerate(events, 1)]
         return events
 
     def usage_event(self, prompt_tokens: int, completion_tokens: int, cached: int) -> bytes:

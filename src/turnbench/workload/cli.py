@@ -12,12 +12,13 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import cast, get_args
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from turnbench.cli_format import fail
 from turnbench.errors import InputError
 from turnbench.tokenizer import GENERATION_OVERHEAD, MESSAGE_OVERHEAD, count_tokens, render_message
 from turnbench.workload.config import DatasetFormat, DatasetOptions, MessagesOptions
@@ -27,17 +28,24 @@ from turnbench.workload.messages import to_record
 
 dataset_app = typer.Typer(help="Inspect and convert workload datasets.", no_args_is_help=True)
 
-ConvertFrom = Literal["sharegpt", "rows", "trace", "messages", "aiperf"]
+FORMATS: tuple[str, ...] = get_args(DatasetFormat)
+CONVERT_FROM = tuple(f for f in FORMATS if f != "auto")
 MAX_TURN_ROWS = 20
+MESSAGES_KEY_HELP = (
+    "Key of the messages list in each record; default: `messages`, or the one key holding one."
+)
 
 
-def _load(path: Path, fmt: str, messages_key: str) -> DatasetLoad:
+def _format(value: str, flag: str, allowed: tuple[str, ...]) -> DatasetFormat:
+    """Check a format flag here: an unknown name must be one line naming the flag."""
+    if value not in allowed:
+        raise InputError(f"expected one of {', '.join(allowed)}, got {value!r}", field=flag)
+    return cast(DatasetFormat, value)
+
+
+def _load(path: Path, fmt: DatasetFormat, messages_key: str | None) -> DatasetLoad:
     options = DatasetOptions(messages=MessagesOptions(messages_key=messages_key))
-    try:
-        return load_dataset(path, fmt, options)  # type: ignore[arg-type]
-    except InputError as err:
-        print(str(err), file=sys.stderr)
-        raise typer.Exit(2) from None
+    return load_dataset(path, fmt, options)
 
 
 def _turn_tokens(turn: Turn) -> int:
@@ -76,11 +84,14 @@ def _histogram(values: list[int]) -> list[tuple[str, int]]:
 @dataset_app.command()
 def inspect(
     file: Path = typer.Argument(..., help="Dataset file."),
-    format: str = typer.Option("auto", "--format", help="auto|sharegpt|rows|messages|aiperf|trace"),
-    messages_key: str = typer.Option("messages", help="Key of the messages list (messages)."),
+    format: str = typer.Option("auto", "--format", help="|".join(FORMATS)),
+    messages_key: str | None = typer.Option(None, "--messages-key", help=MESSAGES_KEY_HELP),
 ) -> None:
     """Print conversations, turn and token statistics, context growth and load repairs."""
-    load = _load(file, format, messages_key)
+    try:
+        load = _load(file, _format(format, "--format", FORMATS), messages_key)
+    except InputError as err:
+        raise fail(str(err)) from None
     plans = list(load.conversations)
     turns = [len(c.turns) for c in plans]
     tokens = [_turn_tokens(t) for c in plans for t in c.turns]
@@ -124,16 +135,23 @@ def inspect(
 def convert(
     src: Path = typer.Argument(..., help="Input dataset."),
     dst: Path = typer.Argument(..., help="Output canonical messages JSONL."),
-    from_: str = typer.Option(..., "--from", help="sharegpt|rows|trace|messages|aiperf"),
-    messages_key: str = typer.Option("messages", help="Key of the messages list (messages)."),
+    from_: str = typer.Option(..., "--from", help="|".join(CONVERT_FROM)),
+    messages_key: str | None = typer.Option(None, "--messages-key", help=MESSAGES_KEY_HELP),
 ) -> None:
     """Write a dataset as canonical messages JSONL (think times and max_tokens kept)."""
-    if from_ not in ConvertFrom.__args__:  # type: ignore[attr-defined]
-        print(f"--from must be one of {', '.join(ConvertFrom.__args__)}", file=sys.stderr)  # type: ignore[attr-defined]
-        raise typer.Exit(2)
-    fmt: DatasetFormat = from_  # type: ignore[assignment]
-    load = _load(src, fmt, messages_key)
-    with dst.open("w", encoding="utf-8") as f:
-        for conv in load.conversations:
-            f.write(json.dumps(to_record(conv), ensure_ascii=False) + "\n")
+    try:
+        load = _load(src, _format(from_, "--from", CONVERT_FROM), messages_key)
+        _write(dst, load.conversations)
+    except InputError as err:
+        raise fail(str(err)) from None
     print(f"wrote {len(load.conversations)} conversations to {dst}", file=sys.stderr)
+
+
+def _write(dst: Path, plans: Sequence[Conversation]) -> None:
+    """Write plans as canonical records; an unwritable output is a user error, not a bug."""
+    try:
+        with dst.open("w", encoding="utf-8") as f:
+            for conv in plans:
+                f.write(json.dumps(to_record(conv), ensure_ascii=False) + "\n")
+    except OSError as err:
+        raise InputError(f"cannot write: {err.strerror or err}", file=str(dst)) from None

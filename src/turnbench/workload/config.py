@@ -37,7 +37,12 @@ class SyntheticWorkload(_Common):
     """Random conversations of given lengths; user text is written at send time."""
 
     type: Literal["synthetic"] = Field("synthetic", description="Source: generated conversations.")
-    conversations: int = Field(100, ge=1, description="Number of distinct conversations.")
+    conversations: int | None = Field(
+        None,
+        ge=1,
+        description="Number of distinct conversations, played once (or repeated with `cycle`). "
+        "Unset: endless, every conversation new, so the run's limit decides when it ends.",
+    )
     turns: Distribution = Field(
         default_factory=lambda: Distribution(mean=5), description="Turns per conversation."
     )
@@ -88,9 +93,10 @@ class MessagesOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    messages_key: str = Field(
-        "messages",
-        description="Key of the messages list in each record (e.g. `traj` for tau-bench dumps).",
+    messages_key: str | None = Field(
+        None,
+        description="Key of the messages list in each record (e.g. `traj` for tau-bench dumps); "
+        "None: `messages`, or else the one key of the records that holds a messages list.",
     )
 
 

@@ -7,6 +7,7 @@ bad line fails in the first second rather than an hour in.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from turnbench.errors import InputError
 from turnbench.workload.config import DatasetFormat, DatasetOptions
 from turnbench.workload.conversation import Conversation
-from turnbench.workload.detect import detect_format
+from turnbench.workload.detect import DEFAULT_MESSAGES_KEY, detect_format, find_messages_key
 from turnbench.workload.lengths import TextSizer
 from turnbench.workload.messages import load_messages
 from turnbench.workload.records import Record, read_records
@@ -23,14 +24,14 @@ from turnbench.workload.report import LoadReport
 Loader = Callable[[Sequence[Record], DatasetOptions, LoadReport], Sequence[Conversation]]
 
 
-def _loaders(sizer: TextSizer) -> dict[str, Loader]:
+def _loaders(sizer: TextSizer, messages_key: str) -> dict[str, Loader]:
     from turnbench.workload.aiperf import load_aiperf
     from turnbench.workload.rows import load_rows
     from turnbench.workload.sharegpt import load_sharegpt
     from turnbench.workload.trace import load_trace
 
     return {
-        "messages": lambda recs, opts, rep: load_messages(recs, opts.messages, rep),
+        "messages": lambda recs, opts, rep: load_messages(recs, messages_key, rep),
         "sharegpt": lambda recs, opts, rep: load_sharegpt(recs, opts.sharegpt, rep),
         "rows": lambda recs, opts, rep: load_rows(recs, rep),
         "aiperf": lambda recs, opts, rep: load_aiperf(recs, rep),
@@ -57,13 +58,15 @@ def load_dataset(
     """Read, validate and plan a whole dataset file; any bad record raises InputError.
 
     `sizer` writes the texts a format only gives lengths for (traces); default: exact for the
-    simulator.
+    simulator. A messages list found under a key the user did not name is said on stderr, here,
+    so `dataset inspect`, `dataset convert` and a run all say it.
     """
     options = options or DatasetOptions()
     records = read_records(path)
-    fmt = detect_format(records, options) if format == "auto" else format
+    messages_key = _messages_key(records, format, options)
+    fmt = detect_format(records, messages_key) if format == "auto" else format
     report = LoadReport(records=len(records))
-    plans = _loaders(sizer or TextSizer())[fmt](records, options, report)
+    plans = _loaders(sizer or TextSizer(), messages_key)[fmt](records, options, report)
     if not plans:
         raise InputError(
             "no conversations left after filters (see the drop reasons with "
@@ -74,4 +77,18 @@ def load_dataset(
     if limit is not None and len(plans) > limit:
         report.drop("beyond max_conversations", len(plans) - limit)
         plans = plans[:limit]
+    guessed = messages_key not in (options.messages.messages_key, DEFAULT_MESSAGES_KEY)
+    if fmt == "messages" and guessed:
+        print(f"note: {path}: messages found under '{messages_key}'", file=sys.stderr)
     return DatasetLoad(path, fmt, plans, report)
+
+
+def _messages_key(records: Sequence[Record], format: DatasetFormat, options: DatasetOptions) -> str:
+    """The key the user named, else the one the records use; a file read as another named
+    format never uses the key, so a stray second list in its records must not fail it."""
+    named = options.messages.messages_key
+    if named is not None:
+        return named
+    if format in ("auto", "messages"):
+        return find_messages_key(records)
+    return DEFAULT_MESSAGES_KEY

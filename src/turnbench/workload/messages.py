@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from turnbench.workload.config import MessagesOptions
 from turnbench.workload.conversation import Conversation, Message, Turn
 from turnbench.workload.records import Record, field
 from turnbench.workload.report import LoadReport
@@ -170,11 +169,8 @@ def parse_tools(rec: Record, value: Any, where: str) -> tuple[Message, ...] | No
     return tools or None
 
 
-def load_messages(
-    records: Sequence[Record], options: MessagesOptions, report: LoadReport
-) -> list[Conversation]:
-    """Plan every record of a messages dataset (bare lists or objects holding the list)."""
-    key = options.messages_key
+def load_messages(records: Sequence[Record], key: str, report: LoadReport) -> list[Conversation]:
+    """Plan every record of a messages dataset (bare lists or objects holding the list at `key`)."""
     out: list[Conversation] = []
     for n, rec in enumerate(records):
         value = rec.value

@@ -22,7 +22,8 @@ from turnbench.workload.synthetic import synthetic
 def conversations(
     cfg: WorkloadConfig, *, seed: int, base_dir: Path, sizer: TextSizer | None = None
 ) -> Iterator[Conversation]:
-    """Yield the workload's conversation plans, lazily; endless when `cfg.cycle`.
+    """Yield the workload's conversation plans, lazily; endless when `cfg.cycle`, and for a
+    synthetic workload whose `conversations` count is unset (it generates them as they go).
 
     Texts the source writes to a token length (system prompts, questions, trace blocks, salted
     first turns) are sized by `sizer` for the server's tokenizer; default: exact for the
@@ -39,6 +40,8 @@ def conversations(
         plans = load_dataset(path, cfg.format, cfg, sizer).conversations
     elif isinstance(cfg, SharedPrefixWorkload):
         plans = list(shared_prefix(cfg, seed, sizer))
+    elif cfg.conversations is None:
+        return synthetic(cfg, seed, sizer)
     else:
         plans = list(synthetic(cfg, seed, sizer))
     return cycled(plans, cycle=cfg.cycle, salt=cfg.salt, sizer=sizer)

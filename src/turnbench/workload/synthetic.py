@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from itertools import count
 
 from turnbench.workload.config import SyntheticWorkload
 from turnbench.workload.conversation import Conversation, Turn
@@ -24,11 +25,12 @@ def system_prompt(seed: int, group: int, n_tokens: int, sizer: TextSizer = TextS
 def synthetic(
     cfg: SyntheticWorkload, seed: int, sizer: TextSizer = TextSizer()
 ) -> Iterator[Conversation]:
-    """Yield `cfg.conversations` plans, deterministic in the seed (cfg.seed, else the run's)."""
+    """Yield `cfg.conversations` plans, or new ones without end when it is unset;
+    deterministic in the seed (cfg.seed, else the run's)."""
     seed = cfg.seed if cfg.seed is not None else seed
     rng = random.Random(f"turnbench-synthetic-{seed}")
     prompts: dict[int, str] = {}
-    for i in range(cfg.conversations):
+    for i in count() if cfg.conversations is None else range(cfg.conversations):
         group = i % cfg.system_prompt_groups
         system = None
         if cfg.system_prompt_tokens > 0:

@@ -1,0 +1,68 @@
+"""How every command's `--help` and errors look: one form across `run`, `report`, `sim`, `dataset`.
+
+Why its own module: the commands live in three modules (`cli`, `sim.cli`, `workload.cli`) and
+each must show switches without a value marker and fail with the same one line, `error: ...`,
+exit code 2, whether the mistake is caught by click (an unknown flag) or by turnbench.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from typer.core import TyperCommand, TyperGroup
+
+USAGE_EXIT = 2
+
+
+def _mark_switches(params: list[Any]) -> list[Any]:
+    """A switch (`--insecure`, `--help`) takes no value: show no `<bool>` after it."""
+    for param in params:
+        if getattr(param, "param_type_name", None) == "option" and param.is_flag:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """A typer command whose switches show no value marker in `--help`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _mark_switches(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """A typer group whose switches show no value marker in `--help`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _mark_switches(super().get_params(ctx))
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a user error on one line to stderr; the caller raises the returned exit (code 2)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(USAGE_EXIT)
+
+
+def run_app(app: typer.Typer, args: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; typer's own usage errors (an unknown flag, a bad
+    value, a missing argument) become the same one line as every other error.
+
+    Why not typer's standalone mode: it prints a usage block and a boxed panel over several
+    lines, a different form from turnbench's own errors.
+    """
+    try:
+        result: Any = app(args=args, standalone_mode=False)
+    except typer.TyperException as e:
+        ctx = getattr(e, "ctx", None)  # usage errors know the command they belong to
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())
+            return 0
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        message = " ".join(e.format_message().split())
+        typer.echo(f"error: {where}{message}{hint}", err=True)
+        return USAGE_EXIT
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        return 130
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,274 @@
+"""Every option of `turnbench run`, read from the command itself, works from a bare command line.
+
+Why built from the command: a flag added tomorrow is run by this test the day it lands, with a
+value drawn from its type, or the test fails until it is given one (`NEEDS`). Each case runs
+the real CLI in a subprocess against a real simulator on 127.0.0.1 and must end with exit 0, no
+traceback, a full run folder and the report's path as the last line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+
+from conftest import SimProcess, start_sim
+from turnbench.cli import _register, app, run_command
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+SECRET = "sk-flag-test-4f1c9a"
+
+
+def _run_options() -> dict[str, Any]:
+    """The options of `turnbench run`, by their long name (secondary names too)."""
+    _register("run")
+    command = typer.main.get_command(app)
+    run = command.commands["run"]  # type: ignore[attr-defined]
+    options: dict[str, Any] = {}
+    for param in run.params:
+        if getattr(param, "param_type_name", None) != "option":
+            continue
+        for name in (*param.opts, *param.secondary_opts):
+            if name.startswith("--"):
+                options[name] = param
+    return options
+
+
+OPTIONS = _run_options()
+HINTS = typing.get_type_hints(run_command)
+
+# What a flag needs beside its own name when its type alone does not say: a value, or a
+# companion flag without which it has no meaning (`--rate` is for mode session-rate).
+NEEDS: dict[str, list[str]] = {
+    "--target": [],  # every case has it: the fast simulator below
+    "--model": ["turnbench-sim"],
+    "--api": ["completions"],
+    "--name": ["flagged"],
+    "--out": [],  # every case has it
+    "--mode": ["parallel"],
+    "--rate": ["20", "--mode", "session-rate"],
+    "--history": ["dataset", "--dataset", "{messages}"],
+    "--api-key-env": ["TURNBENCH_FLAG_KEY"],
+    "--dataset": ["{messages}"],
+    "--dataset-format": ["messages", "--dataset", "{messages}"],
+    "--messages-key": ["traj", "--dataset", "{traj}"],
+    "--shared-prefix": ["2:2"],
+    "--workers": ["2"],
+    "--engine": ["local"],
+    "--ray-address": ["auto", "--engine", "ray"],
+    "--set": ["load.max_requests=7"],
+}
+# Cases whose clean end is a one-line error with no run folder left behind.
+REFUSED = {"--ray-address": "cannot start the Ray cluster at 'auto'"}
+SKIPPED = {"--help"}  # covered by test_help_*
+
+
+def _values(flag: str, param: Any) -> list[str]:
+    if flag in NEEDS:
+        return NEEDS[flag]
+    if param.is_flag:
+        return []
+    kinds = set(typing.get_args(HINTS[param.name])) | {HINTS[param.name]}
+    if int in kinds:
+        return ["2"]
+    if float in kinds:
+        return ["1"]
+    raise AssertionError(f"{flag} is new: say in NEEDS what value it needs to run alone")
+
+
+@pytest.fixture(scope="module")
+def fast_sim() -> Iterator[SimProcess]:
+    """The built-in simulator with no modelled delays, so a default-size run takes a second."""
+    sim = start_sim("--set", "zero_delay=true")
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("data")
+    messages = folder / "conversations.jsonl"
+    traj = folder / "traj.json"
+    records = [
+        {
+            "id": f"c{i}",
+            "messages": [
+                {"role": "user", "content": f"question {i} one"},
+                {"role": "assistant", "content": "answer one"},
+                {"role": "user", "content": f"question {i} two"},
+                {"role": "assistant", "content": "answer two"},
+            ],
+        }
+        for i in range(3)
+    ]
+    messages.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    traj.write_text(json.dumps([{"task_id": r["id"], "traj": r["messages"]} for r in records]))
+    return {"messages": messages, "traj": traj}
+
+
+def turnbench(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180):
+    return subprocess.run(
+        [sys.executable, "-m", "turnbench", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_clean_run(proc: subprocess.CompletedProcess[str], out: Path) -> Path:
+    """Exit 0, no traceback, one run folder holding the four files, report path last."""
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "config.yaml",
+        "events.db",
+        "summary.json",
+        "report.html",
+    }
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == f"report: {run_dir / 'report.html'}"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["requests"]["ok"] > 0 and summary["requests"]["failed"] == 0
+    return run_dir
+
+
+CASES = sorted(set(OPTIONS) - SKIPPED)
+
+
+@pytest.mark.parametrize("flag", CASES)
+def test_each_run_flag_alone(
+    flag: str, tmp_path: Path, fast_sim: SimProcess, datasets: dict[str, Path]
+) -> None:
+    values = [
+        v.format(**{k: str(p) for k, p in datasets.items()}) for v in _values(flag, OPTIONS[flag])
+    ]
+    args = ["run"] if flag == "--target" else ["run", "--target", fast_sim.url]
+    if flag == "--target":
+        args += ["--target", fast_sim.url]
+    elif flag != "--out":
+        args += [flag, *values]
+    out = tmp_path / "out"
+    args += ["--out", str(out)]
+    env = {"TURNBENCH_FLAG_KEY": SECRET}
+    proc = turnbench(*args, cwd=tmp_path, env=env)
+    if flag in REFUSED:
+        assert proc.returncode == 2
+        assert proc.stderr.strip().count("\n") == 0, proc.stderr
+        assert proc.stderr.startswith("error: ") and REFUSED[flag] in proc.stderr
+        assert not out.exists() or not any(out.iterdir()), "a half-made run folder was left"
+        return
+    run_dir = assert_clean_run(proc, out)
+    if flag == "--api-key-env":
+        for path in run_dir.iterdir():
+            assert SECRET.encode() not in path.read_bytes(), path.name
+
+
+def test_bare_run_against_the_builtin_simulator(tmp_path: Path) -> None:
+    """`turnbench run` with no config and no target: the built-in simulator, 100 sessions."""
+    proc = turnbench(
+        "run",
+        "--set",
+        "target.sim_args=['--set', 'zero_delay=true']",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
+    run_dir = assert_clean_run(proc, tmp_path / "out")
+    assert "started the built-in simulator" in proc.stdout
+    assert "no limit is set: playing 100 sessions" in proc.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["per_conversation"]["sessions"] == 100
+
+
+@pytest.mark.parametrize("form", ["{host}", "{host}/", "{host}/v1", "{host}/v1/", "{bare}"])
+def test_target_url_forms(form: str, tmp_path: Path, fast_sim: SimProcess) -> None:
+    """A bare host, the API root, either with a trailing slash, or no scheme at all."""
+    url = form.format(host=fast_sim.url, bare=fast_sim.url.removeprefix("http://"))
+    out = tmp_path / "out"
+    proc = turnbench("run", "--target", url, "--max-requests", "4", "--out", str(out), cwd=tmp_path)
+    run_dir = assert_clean_run(proc, out)
+    assert f"API root: {fast_sim.v1}" in proc.stdout
+    config = run_dir / "config.yaml"
+    assert f"url: {fast_sim.v1}\n" in config.read_text()
+
+
+def test_target_without_an_api_is_one_line(tmp_path: Path, fast_sim: SimProcess) -> None:
+    proc = turnbench("run", "--target", fast_sim.url + "/nothing", "--out", "o", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: no OpenAI-compatible")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_duration_is_played_to_its_end(tmp_path: Path, fast_sim: SimProcess) -> None:
+    """The generated workload is endless: `--duration` alone decides when arrivals stop."""
+    out = tmp_path / "out"
+    proc = turnbench(
+        "run", "--target", fast_sim.url, "--mode", "users", "--users", "8", "--duration", "3",
+        "--out", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    run_dir = assert_clean_run(proc, out)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["per_conversation"]["sessions"] > 100  # more than any fixed list would have held
+    assert summary["run"]["end_reason"] == "duration"
+
+
+def test_a_dataset_that_runs_out_says_so(
+    tmp_path: Path, fast_sim: SimProcess, datasets: dict[str, Path]
+) -> None:
+    out = tmp_path / "out"
+    proc = turnbench(
+        "run", "--target", fast_sim.url, "--dataset", str(datasets["messages"]),
+        "--duration", "30", "--out", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    run_dir = assert_clean_run(proc, out)
+    assert "the workload ran out at" in proc.stdout and "workload.cycle: true" in proc.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (notice,) = summary["notices"]
+    assert notice["kind"] == "workload_ran_out" and notice["conversations"] == 3
+    assert notice["at_s"] < 30
+
+
+def test_help_marks_no_switch_and_shows_defaults(tmp_path: Path) -> None:
+    proc = turnbench("run", "--help", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert proc.returncode == 0
+    lines = {line.split()[1]: line for line in proc.stdout.splitlines() if "│ --" in line}
+    for flag, param in OPTIONS.items():
+        if param.is_flag and flag in lines:
+            assert "<bool>" not in lines[flag], lines[flag]
+    for flag, default in (("--mode", "users"), ("--users", "4"), ("--turns", "5")):
+        assert f"[default: {default}]" in lines[flag], lines[flag]
+    root = turnbench("--help", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert "<bool>" not in root.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--bogus"],
+        ["run", "--users", "many"],
+        ["run", "--users", "0"],
+        ["run", "--mode", "sideways"],
+        ["run", "--turns", "2", "--dataset", "missing.jsonl"],
+        ["report"],
+        ["report", "nowhere"],
+        ["bogus-command"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_every_usage_error_is_one_line(args: list[str], tmp_path: Path) -> None:
+    proc = turnbench(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stdout == ""
