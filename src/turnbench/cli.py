@@ -1,4 +1,4 @@
-"""The `turnbench` command line: `run`, `report`, `sim`, `demo`.
+"""The `turnbench` command line: `run`, `report`, `sim`, `dataset`.
 
 Why the fast path in `main`: `turnbench --version` must answer before typer, rich and the
 event loop are imported; each command imports its own modules only when it runs.

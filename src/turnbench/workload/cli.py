@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from turnbench.cli_format import fail
+from turnbench.cli_format import Command, Group, fail
 from turnbench.errors import InputError
 from turnbench.tokenizer import GENERATION_OVERHEAD, MESSAGE_OVERHEAD, count_tokens, render_message
 from turnbench.workload.config import DatasetFormat, DatasetOptions, MessagesOptions
@@ -26,7 +26,9 @@ from turnbench.workload.conversation import Conversation, Turn
 from turnbench.workload.dataset import DatasetLoad, load_dataset
 from turnbench.workload.messages import to_record
 
-dataset_app = typer.Typer(help="Inspect and convert workload datasets.", no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="Inspect and convert workload datasets.", no_args_is_help=True, cls=Group
+)
 
 FORMATS: tuple[str, ...] = get_args(DatasetFormat)
 CONVERT_FROM = tuple(f for f in FORMATS if f != "auto")
@@ -81,7 +83,7 @@ def _histogram(values: list[int]) -> list[tuple[str, int]]:
     return [(f"{1 << (b - 1)}-{(1 << b) - 1}", bins[b]) for b in sorted(bins)]
 
 
-@dataset_app.command()
+@dataset_app.command(cls=Command)
 def inspect(
     file: Path = typer.Argument(..., help="Dataset file."),
     format: str = typer.Option("auto", "--format", help="|".join(FORMATS)),
@@ -131,7 +133,7 @@ def inspect(
     out.print(changes)
 
 
-@dataset_app.command()
+@dataset_app.command(cls=Command)
 def convert(
     src: Path = typer.Argument(..., help="Input dataset."),
     dst: Path = typer.Argument(..., help="Output canonical messages JSONL."),

@@ -1,0 +1,406 @@
+"""Every option of `sim`, `dataset inspect|convert` and `report`, read from the commands themselves,
+works from a bare command line; every command's `--help` shows its switches without a value.
+
+Why built from the commands: as in test_cli_flags (which does this for `run`), a flag added
+tomorrow is run here the day it lands, with a value drawn from its type, or the test fails until
+a NEEDS table says what it needs. Each case runs the real CLI in a subprocess: the simulator on
+127.0.0.1 answering one streaming chat request from the official `openai` SDK, the dataset
+commands on the shared sample files, `report` on a real run's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import typing
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import openai
+import pytest
+import typer
+
+from conftest import SimProcess, start_sim
+from turnbench.cli import _register, app
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared sample data not present")
+SKIPPED = {"--help"}  # covered by test_help_of_every_command
+
+
+def _tree() -> click.Group:
+    """The whole command tree: `main` adds `sim` and `dataset` only when one of them runs."""
+    if "sim" not in {c.name for c in app.registered_commands}:
+        _register(None)
+    return typing.cast(click.Group, typer.main.get_command(app))
+
+
+TREE = _tree()
+
+
+def _command(*path: str) -> click.Command:
+    command: click.Command = TREE
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    return command
+
+
+def _options(*path: str) -> dict[str, Any]:
+    """A command's options by their long name (secondary names too: `--no-zero-delay`)."""
+    options: dict[str, Any] = {}
+    for param in _command(*path).params:
+        if getattr(param, "param_type_name", None) != "option":
+            continue
+        for name in (*param.opts, *param.secondary_opts):
+            if name.startswith("--"):
+                options[name] = param
+    return options
+
+
+def _hints(*path: str) -> dict[str, Any]:
+    """The type hints of the function behind a command (typer keeps `__wrapped__`)."""
+    return typing.get_type_hints(_command(*path).callback)
+
+
+def _values(flag: str, param: Any, hints: dict[str, Any], needs: dict[str, list[str]]) -> list[str]:
+    if flag in needs:
+        return needs[flag]
+    if param.is_flag:
+        return []
+    kinds = set(typing.get_args(hints[param.name])) | {hints[param.name]}
+    if int in kinds:
+        return ["2"]
+    if float in kinds:
+        return ["1"]
+    raise AssertionError(f"{flag} is new: say in NEEDS what value it needs to run alone")
+
+
+def turnbench(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120):
+    return subprocess.run(
+        [sys.executable, "-m", "turnbench", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# turnbench sim
+
+SIM_OPTIONS = _options("sim")
+SIM_HINTS = _hints("sim")
+SESSION_HEADER = "X-Flag-Session"
+SIM_YAML = "model: from-yaml\noutput_len: {dist: fixed, mean: 3}\n"
+
+# What a flag needs beside its own name when its type alone does not say.
+SIM_NEEDS: dict[str, list[str]] = {
+    "--host": [],  # every case has it: 127.0.0.1
+    "--port": [],  # every case has it: 0, a free port
+    "--config": ["{config}"],
+    "--model": ["flagged-model"],
+    "--fault": ["http500=1"],
+    "--set": ["output_len={dist: fixed, mean: 3}"],
+    "--max-model-len": ["4096"],  # 2, from its type, holds no prompt at all
+    "--session-header": [SESSION_HEADER],
+}
+# What the served model's card (`/v1/models`) must show when a flag sets it.
+SIM_CARD = {
+    "--model": {"id": "flagged-model"},
+    "--config": {"id": "from-yaml"},
+    "--max-model-len": {"max_model_len": 4096},
+}
+# Replies of a fixed length: exactly this many completion tokens (below the request's cap).
+SIM_TOKENS = {"--set": 3, "--config": 3}
+# A fault at rate 1 hits every request: its documented outcome, from the SDK's side.
+SIM_FAILS: dict[str, tuple[type[openai.APIStatusError], int]] = {
+    "--fault": (openai.InternalServerError, 500),
+}
+MAX_TOKENS = 8  # so a flag that restores the modelled delays still answers in ~0.1 s
+
+
+def _stream_one_chat(sim: SimProcess) -> tuple[dict[str, Any], str, int | None]:
+    """The model card, the streamed text and the completion tokens of one real chat request."""
+    client = openai.OpenAI(base_url=sim.v1, api_key="x", max_retries=0, timeout=10)
+    card = client.models.list().data[0].model_dump()
+    stream = client.chat.completions.create(
+        model=card["id"],
+        messages=[{"role": "user", "content": "Say a few words about flags."}],
+        max_tokens=MAX_TOKENS,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={SESSION_HEADER: "flag-session"},
+    )
+    text, tokens = "", None
+    for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+    return card, text, tokens
+
+
+def _stop_cleanly(sim: SimProcess) -> None:
+    """SIGTERM ends the simulator with exit 0 and no traceback."""
+    sim.proc.terminate()
+    assert sim.proc.wait(timeout=10) == 0
+    assert sim.proc.stderr is not None
+    assert "Traceback" not in sim.proc.stderr.read()
+
+
+@pytest.mark.parametrize("flag", sorted(set(SIM_OPTIONS) - SKIPPED))
+def test_each_sim_flag_alone(flag: str, tmp_path: Path) -> None:
+    """Started with the flag alone, the simulator gets ready, streams one chat reply to the
+    official SDK (or the fault the flag injects) and stops cleanly on SIGTERM."""
+    config = tmp_path / "sim.yaml"
+    config.write_text(SIM_YAML)
+    needed = _values(flag, SIM_OPTIONS[flag], SIM_HINTS, SIM_NEEDS)
+    values = [str(config) if v == "{config}" else v for v in needed]
+    sim = start_sim(*([] if flag in ("--host", "--port") else [flag, *values]))
+    try:
+        if flag in SIM_FAILS:
+            error, status = SIM_FAILS[flag]
+            with pytest.raises(error) as raised:
+                _stream_one_chat(sim)
+            assert raised.value.status_code == status
+        else:
+            card, text, tokens = _stream_one_chat(sim)
+            assert text.strip(), "no tokens were streamed"
+            assert tokens is not None and 0 < tokens <= MAX_TOKENS
+            assert tokens == SIM_TOKENS.get(flag, tokens)
+            for key, value in SIM_CARD.get(flag, {}).items():
+                assert card[key] == value, card
+        if flag == "--session-header":
+            with urllib.request.urlopen(sim.url + "/metrics", timeout=10) as resp:
+                metrics = resp.read().decode()
+            assert f'header="{SESSION_HEADER}",session="flag-session"}} 1' in metrics
+        _stop_cleanly(sim)
+    finally:
+        sim.stop()
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended (a zombie waiting for a reaper counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+LAUNCHER = """
+import subprocess, sys
+with open(sys.argv[1], "w") as err:
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "turnbench", "sim", "--host", "127.0.0.1", "--port", "0",
+         "--exit-with-parent"],
+        stdout=subprocess.PIPE, stderr=err, text=True,
+    )
+print(sim.pid, sim.stdout.readline().strip(), flush=True)
+"""
+
+
+def test_exit_with_parent_stops_when_its_parent_is_gone(tmp_path: Path) -> None:
+    """What the flag is for: a simulator whose starter died must not hold its port forever.
+    The starter here prints the simulator's pid and ready line, then exits without a signal."""
+    stderr = tmp_path / "sim.stderr"
+    launched = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, str(stderr)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert launched.returncode == 0, launched.stderr
+    pid_text, ready = launched.stdout.split(maxsplit=1)
+    pid = int(pid_text)
+    try:
+        assert ready.startswith("turnbench sim ready: http://127.0.0.1:"), launched.stdout
+        deadline = time.monotonic() + 10
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(pid), "the simulator outlived its parent by 10 s"
+        assert "Traceback" not in stderr.read_text()
+    finally:
+        if not _gone(pid):
+            os.kill(pid, 9)
+
+
+# ---------------------------------------------------------------------------------------------
+# turnbench dataset inspect | convert
+
+# Shared sample files: path, their format's name, and numbers counted from the data README
+# (records; conversations; turns: user messages, plus tool results, which are sent too).
+SAMPLES: dict[str, tuple[Path, str, dict[str, int]]] = {
+    "rows": (
+        DATA / "endpoints_rows_customer_support.jsonl",
+        "rows",
+        {"records": 10, "conversations": 3, "turns": 2 + 2 + 1},
+    ),
+    "traj": (
+        DATA / "tool_calls_sample.json",
+        "messages",
+        {"records": 8, "conversations": 8, "turns": 58 + 58},
+    ),
+}
+# What a flag needs beside its own name, and the sample it runs on (otherwise "rows").
+DATASET_NEEDS: dict[str, dict[str, tuple[list[str], str]]] = {
+    "inspect": {
+        "--format": (["rows"], "rows"),
+        "--messages-key": (["traj"], "traj"),
+    },
+    "convert": {
+        "--from": ([], "rows"),  # every case has it (required): the sample's own format
+        "--messages-key": (["traj"], "traj"),
+    },
+}
+
+
+def _case(command: str, flag: str) -> tuple[list[str], str]:
+    needs = DATASET_NEEDS[command]
+    param = _options("dataset", command)[flag]
+    values = _values(flag, param, _hints("dataset", command), {f: v for f, (v, _) in needs.items()})
+    return values, needs.get(flag, ([], "rows"))[1]
+
+
+def _measures(stdout: str) -> dict[str, str]:
+    """The `measure | value` rows of inspect's first table (it ends at the first `└`)."""
+    first = stdout[: stdout.index("└")]
+    cells = (
+        [c.strip() for c in re.split(r"[│┃]", line) if c.strip()] for line in first.splitlines()
+    )
+    return {c[0]: c[1] for c in cells if len(c) == 2}
+
+
+def assert_inspected(proc: subprocess.CompletedProcess[str], fmt: str) -> dict[str, str]:
+    """Exit 0, no traceback, nothing on stderr, the format read and the four tables printed."""
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stderr == ""
+    assert f"({fmt})" in proc.stdout
+    for title in ("turns per conversation", "context growth", "dropped or repaired"):
+        assert title in proc.stdout
+    return _measures(proc.stdout)
+
+
+@needs_data
+@pytest.mark.parametrize("flag", sorted(set(_options("dataset", "inspect")) - SKIPPED))
+def test_each_inspect_flag_alone(flag: str, tmp_path: Path) -> None:
+    """The sample is read as the flag says and its counts are the ones the data README gives."""
+    values, sample = _case("inspect", flag)
+    path, fmt, counts = SAMPLES[sample]
+    proc = turnbench("dataset", "inspect", str(path), flag, *values, cwd=tmp_path)
+    measures = assert_inspected(proc, fmt)
+    for measure, n in counts.items():
+        assert measures[measure] == str(n), measures
+
+
+@needs_data
+@pytest.mark.parametrize("flag", sorted(set(_options("dataset", "convert")) - SKIPPED))
+def test_each_convert_flag_alone(flag: str, tmp_path: Path) -> None:
+    """The converted file says how many conversations it got, and `dataset inspect` reads it
+    back as messages JSONL with the same conversations and turns (one record each)."""
+    values, sample = _case("convert", flag)
+    path, fmt, counts = SAMPLES[sample]
+    dst = tmp_path / "converted.jsonl"
+    args = ["dataset", "convert", str(path), str(dst), "--from", fmt]
+    if flag != "--from":
+        args += [flag, *values]
+    proc = turnbench(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr == f"wrote {counts['conversations']} conversations to {dst}\n"
+    back = assert_inspected(turnbench("dataset", "inspect", str(dst), cwd=tmp_path), "messages")
+    assert back["records"] == back["conversations"] == str(counts["conversations"])
+    assert back["turns"] == str(counts["turns"])
+
+
+# ---------------------------------------------------------------------------------------------
+# turnbench report RUN_DIR
+
+REPORT_OPTIONS = _options("report")
+REPORT_NEEDS: dict[str, list[str]] = {}
+# "bare" always runs: `report` has no option but --help today; a new one joins the list.
+REPORT_CASES = ["bare", *sorted(set(REPORT_OPTIONS) - SKIPPED)]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real short run (4 requests) against the simulator with no modelled delays."""
+    out = tmp_path_factory.mktemp("runs")
+    sim = start_sim("--set", "zero_delay=true")
+    try:
+        proc = turnbench(
+            "run", "--target", sim.url, "--max-requests", "4", "--out", str(out), cwd=out
+        )
+    finally:
+        sim.stop()
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+@pytest.mark.parametrize("flag", REPORT_CASES)
+def test_report_of_a_real_run(flag: str, tmp_path: Path, finished_run: Path) -> None:
+    """From events.db alone, `report` rebuilds the run's summary.json as the run wrote it, and
+    report.html, whose path is the last line of stdout."""
+    run_dir = tmp_path / finished_run.name
+    shutil.copytree(finished_run, run_dir)
+    (run_dir / "summary.json").unlink()
+    (run_dir / "report.html").unlink()
+    args = ["report", str(run_dir)]
+    if flag != "bare":
+        args += [flag, *_values(flag, REPORT_OPTIONS[flag], _hints("report"), REPORT_NEEDS)]
+    proc = turnbench(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == f"report: {run_dir / 'report.html'}"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["requests"]["ok"] == 4 and summary["requests"]["failed"] == 0
+    if flag == "bare":
+        assert summary == json.loads((finished_run / "summary.json").read_text())
+    assert (run_dir / "report.html").read_text().lstrip().lower().startswith("<!doctype html")
+
+
+# ---------------------------------------------------------------------------------------------
+# --help of every command
+
+OPTION_LINE = re.compile(r"^│\s*(?:\*\s+)?(--[\w-]+)")
+
+
+def _paths(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from _paths(sub, (*path, name))
+
+
+@pytest.mark.parametrize("path", list(_paths(TREE)), ids=lambda p: " ".join(p) or "turnbench")
+def test_help_of_every_command(path: tuple[str, ...], tmp_path: Path) -> None:
+    """Exit 0, every option listed, and no `<bool>` after a switch: it takes no value, so a
+    marker there tells the user to type one (`--help true`)."""
+    proc = turnbench(*path, "--help", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    lines: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        if match := OPTION_LINE.match(line):
+            lines[match[1]] = line
+    options = [p for p in _command(*path).params if getattr(p, "param_type_name", "") == "option"]
+    switches = ["--help"] + [p.opts[0] for p in options if p.is_flag]
+    for param in options:
+        if not param.hidden:
+            assert param.opts[0] in lines, f"{param.opts[0]} is missing from:\n{proc.stdout}"
+    for flag in switches:
+        assert flag in lines, f"{flag} is missing from:\n{proc.stdout}"
+        assert "<bool>" not in lines[flag], lines[flag]
