@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import typer
 
 from conftest import SimProcess, start_sim
@@ -66,6 +67,7 @@ NEEDS: dict[str, list[str]] = {
     "--engine": ["local"],
     "--ray-address": ["auto", "--engine", "ray"],
     "--set": ["load.max_requests=7"],
+    "--ca-bundle": ["{ca}"],  # read and checked even though the simulator here is plain http
 }
 # Cases whose clean end is a one-line error with no run folder left behind.
 REFUSED = {"--ray-address": "cannot start the Ray cluster at 'auto'"}
@@ -112,7 +114,9 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ]
     messages.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     traj.write_text(json.dumps([{"task_id": r["id"], "traj": r["messages"]} for r in records]))
-    return {"messages": messages, "traj": traj}
+    ca = folder / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    return {"messages": messages, "traj": traj, "ca": ca}
 
 
 def turnbench(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180):

@@ -86,6 +86,7 @@ _FLAG_KEYS = {
     "--engine": "engine.kind",
     "--ray-address": "engine.ray_address",
     "--insecure": "target.verify_tls",
+    "--ca-bundle": "target.ca_bundle",
 }
 
 
@@ -190,6 +191,12 @@ def run_command(
     insecure: bool = typer.Option(
         False, "--insecure", help="Do not verify TLS certificates (a warning is printed)."
     ),
+    ca_bundle: Path | None = typer.Option(
+        None,
+        "--ca-bundle",
+        metavar="FILE",
+        help="PEM file of the CAs to trust instead of the system's (a private CA).",
+    ),
     sets: list[str] = typer.Option(
         [],
         "--set",
@@ -225,6 +232,7 @@ def run_command(
         "--engine": engine,
         "--ray-address": ray_address,
         "--insecure": False if insecure else None,
+        "--ca-bundle": str(ca_bundle.resolve()) if ca_bundle else None,
     }
     overrides: dict[str, object] = {_FLAG_KEYS[flag]: value for flag, value in flags.items()}
     if dataset is not None:

@@ -67,6 +67,12 @@ class TargetConfig(_Strict):
         default_factory=dict, description="Extra headers on every request."
     )
     verify_tls: bool = Field(True, description="Verify TLS certificates (https targets).")
+    ca_bundle: str | None = Field(
+        None,
+        description="PEM file of the CAs to trust instead of the system's store when verifying "
+        "an https server (a private CA); a relative path resolves against the config file's "
+        "folder. Unset: the system's store. Ignored when verify_tls is false.",
+    )
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Per-request limits.")
     tokenizer_json: str | None = Field(
         None,
@@ -90,6 +96,37 @@ class RetryConfig(_Strict):
     jitter: float = Field(0.2, ge=0, le=1, description="Random +- fraction of each backoff.")
     then: Literal["continue", "abort"] = Field(
         "continue", description="What to do once every attempt of a turn failed."
+    )
+
+
+class OutageConfig(_Strict):
+    """What sessions do while the target is unreachable (connection refused, DNS failure, a
+    reset before any byte): wait for it, without a hot loop, then resume spread out."""
+
+    backoff_s: float = Field(
+        0.1, gt=0, description="A session's first wait after an unreachable attempt; doubles."
+    )
+    max_backoff_s: float = Field(2.0, gt=0, description="Upper bound of one such wait.")
+    breaker_after: int = Field(
+        3,
+        ge=1,
+        description="Unreachable attempts in a row (of a worker, no success between) that open "
+        "the circuit breaker: every session then waits behind one probe of the target.",
+    )
+    probe_max_interval_s: float = Field(
+        0.5, gt=0, description="Longest pause between two probes while the breaker is open."
+    )
+    resume_spread_s: float = Field(
+        1.0,
+        ge=0,
+        description="When the target is back, waiting sessions resume at random times over "
+        "this many seconds (no thundering herd).",
+    )
+    max_wait_s: float = Field(
+        60.0,
+        gt=0,
+        description="How long conversations wait for an unreachable target; past it the run "
+        "ends, saying so.",
     )
 
 
@@ -131,6 +168,10 @@ class SessionConfig(_Strict):
         "context; retry: see `retry`; abort: skip the rest of the conversation.",
     )
     retry: RetryConfig = Field(default_factory=RetryConfig, description="Retry settings.")
+    outage: OutageConfig = Field(
+        default_factory=OutageConfig,
+        description="Waiting out an unreachable target (its attempts do not use up `retry`).",
+    )
     session_header: str = Field(
         "X-Session-ID",
         description="Sticky-routing header carrying the session id; presets: "

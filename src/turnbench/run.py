@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ import yaml
 from rich.console import Console
 
 from turnbench import __version__
+from turnbench.client.h1 import tls_context
 from turnbench.config import RunConfig
 from turnbench.engine.inprocess import InProcessLauncher
 from turnbench.engine.player import NS
@@ -64,8 +66,38 @@ def _open_workload(
     return iter(plans), [c.start_s or 0.0 for c in plans]
 
 
+def _ca_pem(cfg: RunConfig, base_dir: Path) -> str | None:
+    """The text of `target.ca_bundle` (None when unset), read and checked before the run.
+
+    Why the text and not the path: the probe, the calibration and every worker (a Ray actor
+    on another machine too) build their TLS contexts from it, so the file is read once, here,
+    and a missing or bad one stops the run before it starts, naming the file.
+    """
+    path = cfg.target.ca_bundle
+    if path is None:
+        return None
+    file = Path(path) if Path(path).is_absolute() else base_dir / path
+
+    def bad(message: str) -> InputError:
+        return InputError(message, file=str(file), field="target.ca_bundle")
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as err:
+        raise bad(f"cannot read the CA bundle: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise bad("the CA bundle is not PEM text") from None
+    try:
+        certificates = tls_context(True, text).cert_store_stats()["x509"]
+    except ssl.SSLError:
+        certificates = 0
+    if not certificates:
+        raise bad("the CA bundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    return text
+
+
 async def _sizer(
-    cfg: RunConfig, target: Target, headers: dict[str, str], base_dir: Path
+    cfg: RunConfig, target: Target, headers: dict[str, str], base_dir: Path, ca_pem: str | None
 ) -> TextSizer:
     """Size texts for the server's tokenizer: tokenizer.json, else /tokenize, else approximate.
 
@@ -81,6 +113,7 @@ async def _sizer(
         headers,
         tokenizer_json=path,
         verify_tls=cfg.target.verify_tls,
+        ca_pem=ca_pem,
     )
 
 
@@ -189,7 +222,7 @@ def _run_dir(cfg: RunConfig, out: Path | None) -> Path:
 
 
 def _specs(
-    cfg: RunConfig, target: Target, max_ctx: int | None, sizer: TextSizer
+    cfg: RunConfig, target: Target, max_ctx: int | None, sizer: TextSizer, ca_pem: str | None
 ) -> list[WorkerSpec]:
     n = cfg.engine.worker_count()
     in_flight = shares(cfg.load.max_in_flight, n)
@@ -206,6 +239,7 @@ def _specs(
             max_requests=requests[i],
             auth_headers=_auth_headers(cfg),
             sizer=sizer,
+            ca_pem=ca_pem,
         )
         for i in range(n)
     ]
@@ -316,11 +350,18 @@ async def _drive(
     if cfg.load.duration_s is not None:
         timers.append(loop.call_later(cfg.load.duration_s, stop, "duration"))
 
+    gone: list[bool] = []  # said that the target is gone
+
     def watch_recorder() -> None:
         if recorder.broken:  # nothing can be recorded any more: cut the run now
             console.print("[bold red]problem:[/] the events.db writer stopped; cutting the run")
             scheduler.stop()
             launcher.cancel()
+            return
+        if launcher.stats.target_gone and not gone:
+            gone.append(True)
+            console.print(f"[bold red]problem:[/] {_gone_message(cfg)}")
+            stop("target_unreachable")
         else:
             recorder.flush()  # rows of a quiet spell (long think times) reach the file too
             timers.append(loop.call_later(0.5, watch_recorder))
@@ -339,6 +380,10 @@ async def _drive(
             progress.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await progress
+    if launcher.stats.target_gone and end_reason == "completed":
+        if not gone:
+            console.print(f"[bold red]problem:[/] {_gone_message(cfg)}")
+        end_reason = "target_unreachable"
     if launcher.exhausted and end_reason == "completed":
         end_reason = "max_requests"
     notice = _ran_out_notice(cfg, scheduler, launcher) if end_reason == "completed" else None
@@ -347,6 +392,14 @@ async def _drive(
         console.print(f"[yellow]notice:[/] {message}")
         recorder.notice("workload_ran_out", message, scheduler.ran_out_ns or 0, data)
     return end_reason
+
+
+def _gone_message(cfg: RunConfig) -> str:
+    wait = cfg.session.outage.max_wait_s
+    return (
+        f"the target has not answered for {wait:g} s (session.outage.max_wait_s); "
+        "the run ends with what it measured before"
+    )
 
 
 def _event_loop_runner() -> Any:
@@ -374,6 +427,7 @@ def execute(
     console = console or default_console()
     cfg = _resolve_limits(cfg, console)
     _check_api_fits_workload(cfg, base_dir)
+    ca_pem = _ca_pem(cfg, base_dir)
     headers = {**cfg.target.headers, **_auth_headers(cfg)}
     run = _event_loop_runner()
     target: Target | None = None
@@ -387,15 +441,18 @@ def execute(
         if url is None:
             builtin, url = start_builtin_sim(cfg.target.sim_args)
             console.print(f"started the built-in simulator at {url}")
-        target = run(probe(url, cfg.target.model, headers, verify_tls=cfg.target.verify_tls))
+        target = run(
+            probe(url, cfg.target.model, headers, verify_tls=cfg.target.verify_tls, ca_pem=ca_pem)
+        )
         target.builtin = builtin
         if builtin is None:
             console.print(f"API root: {target.url} (model {target.model})")
-        sizer = run(_sizer(cfg, target, headers, base_dir))
+        sizer = run(_sizer(cfg, target, headers, base_dir, ca_pem))
         stream, start_times = _open_workload(cfg, base_dir, sizer)
         if not cfg.target.verify_tls:
             console.print("[yellow]warning:[/] TLS certificates are not verified")
-        specs = _specs(cfg, target, cfg.session.max_context_tokens or target.max_model_len, sizer)
+        max_ctx = cfg.session.max_context_tokens or target.max_model_len
+        specs = _specs(cfg, target, max_ctx, sizer, ca_pem)
         pool = _pool(cfg, specs, procs)
         procs = None  # the pool's now, closed by the run
         run_dir = _run_dir(cfg, out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -102,31 +103,71 @@ def api_roots(url: str) -> list[str]:
 
 
 async def probe(
-    url: str, model: str, headers: dict[str, str], *, verify_tls: bool = True, timeout_s: float = 10
+    url: str,
+    model: str,
+    headers: dict[str, str],
+    *,
+    verify_tls: bool = True,
+    ca_pem: str | None = None,
+    timeout_s: float = 10,
 ) -> Target:
     """Find the API root of `url` (GET {root}/models on each of `api_roots`), check the server
-    answers, resolve `model: auto`, and read max_model_len."""
+    answers, resolve `model: auto`, and read max_model_len. `ca_pem`: the CAs to trust
+    instead of the system's (`target.ca_bundle`)."""
     tried: list[str] = []
     for root in api_roots(url):
         endpoint = root + "/models"
         try:
             status, data = await fetch_json(
-                endpoint, headers=headers, timeout_s=timeout_s, verify_tls=verify_tls
+                endpoint,
+                headers=headers,
+                timeout_s=timeout_s,
+                verify_tls=verify_tls,
+                ca_pem=ca_pem,
             )
         except (OSError, TimeoutError, ValueError) as e:
-            raise TargetError(
-                f"cannot reach the server at {endpoint}: {e or type(e).__name__}"
-            ) from None
+            raise TargetError(f"cannot reach the server at {endpoint}: {_why(e)}") from None
         if status in (401, 403):
             raise TargetError(f"{endpoint}: HTTP {status}: check the API key variable")
         if status == 200 and isinstance(data, dict):
-            return await _resolve_model(root, model, data, headers, verify_tls)
+            return await _resolve_model(root, model, data, headers, verify_tls, ca_pem)
         tried.append(f"{endpoint} answered HTTP {status}")
     raise TargetError(f"no OpenAI-compatible API at {url}: " + "; ".join(tried))
 
 
+TLS_HINT = "set target.ca_bundle / --ca-bundle, or --insecure"
+"""How to get past a certificate the client does not trust."""
+NAME_HINT = "use a host name the certificate holds, or --insecure"
+"""How to get past a certificate issued for another name."""
+_NAME_MISMATCH = frozenset({62, 64})
+"""OpenSSL's verify codes of a certificate for another host name or IP address."""
+
+
+def _why(err: BaseException) -> str:
+    """Why a connection failed, on one line; for TLS, OpenSSL's reason and how to fix it.
+
+    Why not `str(err)`: an ssl error reads `[SSL: CERTIFICATE_VERIFY_FAILED] certificate
+    verify failed: self-signed certificate (_ssl.c:1000)`, library tag and C source line
+    included; the user needs the reason and what to set.
+    """
+    if isinstance(err, ssl.SSLCertVerificationError):
+        reason = err.verify_message or err.reason or "unknown reason"
+        hint = NAME_HINT if err.verify_code in _NAME_MISMATCH else TLS_HINT
+        why = f"certificate verify failed: {reason} ({hint})"
+    elif isinstance(err, ssl.SSLError) and err.reason:
+        why = f"TLS handshake failed: {err.reason.lower().replace('_', ' ')}"
+    else:
+        why = str(err) or type(err).__name__
+    return " ".join(why.split())
+
+
 async def _resolve_model(
-    root: str, model: str, data: dict[str, object], headers: dict[str, str], verify_tls: bool
+    root: str,
+    model: str,
+    data: dict[str, object],
+    headers: dict[str, str],
+    verify_tls: bool,
+    ca_pem: str | None,
 ) -> Target:
     """Pick the model from a /models answer and find its context length."""
     listed = data.get("data")
@@ -141,16 +182,18 @@ async def _resolve_model(
     info = next((m for m in models if m.get("id") == model), {})
     max_len = _int_or_none(info.get("max_model_len"))
     if max_len is None:
-        max_len = await _llama_cpp_context(root, headers, verify_tls)
+        max_len = await _llama_cpp_context(root, headers, verify_tls, ca_pem)
     return Target(url=root, model=model, max_model_len=max_len)
 
 
-async def _llama_cpp_context(url: str, headers: dict[str, str], verify_tls: bool) -> int | None:
+async def _llama_cpp_context(
+    url: str, headers: dict[str, str], verify_tls: bool, ca_pem: str | None
+) -> int | None:
     """llama.cpp reports its per-slot context (not the model's trained one) at /props."""
     root = url.rstrip("/").removesuffix("/v1")
     try:
         status, data = await fetch_json(
-            root + "/props", headers=headers, timeout_s=5, verify_tls=verify_tls
+            root + "/props", headers=headers, timeout_s=5, verify_tls=verify_tls, ca_pem=ca_pem
         )
     except (OSError, TimeoutError, ValueError):
         return None

@@ -52,13 +52,15 @@ async def fetch_json(
     body: Any = None,
     timeout_s: float = 10,
     verify_tls: bool = True,
+    ca_pem: str | None = None,
 ) -> tuple[int, Any]:
     """GET `url` (POST when there is a JSON `body`): the status and the decoded JSON body
-    (None when the body is not JSON).
+    (None when the body is not JSON). `ca_pem`: the CAs to trust instead of the system's
+    (see `h1.tls_context`).
 
     Raises OSError (refused, reset, TLS) or TimeoutError (no whole answer within `timeout_s`).
     """
-    pool = Pool(url, verify_tls=verify_tls, connect_s=timeout_s)
+    pool = Pool(url, verify_tls=verify_tls, connect_s=timeout_s, ca_pem=ca_pem)
     payload = msgspec.json.encode(body) if body is not None else b""
     sent = {"Accept": "application/json", **headers}
     if body is not None:

@@ -122,7 +122,11 @@ class Connection(asyncio.Protocol):
 class Pool:
     """Keep-alive connections to one origin, newest first."""
 
-    def __init__(self, base_url: str, *, verify_tls: bool, connect_s: float) -> None:
+    def __init__(
+        self, base_url: str, *, verify_tls: bool, connect_s: float, ca_pem: str | None = None
+    ) -> None:
+        """`ca_pem`: the PEM text of the only CAs an https origin's certificate may chain to
+        (`target.ca_bundle`); None trusts the system's store."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url}")
@@ -133,10 +137,7 @@ class Pool:
         self.host_header = parts.hostname if default_port else f"{parts.hostname}:{self.port}"
         self._ssl: ssl.SSLContext | None = None
         if parts.scheme == "https":
-            self._ssl = ssl.create_default_context()
-            if not verify_tls:
-                self._ssl.check_hostname = False
-                self._ssl.verify_mode = ssl.CERT_NONE
+            self._ssl = tls_context(verify_tls, ca_pem)
         self._connect_s = connect_s
         self._idle: list[Connection] = []
 
@@ -173,6 +174,23 @@ class Pool:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+
+
+def tls_context(verify: bool, ca_pem: str | None = None) -> ssl.SSLContext:
+    """The client side of TLS: certificates checked against the system's CAs, or against only
+    those of `ca_pem` (PEM text) when given; with `verify` off, not checked at all.
+
+    Why `ca_pem` replaces the system store rather than adding to it: that is what `curl
+    --cacert`, requests and httpx do with a bundle, so a bundle that works there works here,
+    and a server is trusted only through the CAs the user named. Raises ssl.SSLError when
+    `ca_pem` is not PEM.
+    """
+    if not verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cadata=ca_pem)
 
 
 def request_head(method: str, path: str, host: str, headers: dict[str, str], length: int) -> bytes:

@@ -280,6 +280,7 @@ class Transport:
         timeouts: Timeouts,
         clock: Callable[[], int],
         verify_tls: bool = True,
+        ca_pem: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {
@@ -294,7 +295,9 @@ class Transport:
             int(timeouts.idle_s * 1e9),
         )
         self._clock = clock
-        self._pool = Pool(self.base_url, verify_tls=verify_tls, connect_s=timeouts.connect_s)
+        self._pool = Pool(
+            self.base_url, verify_tls=verify_tls, connect_s=timeouts.connect_s, ca_pem=ca_pem
+        )
 
     async def __aenter__(self) -> Transport:
         return self

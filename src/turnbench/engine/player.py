@@ -16,6 +16,7 @@ from turnbench.client.adapters import Adapter
 from turnbench.client.attempt import Attempt
 from turnbench.client.transport import Transport
 from turnbench.config import RunConfig
+from turnbench.engine.outage import OutageGuard, unreachable
 from turnbench.pacing.clock import RunClock
 from turnbench.pacing.gates import Gate
 from turnbench.record.schema import SessionRecord
@@ -43,6 +44,8 @@ class LiveStats:
     requests_ok: int = 0
     requests_failed: int = 0
     output_tokens: int = 0
+    target_gone: int = 0
+    """1 once a worker gave up waiting for an unreachable target (summed: how many did)."""
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -68,7 +71,10 @@ class RunContext:
     stopped_at_ns: int | None = None
     """When the run ended (run ns): a session handed over early but due later never starts."""
     drained: bool = False
-    """Set when even draining sessions must stop starting turns (request limit reached)."""
+    """Set when even draining sessions must stop starting turns (request limit reached, or
+    the target given up for unreachable)."""
+    outage: OutageGuard | None = None
+    """Waits out an unreachable target (None: every failed attempt is a failed turn)."""
 
     @property
     def warmup_ns(self) -> int:
@@ -158,6 +164,10 @@ async def _play_turn(
     """Send a turn (with retries under the `retry` policy); return (ok, end time in ns, the
     router's session token as it now stands).
 
+    An attempt that never reached the target (`outage.unreachable`) is not a try of the
+    policy: the turn waits for the target (`ctx.outage`) and is sent again, and fails only
+    when the wait passes `session.outage.max_wait_s`.
+
     ok is None when the run's end or its request limit stopped the turn before it was sent.
     `held_ns` is time a cap already held this turn back (the session cap, for a first turn).
     `token`: the latest session token a response of this session carried
@@ -170,11 +180,22 @@ async def _play_turn(
     capture = scfg.session_token_header.lower().encode() if scfg.session_token_header else None
     body = _body(ctx, session, planned)
     stats = ctx.stats
+    guard = ctx.outage
     end = t_intended
-    for number in range(1, attempts + 1):
+    number = 0  # attempts sent for this turn (the rows' `attempt`)
+    tries = 0  # of them, those the retry policy counts: the ones that reached the target
+    unreached = 0  # of them, those that did not reach it (in a row)
+    since = 0  # when this turn first failed to reach the target
+    while True:
         await ctx.clock.sleep_until(t_intended)
+        if guard is not None and guard.open:  # wait behind the breaker's probe, not in a loop
+            waited_from = ctx.clock()
+            if not await guard.wait(0, waited_from, session.rng):
+                return False, ctx.clock(), token
+            t_intended = max(t_intended, ctx.clock())
         if not ctx.claim_request():
             return None, end, token
+        number += 1
         att = Attempt(
             stage=ctx.stage(t_intended),
             worker=ctx.worker,
@@ -210,12 +231,25 @@ async def _play_turn(
         if reply.captured and reply.captured != token:
             token = reply.captured
             headers = _headers(ctx, session, turn_number, token)
+        if guard is not None and unreachable(att):
+            # the target was not reached: not a failed turn but a wait for the target
+            guard.failed(att)
+            unreached += 1
+            since = since or att.t_sent_ns
+            if await guard.wait(unreached, since, session.rng):
+                t_intended = ctx.clock()
+                continue
+            return False, end, token
+        unreached = 0
+        if guard is not None and att.http_status is not None:
+            guard.succeeded()
         if att.status == ak.STATUS_OK:
             session.accept(planned, reply, att.prompt_tokens, att.completion_tokens)
             return True, end, token
-        if number < attempts:
-            t_intended = end + int(_backoff_s(ctx, number, reply.retry_after_s, session.rng) * NS)
-    return False, end, token
+        tries += 1
+        if tries >= attempts:
+            return False, end, token
+        t_intended = end + int(_backoff_s(ctx, tries, reply.retry_after_s, session.rng) * NS)
 
 
 async def play_session(

@@ -21,8 +21,10 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import msgspec
 
 from turnbench.client.adapters import adapter_for
+from turnbench.client.fetch import fetch_json
 from turnbench.client.transport import Transport
 from turnbench.config import RunConfig
+from turnbench.engine.outage import OutageGuard
 from turnbench.engine.player import Recorder, RunContext, play_session
 from turnbench.pacing.clock import RunClock
 from turnbench.pacing.gates import Gate
@@ -47,6 +49,9 @@ class WorkerSpec:
     auth_headers: dict[str, str]
     sizer: TextSizer = field(default_factory=TextSizer)
     """The run's text sizer, calibrated once by the coordinator (a frozen dataclass)."""
+    ca_pem: str | None = None
+    """The text of `target.ca_bundle`, read once by the coordinator: a Ray actor on another
+    machine may not have the file, and a relative path means the config file's folder."""
 
 
 class SessionStart(NamedTuple):
@@ -91,6 +96,7 @@ COUNTERS = (
     "requests_ok",
     "requests_failed",
     "output_tokens",
+    "target_gone",
 )
 """The `LiveStats` counters a batch carries; the coordinator sums them over workers."""
 
@@ -146,6 +152,7 @@ class WorkerCore:
             timeouts=cfg.target.timeouts,
             clock=clock,
             verify_tls=cfg.target.verify_tls,
+            ca_pem=spec.ca_pem,
         )
         await self._transport.__aenter__()
         self.ctx = RunContext(
@@ -160,6 +167,39 @@ class WorkerCore:
             auth_headers=spec.auth_headers,
             sizer=spec.sizer,
         )
+        self.ctx.outage = OutageGuard(
+            cfg.session.outage,
+            clock,
+            self._probe,
+            self._current_recorder,
+            spec.worker,
+            self._give_up,
+        )
+
+    def _current_recorder(self) -> Recorder:
+        assert self.ctx is not None
+        return self.ctx.recorder
+
+    async def _probe(self) -> bool:
+        """Whether the target answers at all (any HTTP status), for the outage breaker."""
+        assert self.ctx is not None
+        target = self.ctx.cfg.target
+        await fetch_json(
+            self.spec.url + "/models",
+            headers=self.spec.auth_headers,
+            timeout_s=min(target.timeouts.connect_s, 2.0),
+            verify_tls=target.verify_tls,
+            ca_pem=self.spec.ca_pem,
+        )
+        return True
+
+    def _give_up(self) -> None:
+        """The target stayed unreachable past `session.outage.max_wait_s`: this worker's
+        sessions start no other turn, and the coordinator ends the run (`target_gone`)."""
+        assert self.ctx is not None
+        self.ctx.drained = True
+        self.ctx.stats.target_gone = 1
+        self.wake()
 
     def begin(self, wall_anchor_ns: int) -> None:
         """Start this worker's clock at the run's start, given as wall-clock time.
@@ -304,6 +344,8 @@ class WorkerCore:
 
     async def close(self) -> None:
         """Close the connection pool and the clock's timer (after the sessions ended)."""
+        if self.ctx is not None and self.ctx.outage is not None:
+            self.ctx.outage.close()
         self.clock.close()
         if self._transport is not None:
             await self._transport.__aexit__(None, None, None)

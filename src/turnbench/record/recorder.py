@@ -43,15 +43,17 @@ from turnbench.record.schema import (
     DDL,
     INDEXES,
     NOTICE_COLUMNS,
+    OUTAGE_COLUMNS,
     SCHEMA_VERSION,
     SESSION_COLUMNS,
     WORKER_COLUMNS,
     NoticeRecord,
+    OutageEvent,
     SessionRecord,
     WorkerRecord,
 )
 
-_Row = Attempt | SessionRecord | WorkerRecord | NoticeRecord
+_Row = Attempt | SessionRecord | WorkerRecord | NoticeRecord | OutageEvent
 NOTICE_KEYS = frozenset({"kind", "message", "t_s"})
 """The keys of a notice in summary.json, which its `data` must leave alone."""
 
@@ -65,6 +67,7 @@ class Rows(msgspec.Struct):
     sessions: list[SessionRecord] = []
     workers: list[WorkerRecord] = []
     notices: list[NoticeRecord] = []
+    outages: list[OutageEvent] = []
 
     def record(self, row: _Row) -> None:
         """Add one row to its table's list."""
@@ -74,11 +77,19 @@ class Rows(msgspec.Struct):
             self.sessions.append(row)
         elif isinstance(row, WorkerRecord):
             self.workers.append(row)
+        elif isinstance(row, OutageEvent):
+            self.outages.append(row)
         else:
             self.notices.append(row)
 
     def __len__(self) -> int:
-        return len(self.attempts) + len(self.sessions) + len(self.workers) + len(self.notices)
+        return (
+            len(self.attempts)
+            + len(self.sessions)
+            + len(self.workers)
+            + len(self.notices)
+            + len(self.outages)
+        )
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -230,6 +241,7 @@ class _TupleRows(msgspec.Struct):
     sessions: list[tuple[Any, ...]] = []
     workers: list[tuple[Any, ...]] = []
     notices: list[tuple[Any, ...]] = []
+    outages: list[tuple[Any, ...]] = []
 
 
 def _write_events(path: str, run_id: str, receive: Connection) -> None:
@@ -249,6 +261,7 @@ def _write_events(path: str, run_id: str, receive: Connection) -> None:
     session_sql = _insert("sessions", SESSION_COLUMNS, run)
     worker_sql = _insert("workers", WORKER_COLUMNS)
     notice_sql = _insert("notices", NOTICE_COLUMNS, run)
+    outage_sql = _insert("outages", OUTAGE_COLUMNS, run)
     try:
         while True:
             try:
@@ -262,6 +275,7 @@ def _write_events(path: str, run_id: str, receive: Connection) -> None:
                     db.executemany(session_sql, rows.sessions)
                     db.executemany(worker_sql, rows.workers)
                     db.executemany(notice_sql, rows.notices)
+                    db.executemany(outage_sql, rows.outages)
         db.executescript(INDEXES)  # at the end: an index kept up during the run costs per row
         leave_wal(db)
     except sqlite3.Error as e:  # disk full, unwritable: the parent reports the exit code

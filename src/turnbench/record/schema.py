@@ -56,10 +56,31 @@ class NoticeRecord(msgspec.Struct, gc=False, array_like=True):
     """The figures behind the message, a JSON object."""
 
 
+class OutageEvent(msgspec.Struct, gc=False, array_like=True):
+    """A change in whether a worker reaches the target: it went `down` (the circuit breaker
+    opened), came `back` (a probe or a request was answered), or the worker `gave_up` waiting.
+
+    Why events, not one row per window: a run that ends (or is killed) during an outage still
+    leaves its start on disk; `metrics/` pairs the events and merges the workers' windows.
+    """
+
+    worker: int
+    kind: str
+    """down, back or gave_up."""
+    t_ns: int
+    """down: when the first unreachable attempt of the streak was sent; back: when the target
+    answered again; gave_up: when the wait passed `session.outage.max_wait_s`. Run clock."""
+    failed_attempts: int
+    """back, gave_up: unreachable attempts of this worker since `down`."""
+    sessions_waiting: int
+    """back, gave_up: sessions of this worker waiting for the target at that moment."""
+
+
 ATTEMPT_COLUMNS = tuple(Attempt.__struct_fields__)
 SESSION_COLUMNS = tuple(SessionRecord.__struct_fields__)
 WORKER_COLUMNS = tuple(WorkerRecord.__struct_fields__)
 NOTICE_COLUMNS = tuple(NoticeRecord.__struct_fields__)
+OUTAGE_COLUMNS = tuple(OutageEvent.__struct_fields__)
 
 _TYPES = {
     int: "INTEGER",
@@ -91,6 +112,7 @@ CREATE TABLE IF NOT EXISTS workers ({_columns(WorkerRecord)});
 CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY, run_id TEXT, {_columns(Attempt)});
 CREATE TABLE IF NOT EXISTS sessions (run_id TEXT, {_columns(SessionRecord)});
 CREATE TABLE IF NOT EXISTS notices (run_id TEXT, {_columns(NoticeRecord)});
+CREATE TABLE IF NOT EXISTS outages (run_id TEXT, {_columns(OutageEvent)});
 """
 
 INDEXES = """

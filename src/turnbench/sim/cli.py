@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,19 @@ async def _watch_parent(stop: asyncio.Event) -> None:
     stop.set()
 
 
-async def serve(cfg: SimConfig, host: str, port: int, exit_with_parent: bool = False) -> None:
-    """Serve until SIGINT/SIGTERM (or the parent's death), printing the ready line."""
+async def serve(
+    cfg: SimConfig,
+    host: str,
+    port: int,
+    exit_with_parent: bool = False,
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM (or the parent's death), printing the ready line; HTTPS
+    when given a server TLS context."""
     sim = SimServer(cfg)
     runner = web.ServerRunner(sim.make_server(), handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
+    site = web.TCPSite(runner, host, port, backlog=1024, ssl_context=tls)
     try:
         await site.start()
     except OSError as err:
@@ -53,7 +61,8 @@ async def serve(cfg: SimConfig, host: str, port: int, exit_with_parent: bool = F
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     shown_host = f"[{host}]" if ":" in host else host
-    print(f"{READY_PREFIX}http://{shown_host}:{bound_port}/v1", flush=True)
+    scheme = "https" if tls is not None else "http"
+    print(f"{READY_PREFIX}{scheme}://{shown_host}:{bound_port}/v1", flush=True)
     watcher = asyncio.create_task(_watch_parent(stop)) if exit_with_parent else None
     try:
         await stop.wait()
@@ -82,6 +91,49 @@ def _check_port(port: int) -> None:
     """Refuse a port outside 0-65535: the OS would silently bind another (70000 as 4464)."""
     if not 0 <= port <= 65535:
         raise InputError(f"expected 0-65535 (0 picks a free port), got {port}", field="--port")
+
+
+def _no_password(key: Path) -> str:
+    """The password callback of an encrypted key: refuse, rather than let OpenSSL prompt for
+    one on the terminal of a simulator started in the background."""
+    message = "the key is encrypted; give an unencrypted PEM key"
+    raise InputError(message, file=str(key), field="--tls-key")
+
+
+def _ssl_reason(err: ssl.SSLError) -> str:
+    """OpenSSL's reason in words (`KEY_VALUES_MISMATCH` → `key values mismatch`)."""
+    return err.reason.lower().replace("_", " ") if err.reason else "unreadable PEM"
+
+
+def tls_server_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The HTTPS context of a PEM certificate (chain) and its private key; None for HTTP.
+
+    Why checked before listening: a missing or bad file must be one line naming it at start,
+    not a handshake failure that every client sees later.
+    """
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        given, missing = ("--tls-cert", "--tls-key") if key is None else ("--tls-key", "--tls-cert")
+        raise InputError(f"{given} needs {missing}: give both or neither")
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            path.read_bytes()
+        except OSError as err:
+            message = f"cannot read it: {err.strerror or err}"
+            raise InputError(message, file=str(path), field=flag) from None
+    try:  # loading it as a CA finds a file with no certificate, before the key is blamed
+        ssl.create_default_context(cafile=str(cert))
+    except ssl.SSLError as err:
+        message = f"not a PEM certificate ({_ssl_reason(err)})"
+        raise InputError(message, file=str(cert), field="--tls-cert") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=lambda: _no_password(key))
+    except ssl.SSLError as err:
+        message = f"not the PEM private key of {cert.name} ({_ssl_reason(err)})"
+        raise InputError(message, file=str(key), field="--tls-key") from None
+    return context
 
 
 def sim_command(
@@ -128,6 +180,15 @@ def sim_command(
     exit_with_parent: bool = typer.Option(
         False, "--exit-with-parent", help="Stop when the process that started it is gone."
     ),
+    tls_cert: Path | None = typer.Option(
+        None,
+        "--tls-cert",
+        metavar="PEM",
+        help="Serve HTTPS with this certificate (chain); needs --tls-key.",
+    ),
+    tls_key: Path | None = typer.Option(
+        None, "--tls-key", metavar="PEM", help="The private key of --tls-cert (unencrypted)."
+    ),
 ) -> None:
     """Run the OpenAI-compatible simulator (chat, completions, models, tokenize, metrics)."""
     overrides = {
@@ -149,6 +210,7 @@ def sim_command(
     try:
         _check_port(port)
         cfg = load_config(config, sets=set_, faults=fault, overrides=overrides)
-        run(serve(cfg, host, port, exit_with_parent))
+        tls = tls_server_context(tls_cert, tls_key)
+        run(serve(cfg, host, port, exit_with_parent, tls))
     except InputError as err:
         raise fail(str(err)) from None

@@ -114,7 +114,13 @@ class TextSizer:
 
 
 async def _tokenize_count(
-    root: str, model: str, text: str, headers: dict[str, str], verify_tls: bool, timeout_s: float
+    root: str,
+    model: str,
+    text: str,
+    headers: dict[str, str],
+    verify_tls: bool,
+    ca_pem: str | None,
+    timeout_s: float,
 ) -> int | None:
     """Tokens of `text` from `{root}/tokenize`: vLLM/SGLang/simulator body, then llama.cpp's."""
     for body in ({"model": model, "prompt": text}, {"content": text}):
@@ -125,6 +131,7 @@ async def _tokenize_count(
                 body=body,
                 timeout_s=timeout_s,
                 verify_tls=verify_tls,
+                ca_pem=ca_pem,
             )
         except (OSError, TimeoutError, ValueError):
             continue
@@ -144,13 +151,14 @@ async def calibrate(
     *,
     tokenizer_json: str | None = None,
     verify_tls: bool = True,
+    ca_pem: str | None = None,
     timeout_s: float = 10,
 ) -> TextSizer:
     """The sizer for this server: its tokenizer.json, else its `/tokenize`, else approximate.
 
     Why two calibration texts (2,000 and 1,000 words): their difference cancels any special
     tokens (BOS) the endpoint adds. A ratio of exactly 1.0 is a word-per-token tokenizer (the
-    simulator), whose sizing is exact per text.
+    simulator), whose sizing is exact per text. `verify_tls` and `ca_pem` as for the probe.
     """
     if tokenizer_json is not None:
         sizer = TextSizer("tokenizer.json", tokenizer_json=tokenizer_json)
@@ -159,9 +167,11 @@ async def calibrate(
     root = url.rstrip("/").removesuffix("/v1")
     words = random.Random("turnbench-calibration").choices(VOCAB, k=CALIBRATION_WORDS)
     half = CALIBRATION_WORDS // 2
-    full = await _tokenize_count(root, model, " ".join(words), headers, verify_tls, timeout_s)
+    full = await _tokenize_count(
+        root, model, " ".join(words), headers, verify_tls, ca_pem, timeout_s
+    )
     part = await _tokenize_count(
-        root, model, " ".join(words[:half]), headers, verify_tls, timeout_s
+        root, model, " ".join(words[:half]), headers, verify_tls, ca_pem, timeout_s
     )
     if full is None or part is None or full <= part:
         return TextSizer("approximate")
