@@ -2,7 +2,9 @@
 
 Why from the file: any old run can be re-reported, and the report can never see something the
 record does not hold. Failed and cancelled attempts never enter a latency or a throughput; they
-are counted apart. Warm-up rows are left out of everything but the counts.
+are counted apart. Warm-up rows are left out of everything but the counts. Attempts that failed
+during an outage (`outages.py`) do not start the measured window or enter the verdict either:
+they measure the outage, which has figures of its own.
 
 Why numpy columns read in batches: a long run has millions of rows and tens of millions of
 chunk gaps; as Python objects they would need gigabytes, as float64 columns 8 bytes a value.
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from turnbench.metrics.outages import describe_outages, during, read_windows
 from turnbench.metrics.stats import describe
 from turnbench.record.journal import open_readonly
 
@@ -138,11 +141,13 @@ def _per_conversation(sessions: list[sqlite3.Row]) -> dict[str, Any]:
     }
 
 
-def _verdict(lag_ms: np.ndarray, gate_ms: np.ndarray, ok: int) -> dict[str, Any]:
+def _verdict(lag_ms: np.ndarray, gate_ms: np.ndarray, ok: int, sent: int) -> dict[str, Any]:
     """Whether the client or a cap held work back, so latencies from the send understate.
 
     Judged on every attempt that went out, failed and cancelled ones too: an overloaded client
-    may complete nothing at all, and that is exactly when the warning matters.
+    may complete nothing at all, and that is exactly when the warning matters. Only attempts
+    that failed during an outage are left out (the caller's `lag_ms`, `gate_ms`): they were
+    sent as the outage backoff allowed, not as the schedule asked. `sent`: all attempts sent.
     """
     lag_p99 = float(np.percentile(lag_ms, 99)) if lag_ms.size else 0.0
     gate_p99 = float(np.percentile(gate_ms, 99)) if gate_ms.size else 0.0
@@ -160,8 +165,8 @@ def _verdict(lag_ms: np.ndarray, gate_ms: np.ndarray, ok: int) -> dict[str, Any]
             f"capacity-bound: a cap held requests back {gate_p99:.1f} ms at p99; "
             "the offered load was not sent as scheduled"
         )
-    if lag_ms.size and not ok:
-        notes.append(f"no request succeeded: all {lag_ms.size} attempts failed or were cancelled")
+    if sent and not ok:
+        notes.append(f"no request succeeded: all {sent} attempts failed or were cancelled")
     return {
         "client_bound": client_bound,
         "capacity_bound": capacity_bound,
@@ -233,6 +238,9 @@ def summarize(db_path: Path) -> dict[str, Any]:
     try:
         conn.row_factory = sqlite3.Row
         runs = conn.execute("SELECT * FROM runs").fetchall()
+        run = dict(runs[0]) if runs else {}
+        config = json.loads(run.pop("config_json", None) or "{}")
+        load = config.get("load") or {}
         sessions = conn.execute(f"SELECT * FROM sessions WHERE {MAIN}").fetchall()
         conn.row_factory = None
         counts = dict(
@@ -259,9 +267,6 @@ def summarize(db_path: Path) -> dict[str, Any]:
                 "GROUP BY 1"
             ).fetchall()
         )
-        (first_sent,) = conn.execute(
-            f"SELECT MIN(t_sent_ns) FROM requests WHERE {MAIN} AND t_sent_ns > 0"
-        ).fetchone()
         (last_start,) = conn.execute("SELECT MAX(t_start_ns) FROM sessions").fetchone()
         (last_end,) = conn.execute("SELECT MAX(t_end_ns) FROM requests").fetchone()
         ok = read_matrix(
@@ -271,24 +276,27 @@ def summarize(db_path: Path) -> dict[str, Any]:
         )
         sent = read_matrix(
             conn,
-            f"SELECT t_sent_ns - t_intended_ns, gate_wait_ns FROM requests "
-            f"WHERE {MAIN} AND t_sent_ns > 0",
-            2,
+            f"SELECT t_sent_ns - t_intended_ns, gate_wait_ns, t_sent_ns, status = 'error' "
+            f"FROM requests WHERE {MAIN} AND t_sent_ns > 0",
+            4,
         )
         gaps = _chunk_gaps(conn)
         notices = _notices(conn)
+        windows = read_windows(conn)
+        outages = describe_outages(
+            conn, windows, (ok[:, 1], ok[:, 3]), float(load.get("warmup_s") or 0.0)
+        )
     finally:
         conn.close()
-    run = dict(runs[0]) if runs else {}
-    config = json.loads(run.pop("config_json", None) or "{}")
+    measured = sent[~((sent[:, 3] == 1) & during(sent[:, 2], windows))]
     n_ok = len(ok)
-    window_ns = (float(first_sent), float(ok[:, 3].max())) if n_ok else None
+    window_ns = (float(measured[:, 2].min()), float(ok[:, 3].max())) if n_ok else None
     window_s = (window_ns[1] - window_ns[0]) / S if window_ns else 0.0
     out_tokens = float(np.nansum(ok[:, 6]))
     in_tokens = float(np.nansum(ok[:, 5]))
     cached = float(np.nansum(ok[:, 7]))
     length_source = (config.get("resolved") or {}).get("length_source")
-    verdict = _verdict(sent[:, 0] / MS, sent[:, 1] / MS, n_ok)
+    verdict = _verdict(measured[:, 0] / MS, measured[:, 1] / MS, n_ok, len(sent))
     if length_source == "approximate":
         verdict["notes"].append(APPROXIMATE_LENGTHS)
     warmup = counts.pop("warmup", 0)
@@ -312,10 +320,12 @@ def summarize(db_path: Path) -> dict[str, Any]:
             "cached_token_ratio": cached / in_tokens if in_tokens else None,
             **_request_metrics(ok, gaps),
         },
-        "timeline": _timeline(run, config.get("load") or {}, last_start, last_end, window_ns),
+        "timeline": _timeline(run, load, last_start, last_end, window_ns),
         "per_turn": _per_turn(ok, failures),
         "per_conversation": _per_conversation(sessions),
         "errors": errors,
         "verdict": verdict,
         "notices": notices,
+        "outages": outages,
+        "downtime_s": sum(o["duration_s"] for o in outages),
     }

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from turnbench.report.tables import TextTable, all_tables
+from turnbench.report.tables import TextTable, all_tables, unreachable_problem
 
 
 def to_rich(table: TextTable) -> Table:
@@ -22,10 +22,15 @@ def to_rich(table: TextTable) -> Table:
 
 
 def print_report(summary: dict[str, Any], console: Console | None = None) -> None:
-    """Print the whole console report: verdict notes first, then the tables, then the run's
-    notices, one line each, last, where a user who skims past the tables still sees them.
-    Nothing follows them: the caller's own last line (where the report is) comes next."""
+    """Print the whole console report: a red problem line first when the target stayed
+    unreachable and ended the run (everything below is only what ran before), then verdict
+    notes, then the tables, then the run's notices, one line each, last, where a user who
+    skims past the tables still sees them. Nothing follows them: the caller's own last line
+    (where the report is) comes next."""
     console = console or Console()
+    problem = unreachable_problem(summary)
+    if problem is not None:
+        console.print(f"[bold red]problem: {escape(problem)}[/]", soft_wrap=True, highlight=False)
     for note in summary["verdict"]["notes"]:
         console.print(f"[bold yellow]warning:[/] {escape(note)}")
     for table in all_tables(summary):

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from turnbench.report import plots
-from turnbench.report.tables import TextTable, all_tables
+from turnbench.report.tables import TextTable, all_tables, unreachable_problem
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
@@ -21,7 +21,8 @@ table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{padding:.25rem .6rem;
 border-bottom:1px solid #ddd;text-align:right}th:first-child,td:first-child{text-align:left}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}.warn{background:#fff3cd;
 border:1px solid #e0c36c;padding:.5rem .8rem;margin:.4rem 0}img{max-width:100%}
-code{background:#f4f4f4;padding:0 .2rem}
+code{background:#f4f4f4;padding:0 .2rem}.problem{background:#f8d7da;border:1px solid #d9534f;
+color:#842029;font-weight:bold;padding:.5rem .8rem;margin:.4rem 0}
 """
 
 
@@ -58,14 +59,18 @@ def render(summary: dict[str, Any], series: dict[str, Any]) -> str:
         f"</code>, API {_e(run.get('api'))}; turnbench {_e(run.get('turnbench_version'))}; "
         f"ended: {_e(run.get('end_reason'))}.</p>",
     ]
+    problem = unreachable_problem(summary)
+    if problem is not None:
+        parts.append(f"<div class='problem'>problem: {_e(problem)}</div>")
     parts += [f"<div class='warn'>{_e(note)}</div>" for note in summary["verdict"]["notes"]]
     parts += [_table(table) for table in all_tables(summary)]
     parts += [f"<div class='warn'>notice: {_e(n['message'])}</div>" for n in summary["notices"]]
+    spans = plots.outage_spans(summary["outages"])
     parts.append("<h2>Plots</h2>")
-    parts.append(_img(plots.throughput(series["throughput"]), "throughput over time"))
+    parts.append(_img(plots.throughput(series["throughput"], spans), "throughput over time"))
     parts.append(_img(plots.per_turn(summary["per_turn"]), "TTFT and tokens by turn"))
     parts.append(_img(plots.cdfs(series["cdf"]), "latency CDFs"))
-    parts.append(_img(plots.ttft_over_time(series["ttft_samples"]), "TTFT over time"))
+    parts.append(_img(plots.ttft_over_time(series["ttft_samples"], spans), "TTFT over time"))
     parts.append(
         "<h2>Configuration</h2><pre>"
         + _e(json.dumps(summary["config"], indent=2))

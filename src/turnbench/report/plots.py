@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 _SIZE = (7.5, 3.6)
+Span = tuple[float, float]
+"""An outage on the run clock, seconds: (start, end), end the run's end if it never ended."""
 
 
 def _png(fig: Figure) -> bytes:
@@ -26,11 +28,25 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def throughput(points: list[dict[str, Any]]) -> bytes | None:
+def outage_spans(outages: list[dict[str, Any]]) -> list[Span]:
+    """The summary's outages as spans; one still open at the end reaches the run's end."""
+    return [(o["start_s"], o["start_s"] + o["duration_s"]) for o in outages]
+
+
+def _shade(ax: Any, spans: list[Span]) -> None:
+    """Mark outages on a time axis, so a dip or a gap explains itself."""
+    for i, (start, end) in enumerate(spans):
+        ax.axvspan(
+            start, end, color="tab:red", alpha=0.15, label="target unreachable" if not i else None
+        )
+
+
+def throughput(points: list[dict[str, Any]], spans: list[Span]) -> bytes | None:
     """Successful and failed requests per second, and output tokens per second."""
     if not points:
         return None
     fig, ax = plt.subplots(figsize=_SIZE)
+    _shade(ax, spans)
     t = [p["t"] for p in points]
     ax.plot(t, [p["ok"] for p in points], label="ok requests/s", color="tab:blue")
     ax.plot(t, [p["failed"] for p in points], label="failed or cancelled/s", color="tab:red")
@@ -105,11 +121,12 @@ def cdfs(cdf: dict[str, list[tuple[float, float]]]) -> bytes | None:
     return _png(fig)
 
 
-def ttft_over_time(samples: list[tuple[float, float, int]]) -> bytes | None:
+def ttft_over_time(samples: list[tuple[float, float, int]], spans: list[Span]) -> bytes | None:
     """Each request's TTFT at its send time; turn 1 apart from later turns."""
     if not samples:
         return None
     fig, ax = plt.subplots(figsize=_SIZE)
+    _shade(ax, spans)
     first = [s for s in samples if s[2] == 1]
     later = [s for s in samples if s[2] != 1]
     for group, label, color in ((first, "turn 1", "tab:orange"), (later, "turns ≥ 2", "tab:blue")):

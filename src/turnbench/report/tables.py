@@ -83,6 +83,64 @@ def headline(summary: dict[str, Any]) -> TextTable:
     return TextTable("Run", None, rows)
 
 
+def _outcome(outage: dict[str, Any]) -> str:
+    if outage["gave_up"]:
+        return "gave up"
+    return "back" if outage["back"] else "still down at the end"
+
+
+def outages(summary: dict[str, Any]) -> TextTable | None:
+    """When the target could not be reached, what it cost and how long throughput took to
+    come back; None for a run without outages (most runs), so it takes no room."""
+    windows = summary["outages"]
+    if not windows:
+        return None
+    header = [
+        "start s",
+        "end s",
+        "duration s",
+        "attempts failed",
+        "turns / sessions",
+        "recovery s",
+        "outcome",
+    ]
+    rows = [
+        [
+            fmt(o["start_s"], 2),
+            fmt(o["end_s"], 2),
+            fmt(o["duration_s"], 2),
+            fmt(o["failed_attempts"]),
+            f"{fmt(o['turns_affected'])} / {fmt(o['sessions_affected'])}",
+            fmt(o["recovery_s"], 2),
+            _outcome(o),
+        ]
+        for o in windows
+    ]
+    title = f"Outages (target unreachable {fmt(summary['downtime_s'], 2)} s in all)"
+    return TextTable(title, header, rows)
+
+
+def unreachable_problem(summary: dict[str, Any]) -> str | None:
+    """The line that says the run ended because the target never came back, so no one reads
+    its latencies as those of the whole run; None for a run that ended otherwise."""
+    if summary["run"].get("end_reason") != "target_unreachable":
+        return None
+    windows = [o for o in summary["outages"] if o["gave_up"]] or summary["outages"]
+    after = (
+        f" after {fmt(windows[-1]['duration_s'], 1)} s (unreachable from "
+        f"{fmt(windows[-1]['start_s'], 2)} s)"
+        if windows
+        else ""
+    )
+    last_ok = summary["timeline"]["window_end_s"]
+    last = (
+        f"the last successful request ended at {fmt(last_ok, 2)} s"
+        if last_ok is not None
+        else "no request succeeded"
+    )
+    return f"the target never came back{after}; {last}; the latencies cover only what ran before"
+
+
 def requests(summary: dict[str, Any]) -> TextTable:
     """Latency distributions of successful requests, in milliseconds."""
     req = summary["requests"]
@@ -148,5 +206,12 @@ def conversations(summary: dict[str, Any]) -> TextTable:
 
 
 def all_tables(summary: dict[str, Any]) -> list[TextTable]:
-    """Every table of the report, in order."""
-    return [headline(summary), requests(summary), turns(summary), conversations(summary)]
+    """Every table of the report, in order (the Outages table only when there were any)."""
+    down = outages(summary)
+    return [
+        headline(summary),
+        *([down] if down else []),
+        requests(summary),
+        turns(summary),
+        conversations(summary),
+    ]
