@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +63,21 @@ def start_sim(*args: str, timeout: float = 30.0) -> SimProcess:
     proc.kill()
     err = proc.stderr.read() if proc.stderr else ""
     raise RuntimeError(f"simulator did not start: {err}")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server that must keep its port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def fast_sim() -> Iterator[SimProcess]:
+    """The built-in simulator with no modelled delays: a default-size run takes a second."""
+    sim = start_sim("--set", "zero_delay=true")
+    yield sim
+    sim.stop()
 
 
 @pytest.fixture

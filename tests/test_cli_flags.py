@@ -1,7 +1,8 @@
 """Every option of `turnbench run`, read from the command itself, works from a bare command line.
 
 Why built from the command: a flag added tomorrow is run by this test the day it lands, with a
-value drawn from its type, or the test fails until it is given one (`NEEDS`). Each case runs
+value drawn from its type, or the test fails until it is given one (`NEEDS`; the rule is
+`cli_options.values_for`, shared with the other commands' test). Each case runs
 the real CLI in a subprocess against a real simulator on 127.0.0.1 and must end with exit 0, no
 traceback, a full run folder and the report's path as the last line.
 """
@@ -9,43 +10,24 @@ traceback, a full run folder and the report's path as the last line.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import typing
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
-import typer
 
-from conftest import SimProcess, start_sim
-from turnbench.cli import _register, app, run_command
+from cli_options import command_tree, hints, options, turnbench, values_for
+from conftest import SimProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 SECRET = "sk-flag-test-4f1c9a"
 
 
-def _run_options() -> dict[str, Any]:
-    """The options of `turnbench run`, by their long name (secondary names too)."""
-    _register("run")
-    command = typer.main.get_command(app)
-    run = command.commands["run"]  # type: ignore[attr-defined]
-    options: dict[str, Any] = {}
-    for param in run.params:
-        if getattr(param, "param_type_name", None) != "option":
-            continue
-        for name in (*param.opts, *param.secondary_opts):
-            if name.startswith("--"):
-                options[name] = param
-    return options
-
-
-OPTIONS = _run_options()
-HINTS = typing.get_type_hints(run_command)
+RUN = command_tree().commands["run"]
+OPTIONS = options(RUN)
+HINTS = hints(RUN)
 
 # What a flag needs beside its own name when its type alone does not say: a value, or a
 # companion flag without which it has no meaning (`--rate` is for mode session-rate).
@@ -75,24 +57,7 @@ SKIPPED = {"--help"}  # covered by test_help_*
 
 
 def _values(flag: str, param: Any) -> list[str]:
-    if flag in NEEDS:
-        return NEEDS[flag]
-    if param.is_flag:
-        return []
-    kinds = set(typing.get_args(HINTS[param.name])) | {HINTS[param.name]}
-    if int in kinds:
-        return ["2"]
-    if float in kinds:
-        return ["1"]
-    raise AssertionError(f"{flag} is new: say in NEEDS what value it needs to run alone")
-
-
-@pytest.fixture(scope="module")
-def fast_sim() -> Iterator[SimProcess]:
-    """The built-in simulator with no modelled delays, so a default-size run takes a second."""
-    sim = start_sim("--set", "zero_delay=true")
-    yield sim
-    sim.stop()
+    return values_for(flag, param, HINTS[param.name], NEEDS)
 
 
 @pytest.fixture(scope="module")
@@ -117,17 +82,6 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ca = folder / "ca.pem"
     trustme.CA().cert_pem.write_to_path(str(ca))
     return {"messages": messages, "traj": traj, "ca": ca}
-
-
-def turnbench(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180):
-    return subprocess.run(
-        [sys.executable, "-m", "turnbench", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def assert_clean_run(proc: subprocess.CompletedProcess[str], out: Path) -> Path:

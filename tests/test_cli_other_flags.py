@@ -17,19 +17,17 @@ import shutil
 import subprocess
 import sys
 import time
-import typing
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import click
 import openai
 import pytest
-import typer
+import trustme
 
+from cli_options import command_tree, hints, options, turnbench, values_for
 from conftest import SimProcess, start_sim
-from turnbench.cli import _register, app
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -37,62 +35,26 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared sample data no
 SKIPPED = {"--help"}  # covered by test_help_of_every_command
 
 
-def _tree() -> click.Group:
-    """The whole command tree: `main` adds `sim` and `dataset` only when one of them runs."""
-    if "sim" not in {c.name for c in app.registered_commands}:
-        _register(None)
-    return typing.cast(click.Group, typer.main.get_command(app))
+TREE = command_tree()
 
 
-TREE = _tree()
-
-
-def _command(*path: str) -> click.Command:
-    command: click.Command = TREE
+def _command(*path: str) -> Any:
+    command = TREE
     for name in path:
-        command = command.commands[name]  # type: ignore[attr-defined]
+        command = command.commands[name]
     return command
 
 
 def _options(*path: str) -> dict[str, Any]:
-    """A command's options by their long name (secondary names too: `--no-zero-delay`)."""
-    options: dict[str, Any] = {}
-    for param in _command(*path).params:
-        if getattr(param, "param_type_name", None) != "option":
-            continue
-        for name in (*param.opts, *param.secondary_opts):
-            if name.startswith("--"):
-                options[name] = param
-    return options
+    return options(_command(*path))
 
 
 def _hints(*path: str) -> dict[str, Any]:
-    """The type hints of the function behind a command (typer keeps `__wrapped__`)."""
-    return typing.get_type_hints(_command(*path).callback)
+    return hints(_command(*path))
 
 
 def _values(flag: str, param: Any, hints: dict[str, Any], needs: dict[str, list[str]]) -> list[str]:
-    if flag in needs:
-        return needs[flag]
-    if param.is_flag:
-        return []
-    kinds = set(typing.get_args(hints[param.name])) | {hints[param.name]}
-    if int in kinds:
-        return ["2"]
-    if float in kinds:
-        return ["1"]
-    raise AssertionError(f"{flag} is new: say in NEEDS what value it needs to run alone")
-
-
-def turnbench(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120):
-    return subprocess.run(
-        [sys.executable, "-m", "turnbench", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+    return values_for(flag, param, hints[param.name], needs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,7 +75,10 @@ SIM_NEEDS: dict[str, list[str]] = {
     "--set": ["output_len={dist: fixed, mean: 3}"],
     "--max-model-len": ["4096"],  # 2, from its type, holds no prompt at all
     "--session-header": [SESSION_HEADER],
+    "--tls-cert": ["{cert}", "--tls-key", "{key}"],  # one without the other is refused
+    "--tls-key": ["{key}", "--tls-cert", "{cert}"],
 }
+TLS_FLAGS = {"--tls-cert", "--tls-key"}
 # What the served model's card (`/v1/models`) must show when a flag sets it.
 SIM_CARD = {
     "--model": {"id": "flagged-model"},
@@ -129,9 +94,15 @@ SIM_FAILS: dict[str, tuple[type[openai.APIStatusError], int]] = {
 MAX_TOKENS = 8  # so a flag that restores the modelled delays still answers in ~0.1 s
 
 
-def _stream_one_chat(sim: SimProcess) -> tuple[dict[str, Any], str, int | None]:
-    """The model card, the streamed text and the completion tokens of one real chat request."""
-    client = openai.OpenAI(base_url=sim.v1, api_key="x", max_retries=0, timeout=10)
+def _stream_one_chat(
+    sim: SimProcess, ca: Path | None = None
+) -> tuple[dict[str, Any], str, int | None]:
+    """The model card, the streamed text and the completion tokens of one real chat request
+    (over https trusting `ca`, when given)."""
+    http = openai.DefaultHttpxClient(verify=str(ca)) if ca is not None else None
+    client = openai.OpenAI(
+        base_url=sim.v1, api_key="x", max_retries=0, timeout=10, http_client=http
+    )
     card = client.models.list().data[0].model_dump()
     stream = client.chat.completions.create(
         model=card["id"],
@@ -165,7 +136,13 @@ def test_each_sim_flag_alone(flag: str, tmp_path: Path) -> None:
     config = tmp_path / "sim.yaml"
     config.write_text(SIM_YAML)
     needed = _values(flag, SIM_OPTIONS[flag], SIM_HINTS, SIM_NEEDS)
-    values = [str(config) if v == "{config}" else v for v in needed]
+    ca = trustme.CA()
+    files = {"{config}": config, "{cert}": tmp_path / "cert.pem", "{key}": tmp_path / "key.pem"}
+    served = ca.issue_cert("127.0.0.1")
+    served.cert_chain_pems[0].write_to_path(str(files["{cert}"]))
+    served.private_key_pem.write_to_path(str(files["{key}"]))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    values = [str(files[v]) if v in files else v for v in needed]
     sim = start_sim(*([] if flag in ("--host", "--port") else [flag, *values]))
     try:
         if flag in SIM_FAILS:
@@ -174,7 +151,10 @@ def test_each_sim_flag_alone(flag: str, tmp_path: Path) -> None:
                 _stream_one_chat(sim)
             assert raised.value.status_code == status
         else:
-            card, text, tokens = _stream_one_chat(sim)
+            trust = tmp_path / "ca.pem" if flag in TLS_FLAGS else None
+            if trust is not None:
+                assert sim.url.startswith("https://"), sim.url
+            card, text, tokens = _stream_one_chat(sim, trust)
             assert text.strip(), "no tokens were streamed"
             assert tokens is not None and 0 < tokens <= MAX_TOKENS
             assert tokens == SIM_TOKENS.get(flag, tokens)
@@ -379,7 +359,7 @@ def test_report_of_a_real_run(flag: str, tmp_path: Path, finished_run: Path) -> 
 OPTION_LINE = re.compile(r"^│\s*(?:\*\s+)?(--[\w-]+)")
 
 
-def _paths(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+def _paths(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     yield path
     for name, sub in sorted(getattr(command, "commands", {}).items()):
         yield from _paths(sub, (*path, name))

@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SimProcess, start_sim
+from conftest import SimProcess, free_port, start_sim
 from runs import assert_one_in_flight, run_bench, start_run
 
 FAULTS = {
@@ -124,14 +123,8 @@ def test_timeouts_fire_on_their_own_deadline(
         assert limit_s <= waited_s < limit_s + 0.5, (kind, waited_s)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_server_killed_mid_run_then_back(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     args = ("--port", str(port), "--ttft-base-ms", "5", "--decode-ms-base", "5")
 
     def start() -> subprocess.Popen[str]:

@@ -7,7 +7,6 @@ what the run wrote to events.db and summary.json.
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,13 +18,9 @@ from typing import Any
 
 import pytest
 
+from conftest import free_port
+
 READY = "turnbench sim ready"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start_sim(port: int) -> tuple[subprocess.Popen[str], int]:
@@ -66,7 +61,7 @@ def _outage_run(
     tmp_path: Path, *, restart_after_s: float | None, extra: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """Kill the server 3 s into the run; start it again `restart_after_s` later (or never)."""
-    port = _free_port()
+    port = free_port()
     first, _ = _start_sim(port)
     out = tmp_path / "out"
     run = _run(port, out, *extra)

@@ -12,17 +12,15 @@ import json
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import READY_PREFIX, SimProcess, start_sim
+from conftest import READY_PREFIX, SimProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -37,19 +35,6 @@ def readme_commands() -> list[str]:
 
 
 COMMANDS = readme_commands()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def fast_sim() -> Iterator[SimProcess]:
-    sim = start_sim("--set", "zero_delay=true")
-    yield sim
-    sim.stop()
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +111,7 @@ def test_readme_command_runs_as_written(command: str, workdir: Path, fast_sim: S
 
 def _sim_command_serves(command: str) -> None:
     """`turnbench sim --port 8000 ...`: on a free port, it says it is ready and answers."""
-    port = _free_port()
+    port = free_port()
     words = _stand_in(command, str(port))
     proc = subprocess.Popen(words, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

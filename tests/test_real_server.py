@@ -11,7 +11,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from runs import assert_one_in_flight, run_bench
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-server"
@@ -27,19 +27,13 @@ INSTALL = Path(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def llama_url() -> Iterator[str]:
     if not (INSTALL / "bin" / "llama-server").exists() or not (SHARED / "start.sh").exists():
         if os.environ.get("CI") == "true":
             pytest.fail(f"the real server is not built in {INSTALL} (make real-server)")
         pytest.skip("llama-server not built: run `make real-server`")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.run(
         ["bash", str(SHARED / "start.sh"), str(port), str(INSTALL)],
         capture_output=True,

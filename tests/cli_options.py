@@ -1,0 +1,74 @@
+"""What the tests built from the CLI's own option lists share: the command tree, a value for
+an option drawn from its type, and running `turnbench` as a user would.
+
+Why one module: `test_cli_flags` (every `run` option) and `test_cli_other_flags` (the other
+commands) must draw values by the same rule, so a new flag of any command is covered alike.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from turnbench.cli import _register, app
+
+
+def command_tree() -> Any:
+    """The whole `turnbench` command tree, every command registered (`sim`, `dataset`)."""
+    _register(None)
+    return typer.main.get_command(app)
+
+
+def options(command: Any) -> dict[str, Any]:
+    """A command's options by every long name (`--live` and `--no-live` both)."""
+    found: dict[str, Any] = {}
+    for param in command.params:
+        if getattr(param, "param_type_name", None) != "option":
+            continue
+        for name in (*param.opts, *param.secondary_opts):
+            if name.startswith("--"):
+                found[name] = param
+    return found
+
+
+def hints(command: Any) -> dict[str, Any]:
+    """The type hints of the function behind a command."""
+    return typing.get_type_hints(command.callback)
+
+
+def values_for(flag: str, param: Any, hint: Any, needs: dict[str, list[str]]) -> list[str]:
+    """What `flag` needs beside its name to run alone: from `needs`, else from its type.
+
+    A flag of any other type fails the test until it is given an entry in `needs`: a flag
+    added tomorrow is run the day it lands.
+    """
+    if flag in needs:
+        return needs[flag]
+    if param.is_flag:
+        return []
+    kinds = set(typing.get_args(hint)) | {hint}
+    if int in kinds:
+        return ["2"]
+    if float in kinds:
+        return ["1"]
+    raise AssertionError(f"{flag} is new: say in NEEDS what value it needs to run alone")
+
+
+def turnbench(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """`turnbench ARGS` in a subprocess, as typed in a shell in `cwd`."""
+    return subprocess.run(
+        [sys.executable, "-m", "turnbench", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
