@@ -260,6 +260,8 @@ def run_command(
         raise fail(_name_flag(e, given)) from None
     except (TargetError, EngineError) as e:
         raise fail(str(e)) from None
+    except KeyboardInterrupt:  # before the run began (probe, dataset); after it, a report
+        raise fail("interrupted before the run started; nothing was written") from None
 
 
 def _name_flag(err: InputError, given: dict[str, str]) -> str:
