@@ -50,6 +50,7 @@ NEEDS: dict[str, list[str]] = {
     "--ray-address": ["auto", "--engine", "ray"],
     "--set": ["load.max_requests=7"],
     "--ca-bundle": ["{ca}"],  # read and checked even though the simulator here is plain http
+    "--metrics-url": ["http://127.0.0.1:9/metrics"],  # refused: noted once, the run goes on
 }
 # Cases whose clean end is a one-line error with no run folder left behind.
 REFUSED = {"--ray-address": "cannot start the Ray cluster at 'auto'"}

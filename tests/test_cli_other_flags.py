@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -75,6 +76,7 @@ SIM_NEEDS: dict[str, list[str]] = {
     "--set": ["output_len={dist: fixed, mean: 3}"],
     "--max-model-len": ["4096"],  # 2, from its type, holds no prompt at all
     "--session-header": [SESSION_HEADER],
+    "--router": ["round-robin"],
     "--tls-cert": ["{cert}", "--tls-key", "{key}"],  # one without the other is refused
     "--tls-key": ["{key}", "--tls-cert", "{cert}"],
 }
@@ -99,7 +101,8 @@ def _stream_one_chat(
 ) -> tuple[dict[str, Any], str, int | None]:
     """The model card, the streamed text and the completion tokens of one real chat request
     (over https trusting `ca`, when given)."""
-    http = openai.DefaultHttpxClient(verify=str(ca)) if ca is not None else None
+    trust = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
+    http = openai.DefaultHttpxClient(verify=trust) if trust is not None else None
     client = openai.OpenAI(
         base_url=sim.v1, api_key="x", max_retries=0, timeout=10, http_client=http
     )

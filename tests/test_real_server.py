@@ -89,6 +89,12 @@ def test_multi_turn_sessions_against_llama_cpp(tmp_path: Path, llama_url: str, a
     assert summary["run"]["model"] == "gemma-3-270m"
     assert {t["turn"] for t in summary["per_turn"]} == {1, 2, 3}
     assert summary["per_turn"][1]["mean_cached_tokens"] > 0
+    # start.sh runs llama-server with --metrics: its /metrics is scraped during the run
+    server = summary["server"]
+    assert server["names"] == "llama.cpp" and server["scrapes"] >= 2
+    assert server["metrics"]["running"] == "llamacpp:requests_processing"
+    assert server["running"]["max"] <= 4  # PARALLEL slots
+    assert server["prefix_hits"] > 0 and 0 < server["prefix_hit_rate"] < 1
 
 
 def test_bare_host_of_llama_cpp_finds_its_api_root(tmp_path: Path, llama_url: str) -> None:

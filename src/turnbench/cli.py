@@ -87,6 +87,8 @@ _FLAG_KEYS = {
     "--ray-address": "engine.ray_address",
     "--insecure": "target.verify_tls",
     "--ca-bundle": "target.ca_bundle",
+    "--metrics-url": "target.metrics_url",
+    "--no-server-metrics": "target.metrics_interval_s",
 }
 
 
@@ -197,6 +199,16 @@ def run_command(
         metavar="FILE",
         help="PEM file of the CAs to trust instead of the system's (a private CA).",
     ),
+    metrics_url: str | None = typer.Option(
+        None,
+        "--metrics-url",
+        metavar="URL",
+        help="The server's Prometheus metrics, scraped during the run; unset: the API root "
+        "without /v1, plus /metrics.",
+    ),
+    no_server_metrics: bool = typer.Option(
+        False, "--no-server-metrics", help="Do not scrape the server's /metrics."
+    ),
     sets: list[str] = typer.Option(
         [],
         "--set",
@@ -233,6 +245,8 @@ def run_command(
         "--ray-address": ray_address,
         "--insecure": False if insecure else None,
         "--ca-bundle": str(ca_bundle.resolve()) if ca_bundle else None,
+        "--metrics-url": metrics_url,
+        "--no-server-metrics": 0.0 if no_server_metrics else None,
     }
     overrides: dict[str, object] = {_FLAG_KEYS[flag]: value for flag, value in flags.items()}
     if dataset is not None:

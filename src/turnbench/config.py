@@ -74,6 +74,13 @@ class TargetConfig(_Strict):
         "folder. Unset: the system's store. Ignored when verify_tls is false.",
     )
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Per-request limits.")
+    replica_header: str | None = Field(
+        "x-served-by",
+        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        description="Response header naming the replica that served a request (the "
+        "simulator's x-served-by, or what a router adds): its value is recorded per attempt, "
+        "and the report's session affinity comes from it. Null: not read.",
+    )
     tokenizer_json: str | None = Field(
         None,
         description="Path to the server's Hugging Face tokenizer.json (needs the `tokenizers` "
@@ -84,6 +91,19 @@ class TargetConfig(_Strict):
         default_factory=list,
         description="Extra arguments for the built-in simulator when no url is set, "
         "e.g. ['--set', 'max_num_seqs=8', '--fault', 'http500=0.05'].",
+    )
+    metrics_url: str | None = Field(
+        None,
+        pattern=r"^(https?://)?[^\s/?#:]+(:\d+)?(/\S*)?$",
+        description="The server's Prometheus metrics, scraped during the run into events.db "
+        "(http://host:8000/metrics; http:// is added to a bare host:port/path). Unset: the "
+        "API root without /v1, plus /metrics.",
+    )
+    metrics_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds between two scrapes of metrics_url (each times out after 0.8 of "
+        "it, at most 5 s); 0 turns scraping off.",
     )
 
 

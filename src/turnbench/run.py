@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
+from rich.text import Text
 
 from turnbench import __version__
 from turnbench.client.h1 import tls_context
@@ -35,6 +36,7 @@ from turnbench.engine.remote import RemoteLauncher, shares
 from turnbench.engine.scheduler import Launcher, Scheduler
 from turnbench.engine.worker import WorkerCore, WorkerSpec
 from turnbench.errors import EngineError, InputError, TargetError
+from turnbench.observe.scraper import metrics_url, scraping
 from turnbench.pacing.clock import RunClock
 from turnbench.record.recorder import EventRecorder
 from turnbench.report.progress import show_progress
@@ -245,6 +247,24 @@ def _specs(
     ]
 
 
+def _observe(
+    cfg: RunConfig, spec: WorkerSpec, clock: RunClock, recorder: EventRecorder, console: Console
+) -> contextlib.AbstractAsyncContextManager[object]:
+    """Scrape the target's /metrics beside the run, on its clock (`target.metrics_interval_s`
+    0: not at all); a failure is one `note:` line and the run goes on."""
+    return scraping(
+        cfg.target,
+        spec.url,
+        clock=clock,
+        recorder=recorder,
+        say=lambda message: console.print(
+            Text.assemble(("note:", "yellow"), " ", message), soft_wrap=True
+        ),
+        auth_headers=spec.auth_headers,
+        ca_pem=spec.ca_pem,
+    )
+
+
 def _pool(cfg: RunConfig, specs: list[WorkerSpec], procs: ProcessPool | None) -> Pool | None:
     """The workers beyond the run's own: worker processes (`procs`, spawned early by
     `execute`) or Ray actors; None when the run's own worker plays everything.
@@ -291,7 +311,10 @@ async def _run_async(
                 core.clock,
                 start_times=start_times,
             )
-            return await _drive(cfg, scheduler, scheduler.launcher, recorder, console, show_live)
+            async with _observe(cfg, specs[0], core.clock, recorder, console):
+                return await _drive(
+                    cfg, scheduler, scheduler.launcher, recorder, console, show_live
+                )
         finally:
             await core.close()
     clock = RunClock()
@@ -312,7 +335,8 @@ async def _run_async(
         wall_ns, clock.origin_ns = time.time_ns(), time.monotonic_ns()
         launcher.begin(wall_ns)
         scheduler = Scheduler(cfg.load, cfg.seed, launcher, stream, clock, start_times=start_times)
-        return await _drive(cfg, scheduler, launcher, recorder, console, show_live)
+        async with _observe(cfg, specs[0], clock, recorder, console):
+            return await _drive(cfg, scheduler, launcher, recorder, console, show_live)
     finally:
         clock.close()
         await pool.close()
@@ -462,6 +486,9 @@ def execute(
             "model": target.model,
             "max_model_len": target.max_model_len,
             "length_source": sizer.source,
+            "metrics_url": metrics_url(target.url, cfg.target.metrics_url)
+            if cfg.target.metrics_interval_s > 0
+            else None,
         }
         (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         recorder = EventRecorder(run_dir / "events.db", run_id=run_dir.name)

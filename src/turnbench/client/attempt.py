@@ -60,3 +60,6 @@ class Attempt(msgspec.Struct, gc=False, array_like=True):
     finish_reason: str | None = None
     reconnects: int = 0
     """Fresh connections opened because a pooled one was closed before the server answered."""
+    replica: str | None = None
+    """The replica that served it, from the response header `target.replica_header`; None
+    when the server sent none. Last, so rows of the fields before it keep their positions."""

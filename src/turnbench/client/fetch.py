@@ -1,4 +1,5 @@
-"""Small JSON requests made before a run starts: probe the server, calibrate text lengths.
+"""Small requests beside the streamed ones: before a run, JSON to probe the server and
+calibrate text lengths; during it, the text of the server's /metrics (`fetch_text`).
 
 Why not aiohttp: importing it took ~120 ms of every run's start, and these few requests need
 nothing the streaming client's own HTTP/1.1 connection (`h1`) does not already have.
@@ -11,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from turnbench.client.h1 import Pool, request_head
+from turnbench.client.h1 import Connection, Pool, request_head
 
 
 class _Collect:
@@ -79,3 +80,39 @@ async def fetch_json(
         return answer.status, msgspec.json.decode(answer.body)
     except msgspec.DecodeError:
         return answer.status, None
+
+
+async def _answer(pool: Pool, conn: Connection, request: bytes) -> _Collect:
+    """Send `request` on `conn` and wait for the whole answer; the connection goes back to
+    `pool` when it can carry another request, and is closed when anything went wrong."""
+    answer = _Collect()
+    try:
+        conn.begin(answer, request)
+        await answer.done
+    except BaseException:
+        conn.close()
+        raise
+    pool.release(conn)
+    return answer
+
+
+async def fetch_text(pool: Pool, *, headers: dict[str, str], timeout_s: float) -> tuple[int, str]:
+    """GET the pool's URL: the status and the body as text (UTF-8, bad bytes replaced).
+
+    Why a pool: a scrape every second would otherwise open a connection every second; the
+    keep-alive connection is kept for the next call. A reused connection the server had
+    closed meanwhile is replaced once (a GET can be sent again).
+
+    Raises OSError (refused, reset, TLS) or TimeoutError (no whole answer within `timeout_s`).
+    """
+    sent = {"Accept": "text/plain", **headers}
+    request = request_head("GET", pool.prefix or "/", pool.host_header, sent, 0)
+    async with asyncio.timeout(timeout_s):
+        conn = await pool.acquire()
+        try:
+            answer = await _answer(pool, conn, request)
+        except ConnectionError:
+            if not conn.reused:
+                raise
+            answer = await _answer(pool, await pool.acquire(fresh=True), request)
+    return answer.status, answer.body.decode("utf-8", "replace")

@@ -88,6 +88,7 @@ class _Stream:
         "last",
         "loop",
         "parser",
+        "replica",
         "reply",
         "sse_done",
         "status",
@@ -104,9 +105,13 @@ class _Stream:
         timeouts: Timeouts,
         limits_ns: tuple[int, int, int],
         capture: bytes | None,
+        replica: bytes | None,
+        lengths: frozenset[int],
     ) -> None:
         """`limits_ns`: the timeouts' (total, first token, idle) in ns, worked out once;
-        `capture`: a lower-cased response header name whose value goes to `reply.captured`."""
+        `capture`: a lower-cased response header name whose value goes to `reply.captured`;
+        `replica`: the lower-cased header naming the serving replica, for `att.replica`;
+        `lengths`: the name lengths of the headers read besides `capture`."""
         self.adapter = adapter
         self.att = att
         self.clock = clock
@@ -123,7 +128,8 @@ class _Stream:
         self.chunked = False
         self.error_body = bytearray()
         self.capture = capture
-        self.header_lengths = _READ_LENGTHS if capture is None else _READ_LENGTHS | {len(capture)}
+        self.replica = replica
+        self.header_lengths = lengths if capture is None else lengths | {len(capture)}
         # Deadlines on the run's clock (ns), the clock `t_sent` and the chunk times use:
         # the loop's own time is whole milliseconds under uvloop, and a deadline kept in it
         # could pass up to 1 ms before its limit.
@@ -183,8 +189,11 @@ class _Stream:
             self.chunked = b"chunked" in value.lower()
         elif lowered == b"retry-after":
             self.reply.retry_after_s = _retry_after(value)
-        elif lowered == self.capture:
-            self.reply.captured = value.decode("latin-1")
+        else:  # not `elif`: the replica header and the session token may be one header
+            if lowered == self.replica:
+                self.att.replica = value.decode("latin-1")
+            if lowered == self.capture:
+                self.reply.captured = value.decode("latin-1")
 
     def on_body(self, data: bytes) -> None:
         if self.done.done():
@@ -281,7 +290,10 @@ class Transport:
         clock: Callable[[], int],
         verify_tls: bool = True,
         ca_pem: str | None = None,
+        replica_header: str | None = None,
     ) -> None:
+        """`replica_header`: the response header naming the replica that served a request
+        (`target.replica_header`), recorded in each attempt's `replica`; None reads none."""
         self.base_url = base_url.rstrip("/")
         self._headers = {
             "Content-Type": "application/json",
@@ -295,6 +307,11 @@ class Transport:
             int(timeouts.idle_s * 1e9),
         )
         self._clock = clock
+        self._replica = replica_header.lower().encode("latin-1") if replica_header else None
+        # worked out once: the replica header is read on every request of the run
+        self._lengths = (
+            _READ_LENGTHS if self._replica is None else _READ_LENGTHS | {len(self._replica)}
+        )
         self._pool = Pool(
             self.base_url, verify_tls=verify_tls, connect_s=timeouts.connect_s, ca_pem=ca_pem
         )
@@ -316,7 +333,7 @@ class Transport:
         """Stream one request; fill `att` with its times, tokens and outcome; return the reply.
 
         `capture`: a lower-cased response header name whose value the reply keeps in
-        `captured` (a router's session token); only then is a third header read.
+        `captured` (a router's session token); only then is that header read too.
 
         Timeouts are distinct: `first_token_s` until the first output chunk, then `idle_s`
         between chunks, all under `total_s`. A pooled connection that the server closed
@@ -350,7 +367,14 @@ class Transport:
                     _fail(att, ak.CONNECT_ERROR, f"{type(e).__name__}: {e}")
                     break
                 stream = _Stream(
-                    adapter, att, self._clock, self._timeouts, self._limits_ns, capture
+                    adapter,
+                    att,
+                    self._clock,
+                    self._timeouts,
+                    self._limits_ns,
+                    capture,
+                    self._replica,
+                    self._lengths,
                 )
                 outcome = await self._exchange(conn, stream, request)
                 if outcome == _KEEP:

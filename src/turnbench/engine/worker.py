@@ -153,6 +153,7 @@ class WorkerCore:
             clock=clock,
             verify_tls=cfg.target.verify_tls,
             ca_pem=spec.ca_pem,
+            replica_header=cfg.target.replica_header,
         )
         await self._transport.__aenter__()
         self.ctx = RunContext(

@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from turnbench.metrics.affinity import describe_affinity
 from turnbench.metrics.outages import describe_outages, during, read_windows
+from turnbench.metrics.server import describe_server
 from turnbench.metrics.stats import describe
 from turnbench.record.journal import open_readonly
 
@@ -286,6 +288,8 @@ def summarize(db_path: Path) -> dict[str, Any]:
         outages = describe_outages(
             conn, windows, (ok[:, 1], ok[:, 3]), float(load.get("warmup_s") or 0.0)
         )
+        affinity = describe_affinity(conn)
+        server = describe_server(conn)
     finally:
         conn.close()
     measured = sent[~((sent[:, 3] == 1) & during(sent[:, 2], windows))]
@@ -328,4 +332,6 @@ def summarize(db_path: Path) -> dict[str, Any]:
         "notices": notices,
         "outages": outages,
         "downtime_s": sum(o["duration_s"] for o in outages),
+        "affinity": affinity,
+        "server": server,
     }

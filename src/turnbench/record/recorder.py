@@ -45,15 +45,17 @@ from turnbench.record.schema import (
     NOTICE_COLUMNS,
     OUTAGE_COLUMNS,
     SCHEMA_VERSION,
+    SERVER_METRIC_COLUMNS,
     SESSION_COLUMNS,
     WORKER_COLUMNS,
     NoticeRecord,
     OutageEvent,
+    ServerMetricSample,
     SessionRecord,
     WorkerRecord,
 )
 
-_Row = Attempt | SessionRecord | WorkerRecord | NoticeRecord | OutageEvent
+_Row = Attempt | SessionRecord | WorkerRecord | NoticeRecord | OutageEvent | ServerMetricSample
 NOTICE_KEYS = frozenset({"kind", "message", "t_s"})
 """The keys of a notice in summary.json, which its `data` must leave alone."""
 
@@ -68,6 +70,7 @@ class Rows(msgspec.Struct):
     workers: list[WorkerRecord] = []
     notices: list[NoticeRecord] = []
     outages: list[OutageEvent] = []
+    server_metrics: list[ServerMetricSample] = []
 
     def record(self, row: _Row) -> None:
         """Add one row to its table's list."""
@@ -79,6 +82,8 @@ class Rows(msgspec.Struct):
             self.workers.append(row)
         elif isinstance(row, OutageEvent):
             self.outages.append(row)
+        elif isinstance(row, ServerMetricSample):
+            self.server_metrics.append(row)
         else:
             self.notices.append(row)
 
@@ -89,6 +94,7 @@ class Rows(msgspec.Struct):
             + len(self.workers)
             + len(self.notices)
             + len(self.outages)
+            + len(self.server_metrics)
         )
 
 
@@ -242,6 +248,7 @@ class _TupleRows(msgspec.Struct):
     workers: list[tuple[Any, ...]] = []
     notices: list[tuple[Any, ...]] = []
     outages: list[tuple[Any, ...]] = []
+    server_metrics: list[tuple[Any, ...]] = []
 
 
 def _write_events(path: str, run_id: str, receive: Connection) -> None:
@@ -262,6 +269,7 @@ def _write_events(path: str, run_id: str, receive: Connection) -> None:
     worker_sql = _insert("workers", WORKER_COLUMNS)
     notice_sql = _insert("notices", NOTICE_COLUMNS, run)
     outage_sql = _insert("outages", OUTAGE_COLUMNS, run)
+    server_metric_sql = _insert("server_metrics", SERVER_METRIC_COLUMNS, run)
     try:
         while True:
             try:
@@ -276,6 +284,7 @@ def _write_events(path: str, run_id: str, receive: Connection) -> None:
                     db.executemany(worker_sql, rows.workers)
                     db.executemany(notice_sql, rows.notices)
                     db.executemany(outage_sql, rows.outages)
+                    db.executemany(server_metric_sql, rows.server_metrics)
         db.executescript(INDEXES)  # at the end: an index kept up during the run costs per row
         leave_wal(db)
     except sqlite3.Error as e:  # disk full, unwritable: the parent reports the exit code

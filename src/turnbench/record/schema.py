@@ -76,14 +76,33 @@ class OutageEvent(msgspec.Struct, gc=False, array_like=True):
     """back, gave_up: sessions of this worker waiting for the target at that moment."""
 
 
+class ServerMetricSample(msgspec.Struct, gc=False, array_like=True):
+    """One series of one scrape of the target's Prometheus /metrics (`observe/`).
+
+    Why one row per series: every metric is kept as the server exposed it (buckets and
+    `_created` series excepted), known or not; `metrics/server.py` reads the ones it knows.
+    """
+
+    t_ns: int
+    """The middle of the scrape (between sending the GET and the whole answer), run clock."""
+    name: str
+    """The sample's name as exposed, e.g. `vllm:prefix_cache_hits_total`."""
+    labels: str
+    """Its labels, a JSON object with sorted keys (`{}` for none)."""
+    value: float
+    """Its value (NaN is stored as NULL)."""
+
+
 ATTEMPT_COLUMNS = tuple(Attempt.__struct_fields__)
 SESSION_COLUMNS = tuple(SessionRecord.__struct_fields__)
 WORKER_COLUMNS = tuple(WorkerRecord.__struct_fields__)
 NOTICE_COLUMNS = tuple(NoticeRecord.__struct_fields__)
 OUTAGE_COLUMNS = tuple(OutageEvent.__struct_fields__)
+SERVER_METRIC_COLUMNS = tuple(ServerMetricSample.__struct_fields__)
 
 _TYPES = {
     int: "INTEGER",
+    float: "REAL",
     str: "TEXT",
     bytes: "BLOB",
 }
@@ -113,6 +132,7 @@ CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY, run_id TEXT, {_colu
 CREATE TABLE IF NOT EXISTS sessions (run_id TEXT, {_columns(SessionRecord)});
 CREATE TABLE IF NOT EXISTS notices (run_id TEXT, {_columns(NoticeRecord)});
 CREATE TABLE IF NOT EXISTS outages (run_id TEXT, {_columns(OutageEvent)});
+CREATE TABLE IF NOT EXISTS server_metrics (run_id TEXT, {_columns(ServerMetricSample)});
 """
 
 INDEXES = """

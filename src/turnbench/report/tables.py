@@ -205,13 +205,57 @@ def conversations(summary: dict[str, Any]) -> TextTable:
     return TextTable("Per conversation", None, rows)
 
 
+def _apart(stayed: str, moved: str) -> str:
+    return f"{stayed} / {moved}"
+
+
+def affinity(summary: dict[str, Any]) -> TextTable | None:
+    """Whether sessions stuck to their replica, and what moving cost in cache hits and TTFT;
+    None when the server named no replica (`summary["affinity"]` null), so it takes no room."""
+    aff = summary.get("affinity")
+    if not aff:
+        return None
+    stayed, moved = aff["stayed"], aff["moved"]
+    changes = aff["replica_changes"]
+    sessions = aff["sessions"]
+    never = aff["sessions_never_moved"]
+    share = f" ({_pct(never / sessions)} %)" if sessions else ""
+    rows = [
+        ["replicas that served", fmt(aff["replicas"])],
+        ["sessions with a later turn", fmt(sessions)],
+        ["sessions that never moved", f"{fmt(never)}{share}"],
+        [
+            "replica changes per session (mean / max)",
+            _apart(fmt(changes["mean"], 2), fmt(changes["max"], 0)),
+        ],
+        ["migration rate % (later turns that moved)", _pct(aff["migration_rate"])],
+        ["later turns stayed / moved", _apart(fmt(stayed["turns"]), fmt(moved["turns"]))],
+        [
+            "cached prompt tokens % stayed / moved",
+            _apart(_pct(stayed["cached_ratio"]), _pct(moved["cached_ratio"])),
+        ],
+        [
+            "TTFT p50 ms stayed / moved",
+            _apart(fmt(stayed["ttft_ms"]["p50"]), fmt(moved["ttft_ms"]["p50"])),
+        ],
+    ]
+    return TextTable("Session affinity", None, rows)
+
+
 def all_tables(summary: dict[str, Any]) -> list[TextTable]:
-    """Every table of the report, in order (the Outages table only when there were any)."""
+    """Every table of the report, in order (the Outages, Session affinity and Server tables
+    only when there is something to show)."""
+    from turnbench.report.server import server_table  # it builds on this module's tables
+
     down = outages(summary)
+    sticky = affinity(summary)
+    server = server_table(summary)
     return [
         headline(summary),
         *([down] if down else []),
         requests(summary),
         turns(summary),
         conversations(summary),
+        *([sticky] if sticky else []),
+        *([server] if server else []),
     ]

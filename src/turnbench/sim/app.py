@@ -4,8 +4,9 @@ Why aiohttp's low-level `web.Server` with a dict of routes: the router, middlewa
 signals of `web.Application` cost more than the simulated work at a thousand streams a second
 on one core, and the simulator has six fixed routes.
 
-A completion request goes: parse → fault draw → admission (429 when the queue is full) →
-FIFO wait for one of `max_num_seqs` slots → prefix-cache lookup → prefill delay
+A completion request goes: parse → the router picks a replica (`router.py`; one unless
+`replicas` says more) → fault draw → admission to that replica (429 when its queue is full) →
+FIFO wait for one of its `max_num_seqs` slots → its prefix-cache lookup → prefill delay
 (`ttft_base_ms + prefill_ms_per_token × uncached tokens`) → first token → one token every
 `decode_ms_base + decode_ms_per_seq × running` ms → finish; the slot is freed at the end.
 """
@@ -30,6 +31,7 @@ from turnbench.sim.faults import FaultInjector, FaultPlan
 from turnbench.sim.prefix_cache import PrefixCache, block_hashes
 from turnbench.sim.prom import SimMetrics
 from turnbench.sim.protocol import RequestError, SimRequest, parse_request, tokenize_body
+from turnbench.sim.router import Replica, Router
 from turnbench.sim.scheduler import QueueFull, Scheduler
 from turnbench.sim.sse import DONE, MALFORMED, ReplyFormat
 from turnbench.sim.textgen import Reply, plan_reply, reply_rng
@@ -55,17 +57,19 @@ def error_response(err: RequestError, headers: dict[str, str] | None = None) -> 
 class _Pacer:
     """Sleeps token by token against absolute deadlines, so sleep overshoot does not add up."""
 
-    def __init__(self, server: SimServer) -> None:
-        self._server = server
+    def __init__(self, cfg: SimConfig, scheduler: Scheduler) -> None:
+        """`scheduler`: the batch of the replica serving the request, whose size sets the pace."""
+        self._cfg = cfg
+        self._scheduler = scheduler
         self._loop = asyncio.get_running_loop()
         self._next = self._loop.time()
 
     async def tokens(self, n: int) -> None:
         """Wait for `n` decode steps at the current batch size."""
-        cfg = self._server.cfg
+        cfg = self._cfg
         if cfg.zero_delay or n <= 0:
             return
-        step_ms = cfg.decode_ms_base + cfg.decode_ms_per_seq * self._server.scheduler.running
+        step_ms = cfg.decode_ms_base + cfg.decode_ms_per_seq * self._scheduler.running
         self._next += n * step_ms / 1000.0
         delay = self._next - self._loop.time()
         if delay > 0:
@@ -73,12 +77,14 @@ class _Pacer:
 
 
 class SimServer:
-    """The simulated inference server: config, scheduler, prefix cache, faults and metrics."""
+    """The simulated inference server: config, replicas and their router, faults and metrics."""
 
     def __init__(self, cfg: SimConfig) -> None:
         self.cfg = cfg
-        self.scheduler = Scheduler(cfg.max_num_seqs, cfg.max_waiting)
-        self.cache = PrefixCache(cfg.kv_cache_tokens, cfg.block_size)
+        self.replicas = [Replica(i, cfg) for i in range(cfg.replicas)]
+        self.router = Router(cfg.router, self.replicas, cfg.seed)
+        self._served_by = cfg.replica_header if cfg.replicas > 1 else None
+        """The response header naming the replica; none from a single server."""
         self.faults = FaultInjector(cfg.faults, cfg.seed)
         self.metrics = SimMetrics(cfg.model)
         self.started = int(time.time())
@@ -143,11 +149,7 @@ class SimServer:
         return web.Response(body=body, content_type=_JSON)
 
     async def _metrics(self, request: BaseRequest) -> web.StreamResponse:
-        text = self.metrics.render(
-            running=self.scheduler.running,
-            waiting=self.scheduler.waiting,
-            kv_usage=self.cache.usage,
-        )
+        text = self.metrics.render(self.replicas)
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def _tokenize(self, request: BaseRequest) -> web.StreamResponse:
@@ -169,7 +171,7 @@ class SimServer:
         """Validate, inject faults, queue, then serve; every request bumps one outcome."""
         cfg, outcomes = self.cfg, self.metrics.outcomes
         arrival = asyncio.get_running_loop().time()
-        self._count_session(request)
+        session = self._count_session(request)
         try:
             req = parse_request(
                 await request.read(),
@@ -180,39 +182,50 @@ class SimServer:
         except RequestError as err:
             outcomes["error"] += 1
             return error_response(err)
+        # routed once the body is read: least-loaded then sees the load of this moment
+        if self._served_by is None:
+            replica, served = self.replicas[0], None
+        else:
+            replica = self.router.choose(session)
+            served = {self._served_by: replica.name}
         plan = self.faults.draw(req.stream)
         if plan.fatal == "http500":
             outcomes["http500"] += 1
             return error_response(
                 RequestError(
                     "Injected fault: internal error", status=500, kind="InternalServerError"
-                )
+                ),
+                headers=served,
             )
+        scheduler = replica.scheduler
         try:
             if plan.fatal == "http429":
                 raise QueueFull
-            ticket = self.scheduler.admit()
+            ticket = scheduler.admit()
         except QueueFull:
             outcomes["http429"] += 1
             busy = RequestError(
                 "The server is busy, retry later", status=429, kind="RateLimitError"
             )
-            return error_response(busy, headers={"Retry-After": str(cfg.retry_after_s)})
+            return error_response(
+                busy, headers={"Retry-After": str(cfg.retry_after_s), **(served or {})}
+            )
         # A client that hangs up is booked as `cancelled`, unless a fault was injected: then
         # the fault is what the server did (a client gives up on a stalled or broken stream).
         outcome = "cancelled" if plan.outcome == "ok" else plan.outcome
         try:
-            await self.scheduler.wait(ticket)
+            await scheduler.wait(ticket)
             try:
-                resp, outcome = await self._serve(request, req, plan, arrival)
+                resp, outcome = await self._serve(request, req, plan, arrival, replica, served)
             finally:
-                self.scheduler.release()
+                scheduler.release()
         finally:
             outcomes[outcome] += 1
         return resp
 
-    def _count_session(self, request: BaseRequest) -> None:
-        """Count the request under the first configured session header it carries.
+    def _count_session(self, request: BaseRequest) -> str | None:
+        """Count the request under the first configured session header it carries; return
+        that header's value (the session sticky routing hashes), None without one.
 
         Why a list: turnbench, AIPerf, routers' own clients... each name the session in
         their own header; the simulator serves all of them without a flag.
@@ -222,18 +235,26 @@ class SimServer:
             session = headers.get(name)
             if session is not None:
                 self.metrics.sessions[name, session] += 1
-                return
+                return session
+        return None
 
     async def _serve(
-        self, request: BaseRequest, req: SimRequest, plan: FaultPlan, arrival: float
+        self,
+        request: BaseRequest,
+        req: SimRequest,
+        plan: FaultPlan,
+        arrival: float,
+        replica: Replica,
+        served: dict[str, str] | None,
     ) -> tuple[web.StreamResponse, str]:
-        """Run one admitted request: cache lookup, prefill, decode, reply; returns the outcome."""
-        cfg, metrics, cache = self.cfg, self.metrics, self.cache
+        """Run one request admitted to `replica`: cache lookup, prefill, decode, reply; returns
+        the outcome. `served`: the header naming the replica, on every reply (None: none)."""
+        cfg, metrics, cache = self.cfg, self.metrics, replica.cache
         n_prompt = len(req.prompt_tokens)
         keys = block_hashes(req.prompt_tokens, cfg.block_size) if cache.capacity_blocks else []
         cached = cache.match(keys, n_prompt)
-        metrics.prefix_queries += n_prompt
-        metrics.prefix_hits += cached
+        replica.prefix_queries += n_prompt
+        replica.prefix_hits += cached
         metrics.prompt_tokens += n_prompt
         limit = req.max_tokens if req.max_tokens is not None else cfg.max_model_len - n_prompt
         reply = plan_reply(
@@ -247,7 +268,9 @@ class SimServer:
         fmt = ReplyFormat(chat=req.chat, model=cfg.model)
         resp: web.StreamResponse | None = None
         if req.stream:
-            resp = web.StreamResponse(headers=SSE_HEADERS)
+            resp = web.StreamResponse(
+                headers=SSE_HEADERS if served is None else {**SSE_HEADERS, **served}
+            )
             await resp.prepare(request)
         if not cfg.zero_delay:
             prefill_ms = cfg.ttft_base_ms + cfg.prefill_ms_per_token * (n_prompt - cached)
@@ -257,13 +280,13 @@ class SimServer:
             await asyncio.sleep(cfg.stall_s)
         loop = asyncio.get_running_loop()
         metrics.ttft.observe(loop.time() - arrival)
-        pacer = _Pacer(self)
+        pacer = _Pacer(cfg, replica.scheduler)
         if resp is None:
             await pacer.tokens(len(reply.pieces) - 1)
             body = fmt.full_body(
                 "".join(reply.pieces), reply.finish_reason, n_prompt, len(reply.pieces), cached
             )
-            resp = web.Response(body=body, content_type=_JSON)
+            resp = web.Response(body=body, content_type=_JSON, headers=served)
             emitted, outcome = len(reply.pieces), plan.outcome
         else:
             emitted, outcome = await self._stream(
@@ -272,7 +295,7 @@ class SimServer:
         metrics.generation_tokens += emitted
         if outcome in ("ok", "stall", "stall_mid", "malformed"):
             metrics.success[reply.finish_reason] += 1
-            self._cache_reply(req.prompt_tokens, keys, reply)
+            self._cache_reply(cache, req.prompt_tokens, keys, reply)
         return resp, outcome
 
     async def _stream(
@@ -332,14 +355,17 @@ class SimServer:
         await resp.write_eof()
         return n_tokens, plan.outcome
 
-    def _cache_reply(self, prompt_tokens: list[str], keys: list[int], reply: Reply) -> None:
-        """Cache the reply's full blocks too, chained after the prompt's, as vLLM keeps them.
+    def _cache_reply(
+        self, cache: PrefixCache, prompt_tokens: list[str], keys: list[int], reply: Reply
+    ) -> None:
+        """Cache the reply's full blocks too, chained after the prompt's, as vLLM keeps them,
+        in the serving replica's `cache`.
 
         Why it matters: the next turn renders this prompt, then the reply, then more; its
         prefix therefore runs through the reply's blocks as well.
         """
-        if not self.cache.capacity_blocks or not reply.pieces:
+        if not cache.capacity_blocks or not reply.pieces:
             return
         bs = self.cfg.block_size
         rest = prompt_tokens[len(keys) * bs :] + [p.strip() for p in reply.pieces]
-        self.cache.insert(block_hashes(rest, bs, keys[-1] if keys else 0))
+        cache.insert(block_hashes(rest, bs, keys[-1] if keys else 0))

@@ -20,7 +20,7 @@ from aiohttp import web
 from turnbench.cli_format import fail
 from turnbench.errors import InputError
 from turnbench.sim.app import SimServer
-from turnbench.sim.config import FAULT_KINDS, SESSION_HEADERS, SimConfig, load_config
+from turnbench.sim.config import FAULT_KINDS, ROUTERS, SESSION_HEADERS, SimConfig, load_config
 
 READY_PREFIX = "turnbench sim ready: "
 
@@ -177,6 +177,17 @@ def sim_command(
         help="Header naming a session, repeatable, the first present wins; replaces the "
         f"default list: {', '.join(SESSION_HEADERS)}.",
     ),
+    replicas: int | None = typer.Option(
+        None,
+        "--replicas",
+        help="Engine replicas behind a router, each with its own batch and prefix cache.",
+    ),
+    router: str | None = typer.Option(
+        None,
+        "--router",
+        metavar="KIND",
+        help=f"How the router picks a replica: {', '.join(ROUTERS)} (default sticky).",
+    ),
     exit_with_parent: bool = typer.Option(
         False, "--exit-with-parent", help="Stop when the process that started it is gone."
     ),
@@ -206,6 +217,8 @@ def sim_command(
         "decode_ms_per_seq": decode_ms_per_seq,
         "stall_s": stall_s,
         "session_header": session_header or None,
+        "replicas": replicas,
+        "router": router,
     }
     try:
         _check_port(port)

@@ -41,6 +41,11 @@ SESSION_HEADERS: tuple[str, ...] = (
 turnbench's, AIPerf's, Fireworks' (OpenCode sends it), SGLang Model Gateway's, AIBrix's and
 NVIDIA Dynamo's. Why all of them: a session from any of those tools is counted, no flag needed."""
 
+ROUTERS: tuple[str, ...] = ("sticky", "round-robin", "random", "least-loaded")
+"""How the simulated router picks a replica (see `sim/router.py`)."""
+
+RouterKind = Literal["sticky", "round-robin", "random", "least-loaded"]
+
 
 def _as_list(value: object) -> object:
     """One header name is a list of one: `--set session_header=X-Foo` keeps working."""
@@ -127,6 +132,24 @@ class SimConfig(BaseModel):
     )
     retry_after_s: int = Field(
         1, ge=0, description="Value of the `Retry-After` header on 429 replies, in seconds."
+    )
+    replicas: int = Field(
+        1,
+        ge=1,
+        description="Engine replicas behind a simulated router, each with its own batch "
+        "(`max_num_seqs`, `max_waiting`) and prefix cache (`kv_cache_tokens`).",
+    )
+    router: RouterKind = Field(
+        "sticky",
+        description="How the router picks a replica: sticky (a hash of the session header's "
+        "value; least-loaded without one), round-robin, random (seeded) or least-loaded "
+        "(fewest running plus waiting).",
+    )
+    replica_header: str = Field(
+        "x-served-by",
+        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        description="Response header naming the replica that served a request "
+        "(`replica-K`); sent only with more than one replica.",
     )
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 TTFT_BUCKETS: tuple[float, ...] = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
@@ -43,13 +45,29 @@ class Histogram:
         self.count += 1
 
 
+class ReplicaStats(Protocol):
+    """What `/metrics` reads of one replica (`router.Replica`)."""
+
+    name: str
+    requests: int
+    prefix_queries: int
+    prefix_hits: int
+
+    @property
+    def running(self) -> int: ...
+
+    @property
+    def waiting(self) -> int: ...
+
+    @property
+    def kv_usage(self) -> float: ...
+
+
 class SimMetrics:
     """Every counter the simulator exports; gauges are read from live objects at scrape time."""
 
     def __init__(self, model: str) -> None:
         self.model = model
-        self.prefix_queries = 0
-        self.prefix_hits = 0
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.success: Counter[str] = Counter()
@@ -58,10 +76,20 @@ class SimMetrics:
         """Requests per (session header as configured, its value)."""
         self.ttft = Histogram(TTFT_BUCKETS)
 
-    def render(self, *, running: int, waiting: int, kv_usage: float) -> str:
-        """The `/metrics` body; why gauges as arguments: they live in the scheduler and cache."""
+    def render(self, replicas: Sequence[ReplicaStats]) -> str:
+        """The `/metrics` body; why replicas as an argument: gauges and cache counters live in
+        each replica's scheduler and cache.
+
+        With several replicas those series carry one sample per replica (label `replica`), as
+        a scrape of the whole fleet would; with one they have no such label, as vLLM's own.
+        """
         m = f'model_name="{_escape(self.model)}"'
         lines: list[str] = []
+
+        def per_replica(value: Callable[[ReplicaStats], float]) -> list[tuple[str, float]]:
+            if len(replicas) == 1:
+                return [(m, value(replicas[0]))]
+            return [(f'{m},replica="{_escape(r.name)}"', value(r)) for r in replicas]
 
         def series(name: str, kind: str, help_text: str, rows: list[tuple[str, float]]) -> None:
             lines.append(f"# HELP {name} {help_text}")
@@ -69,16 +97,25 @@ class SimMetrics:
             for labels, value in rows:
                 lines.append(f"{name}{{{labels}}} {_number(value)}")
 
-        series("vllm:num_requests_running", "gauge", "Requests running.", [(m, running)])
-        series("vllm:num_requests_waiting", "gauge", "Requests waiting.", [(m, waiting)])
-        series("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage, 1 is 100%.", [(m, kv_usage)])
+        series(
+            "vllm:num_requests_running", "gauge", "Requests running.",
+            per_replica(lambda r: r.running),
+        )  # fmt: skip
+        series(
+            "vllm:num_requests_waiting", "gauge", "Requests waiting.",
+            per_replica(lambda r: r.waiting),
+        )  # fmt: skip
+        series(
+            "vllm:kv_cache_usage_perc", "gauge", "KV-cache usage, 1 is 100%.",
+            per_replica(lambda r: r.kv_usage),
+        )  # fmt: skip
         series(
             "vllm:prefix_cache_queries_total", "counter",
-            "Prompt tokens looked up in the prefix cache.", [(m, self.prefix_queries)],
+            "Prompt tokens looked up in the prefix cache.", per_replica(lambda r: r.prefix_queries),
         )  # fmt: skip
         series(
             "vllm:prefix_cache_hits_total", "counter",
-            "Prompt tokens found in the prefix cache.", [(m, self.prefix_hits)],
+            "Prompt tokens found in the prefix cache.", per_replica(lambda r: r.prefix_hits),
         )  # fmt: skip
         series("vllm:prompt_tokens_total", "counter", "Prompt tokens.", [(m, self.prompt_tokens)])
         series(
@@ -103,6 +140,11 @@ class SimMetrics:
             "Requests received on the completion endpoints, by outcome.",
             [(f'{m},outcome="{k}"', self.outcomes[k]) for k in OUTCOMES],
         )  # fmt: skip
+        if len(replicas) > 1:
+            series(
+                "turnbench_sim_replica_requests_total", "counter",
+                "Requests the router sent to each replica.", per_replica(lambda r: r.requests),
+            )  # fmt: skip
         return "\n".join(lines) + "\n"
 
     def _render_ttft(self, lines: list[str], m: str) -> None:
