@@ -8,7 +8,6 @@ server with a private CA gives, over real sockets, with no mocks.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from cli_options import turnbench
 from conftest import SimProcess, start_sim
 
 SECRET = "sk-secret-tls-7d2e01"
@@ -48,19 +48,6 @@ def tls_sim(pki: dict[str, Path]) -> Iterator[SimProcess]:
     )  # fmt: skip
     yield sim
     sim.stop()
-
-
-def turnbench(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "turnbench", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def assert_ok_run(proc: subprocess.CompletedProcess[str], out: Path, requests: int) -> Path:
