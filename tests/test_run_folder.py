@@ -23,7 +23,7 @@ from turnbench.record.journal import is_wal
 from turnbench.record.recorder import EventRecorder
 from turnbench.record.schema import SessionRecord
 from turnbench.report.console import print_report
-from turnbench.run import write_report
+from turnbench.report.files import write_report
 
 RUN_FOLDER = {"config.yaml", "events.db", "summary.json", "report.html"}
 S = 1_000_000_000

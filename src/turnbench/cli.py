@@ -298,7 +298,7 @@ def report_command(
 ) -> None:
     """Rebuild summary.json and the console report from a run's events.db."""
     from turnbench.errors import InputError
-    from turnbench.run import write_report
+    from turnbench.report.files import write_report
 
     try:
         write_report(run_dir)

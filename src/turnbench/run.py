@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import shutil
 import signal
 import ssl
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -30,7 +28,6 @@ from turnbench import __version__
 from turnbench.client.h1 import tls_context
 from turnbench.config import RunConfig
 from turnbench.engine.inprocess import InProcessLauncher
-from turnbench.engine.player import NS
 from turnbench.engine.procs import ProcessPool
 from turnbench.engine.remote import RemoteLauncher, shares
 from turnbench.engine.scheduler import Launcher, Scheduler
@@ -38,10 +35,12 @@ from turnbench.engine.worker import WorkerCore, WorkerSpec
 from turnbench.errors import EngineError, InputError, TargetError
 from turnbench.observe.scraper import metrics_url, scraping
 from turnbench.pacing.clock import RunClock
+from turnbench.pacing.limits import ran_out_notice, resolve_limits
 from turnbench.record.recorder import EventRecorder
+from turnbench.report.files import default_console, write_report
 from turnbench.report.progress import show_progress
 from turnbench.target import Target, probe, start_builtin_sim
-from turnbench.workload.config import DatasetWorkload, SyntheticWorkload
+from turnbench.workload.config import DatasetWorkload
 from turnbench.workload.conversation import Conversation
 from turnbench.workload.dataset import load_dataset
 from turnbench.workload.lengths import TextSizer, calibrate
@@ -148,67 +147,6 @@ def _check_api_fits_workload(cfg: RunConfig, base_dir: Path) -> None:
 def _auth_headers(cfg: RunConfig) -> dict[str, str]:
     key = os.environ.get(cfg.target.api_key_env)
     return {"Authorization": f"Bearer {key}"} if key else {}
-
-
-DEFAULT_SESSIONS = 100
-"""Sessions a run with an endless workload plays when nothing else limits it."""
-
-
-def _endless(cfg: RunConfig) -> bool:
-    workload = cfg.workload
-    if isinstance(workload, SyntheticWorkload) and workload.conversations is None:
-        return True
-    return workload.cycle
-
-
-def _resolve_limits(cfg: RunConfig, console: Console) -> RunConfig:
-    """Give an endless workload a limit when the user set none, and say so.
-
-    Why a default rather than an error: `turnbench run` with no flags must run and end; a
-    generated workload is endless so that `--duration` alone decides. Mode parallel starts
-    every session at once, so it always needs a count.
-    """
-    load = cfg.load
-    if not _endless(cfg) or load.sessions is not None:
-        return cfg
-    no_limit = load.duration_s is None and load.max_requests is None
-    if not (no_limit or load.mode == "parallel"):
-        return cfg
-    cfg = cfg.model_copy(deep=True)
-    cfg.load.sessions = DEFAULT_SESSIONS
-    why = "mode parallel starts every session at once" if not no_limit else "no limit is set"
-    console.print(
-        f"{why}: playing {DEFAULT_SESSIONS} sessions of the endless workload "
-        "(set --sessions, --duration or --max-requests)"
-    )
-    return cfg
-
-
-def _ran_out_notice(
-    cfg: RunConfig, scheduler: Scheduler, launcher: Launcher
-) -> tuple[str, dict[str, Any]] | None:
-    """The notice for a finite workload that ran out before a limit the user asked for."""
-    load = cfg.load
-    if scheduler.ran_out_ns is None:
-        return None
-    at_s = scheduler.ran_out_ns / NS
-    unmet = []
-    if load.duration_s is not None and at_s < load.duration_s:
-        unmet.append(f"the requested {load.duration_s:g} s")
-    if load.sessions is not None and scheduler.started < load.sessions:
-        unmet.append(f"the requested {load.sessions} sessions")
-    if load.max_requests is not None and not launcher.exhausted:
-        unmet.append(f"the requested {load.max_requests} requests")
-    if not unmet:
-        return None
-    repeat = "workload.cycle: true (--set workload.cycle=true)"
-    if isinstance(cfg.workload, SyntheticWorkload):
-        repeat += ", or leave workload.conversations unset"
-    message = (
-        f"the workload ran out at {at_s:.1f} s after {scheduler.started} conversations, "
-        f"before {' and '.join(unmet)}; to repeat it set {repeat}"
-    )
-    return message, {"at_s": at_s, "conversations": scheduler.started, "repeat_key": repeat}
 
 
 def _run_dir(cfg: RunConfig, out: Path | None) -> Path:
@@ -410,7 +348,11 @@ async def _drive(
         end_reason = "target_unreachable"
     if launcher.exhausted and end_reason == "completed":
         end_reason = "max_requests"
-    notice = _ran_out_notice(cfg, scheduler, launcher) if end_reason == "completed" else None
+    notice = None
+    if end_reason == "completed" and scheduler.ran_out_ns is not None:
+        notice = ran_out_notice(
+            cfg, scheduler.ran_out_ns, scheduler.started, requests_reached=launcher.exhausted
+        )
     if notice is not None:
         message, data = notice
         console.print(f"[yellow]notice:[/] {message}")
@@ -449,7 +391,9 @@ def execute(
     the run folder is made; a failure after it and before the first session removes it.
     """
     console = console or default_console()
-    cfg = _resolve_limits(cfg, console)
+    cfg, said = resolve_limits(cfg)
+    if said is not None:
+        console.print(said)
     _check_api_fits_workload(cfg, base_dir)
     ca_pem = _ca_pem(cfg, base_dir)
     headers = {**cfg.target.headers, **_auth_headers(cfg)}
@@ -541,31 +485,3 @@ def execute(
             target.close()
         elif builtin is not None:
             Target(url="", model="", max_model_len=None, builtin=builtin).close()
-
-
-def default_console() -> Console:
-    """The terminal's console; 120 columns when the output goes to a file or a pipe."""
-    return Console() if sys.stdout.isatty() else Console(width=120)
-
-
-def write_report(run_dir: Path, console: Console | None = None) -> dict[str, Any]:
-    """(Re)build summary.json and report.html from events.db; print the console report,
-    then the report's path as the last line."""
-    db = run_dir / "events.db"
-    if not db.exists():
-        raise InputError("no events.db in this folder", file=str(run_dir))
-    # numpy, matplotlib: imported when a report is written, not before a run starts
-    from turnbench.metrics.series import series
-    from turnbench.metrics.summary import summarize
-    from turnbench.report.console import print_report
-    from turnbench.report.html import render as render_html
-
-    console = console or default_console()
-    summary = summarize(db)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    report = run_dir / "report.html"
-    report.write_text(render_html(summary, series(db)), encoding="utf-8")
-    print_report(summary, console)
-    # the last line of every run and report: where to look (a path, never wrapped)
-    console.print(f"report: {report}", soft_wrap=True, highlight=False)
-    return summary
