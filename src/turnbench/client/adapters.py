@@ -26,7 +26,8 @@ class Reply:
     retry_after_s: float | None = None
     """The server's Retry-After on a 429, for the retry policy."""
     captured: str | None = None
-    """The response header `Transport.send` was asked to capture (a router's session token)."""
+    """The router's session token, from the response header the transport was built to read
+    (`session.session_token_header`)."""
 
     @property
     def text(self) -> str:

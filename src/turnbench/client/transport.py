@@ -111,7 +111,7 @@ class _Stream:
         """`limits_ns`: the timeouts' (total, first token, idle) in ns, worked out once;
         `capture`: a lower-cased response header name whose value goes to `reply.captured`;
         `replica`: the lower-cased header naming the serving replica, for `att.replica`;
-        `lengths`: the name lengths of the headers read besides `capture`."""
+        `lengths`: the name lengths of every header read (see `h1.Exchange.header_lengths`)."""
         self.adapter = adapter
         self.att = att
         self.clock = clock
@@ -129,7 +129,7 @@ class _Stream:
         self.error_body = bytearray()
         self.capture = capture
         self.replica = replica
-        self.header_lengths = lengths if capture is None else lengths | {len(capture)}
+        self.header_lengths = lengths
         # Deadlines on the run's clock (ns), the clock `t_sent` and the chunk times use:
         # the loop's own time is whole milliseconds under uvloop, and a deadline kept in it
         # could pass up to 1 ms before its limit.
@@ -291,9 +291,12 @@ class Transport:
         verify_tls: bool = True,
         ca_pem: str | None = None,
         replica_header: str | None = None,
+        token_header: str | None = None,
     ) -> None:
         """`replica_header`: the response header naming the replica that served a request
-        (`target.replica_header`), recorded in each attempt's `replica`; None reads none."""
+        (`target.replica_header`), recorded in each attempt's `replica`; `token_header`: the
+        one carrying a router's session token (`session.session_token_header`), kept in
+        `reply.captured`. None reads neither."""
         self.base_url = base_url.rstrip("/")
         self._headers = {
             "Content-Type": "application/json",
@@ -308,10 +311,9 @@ class Transport:
         )
         self._clock = clock
         self._replica = replica_header.lower().encode("latin-1") if replica_header else None
-        # worked out once: the replica header is read on every request of the run
-        self._lengths = (
-            _READ_LENGTHS if self._replica is None else _READ_LENGTHS | {len(self._replica)}
-        )
+        self._token = token_header.lower().encode("latin-1") if token_header else None
+        # worked out once: the extra headers are run-wide, read on every request of the run
+        self._lengths = _READ_LENGTHS | {len(h) for h in (self._replica, self._token) if h}
         self._pool = Pool(
             self.base_url, verify_tls=verify_tls, connect_s=timeouts.connect_s, ca_pem=ca_pem
         )
@@ -328,12 +330,9 @@ class Transport:
         body: dict[str, Any],
         headers: dict[str, str],
         att: Attempt,
-        capture: bytes | None = None,
     ) -> Reply:
-        """Stream one request; fill `att` with its times, tokens and outcome; return the reply.
-
-        `capture`: a lower-cased response header name whose value the reply keeps in
-        `captured` (a router's session token); only then is that header read too.
+        """Stream one request; fill `att` with its times, tokens and outcome; return the reply
+        (with the router's session token in `captured`, when the run reads one).
 
         Timeouts are distinct: `first_token_s` until the first output chunk, then `idle_s`
         between chunks, all under `total_s`. A pooled connection that the server closed
@@ -372,7 +371,7 @@ class Transport:
                     self._clock,
                     self._timeouts,
                     self._limits_ns,
-                    capture,
+                    self._token,
                     self._replica,
                     self._lengths,
                 )

@@ -177,7 +177,6 @@ async def _play_turn(
     attempts = scfg.retry.max_attempts if scfg.on_failure == "retry" else 1
     turn_number = planned.turn_index + 1
     headers = _headers(ctx, session, turn_number, token)
-    capture = scfg.session_token_header.lower().encode() if scfg.session_token_header else None
     body = _body(ctx, session, planned)
     stats = ctx.stats
     guard = ctx.outage
@@ -211,7 +210,7 @@ async def _play_turn(
         held_ns = 0
         rec.attempts += 1
         try:
-            reply = await ctx.transport.send(ctx.adapter, body, headers, att, capture)
+            reply = await ctx.transport.send(ctx.adapter, body, headers, att)
             if att.token_source == "chunks":  # no usage from the server: count locally if we can
                 counted = ctx.sizer.count_tokens(reply.text)
                 if counted is not None:

@@ -154,6 +154,7 @@ class WorkerCore:
             verify_tls=cfg.target.verify_tls,
             ca_pem=spec.ca_pem,
             replica_header=cfg.target.replica_header,
+            token_header=cfg.session.session_token_header,
         )
         await self._transport.__aenter__()
         self.ctx = RunContext(
