@@ -51,6 +51,7 @@ NEEDS: dict[str, list[str]] = {
     "--set": ["load.max_requests=7"],
     "--ca-bundle": ["{ca}"],  # read and checked even though the simulator here is plain http
     "--metrics-url": ["http://127.0.0.1:9/metrics"],  # refused: noted once, the run goes on
+    "--slo": ["ttft.p90=10s"],
 }
 # Cases whose clean end is a one-line error with no run folder left behind.
 REFUSED = {"--ray-address": "cannot start the Ray cluster at 'auto'"}
@@ -129,6 +130,9 @@ def test_each_run_flag_alone(
         assert not out.exists() or not any(out.iterdir()), "a half-made run folder was left"
         return
     run_dir = assert_clean_run(proc, out)
+    if flag == "--slo":
+        slo = json.loads((run_dir / "summary.json").read_text())["slo"]
+        assert slo["tiers"]["default"]["objectives"][0]["slo"] == "ttft p90 <= 10000 ms"
     if flag == "--api-key-env":
         for path in run_dir.iterdir():
             assert SECRET.encode() not in path.read_bytes(), path.name

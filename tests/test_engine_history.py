@@ -14,6 +14,9 @@ from turnbench.session import Session
 from turnbench.tokenizer import MESSAGE_OVERHEAD, count_chat_tokens
 from turnbench.workload.conversation import Conversation, Turn
 
+SALT = 1
+"""The run's salt word at the very start of each conversation (`cache.salt`, on by default)."""
+
 
 def _synthetic(
     turns: int, user: int, out: int, system: int = 0, conversations: int = 4, groups: int = 1
@@ -42,7 +45,8 @@ def test_live_history_grows_by_reply_and_new_message(tmp_path: Path) -> None:
     )
     for sid, rows in result.by_session().items():
         assert [r["turn_index"] for r in rows] == [1, 2, 3, 4, 5]
-        assert rows[0]["prompt_tokens"] == (30 + MESSAGE_OVERHEAD) + (user + MESSAGE_OVERHEAD) + 2
+        first = SALT + (30 + MESSAGE_OVERHEAD) + (user + MESSAGE_OVERHEAD) + 2
+        assert rows[0]["prompt_tokens"] == first
         for a, b in itertools.pairwise(rows):
             assert a["completion_tokens"] == out and a["token_source"] == "usage"
             expected = a["prompt_tokens"] + out + MESSAGE_OVERHEAD + user + MESSAGE_OVERHEAD
@@ -61,7 +65,7 @@ def test_completions_api_renders_the_same_history(tmp_path: Path) -> None:
         },
     )
     for rows in result.by_session().values():
-        assert rows[0]["prompt_tokens"] == 8 + 3 + 11 + 3 + 2
+        assert rows[0]["prompt_tokens"] == SALT + 8 + 3 + 11 + 3 + 2
         for a, b in itertools.pairwise(rows):
             assert b["prompt_tokens"] == a["prompt_tokens"] + 5 + 3 + 11 + 3
 
@@ -96,7 +100,7 @@ def test_dataset_history_replays_recorded_replies(tmp_path: Path) -> None:
     for r in rows:
         msgs = convs[int(r["conversation_id"][1:])]
         upto = 1 + 2 * (r["turn_index"] - 1) + 1  # system + earlier pairs + this user message
-        assert r["prompt_tokens"] == count_chat_tokens(msgs[:upto])
+        assert r["prompt_tokens"] == SALT + count_chat_tokens(msgs[:upto])
 
 
 def test_turn_two_is_faster_with_the_prefix_cache_and_not_without(tmp_path: Path) -> None:

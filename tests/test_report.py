@@ -87,7 +87,8 @@ def test_html_report_is_self_contained_and_escaped(tmp_path: Path) -> None:
     )
     page = (result.path / "report.html").read_text()
     assert hostile not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert page.count("data:image/png;base64,") == 5  # the fifth: the server's /metrics
+    # the fifth: the server's /metrics; the sixth: the prefix cache, ideal against realised
+    assert page.count("data:image/png;base64,") == 6
     scraped = result.summary["config"]["resolved"]["metrics_url"]
     shown = page.replace(result.summary["run"]["target"], "").replace(scraped, "")
     assert "http://" not in shown  # nothing fetched

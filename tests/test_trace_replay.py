@@ -16,8 +16,9 @@ BLOCK = 512
 """The trace's tokens per hash id."""
 SIM_BLOCK = 16
 """The simulator's KV block: it caches and matches whole blocks of 16 tokens."""
-TEMPLATE_HEAD = 2
-"""`<|im_start|>user` precedes the user content (the trace has no system prompt)."""
+TEMPLATE_HEAD = 3
+"""`<|im_start|>user` precedes the user content (the trace has no system prompt), then the
+run's salt word (`cache.salt`), the same in every conversation of the run."""
 TEMPLATE_TAIL = 3
 """`<|im_end|>`, then the generation prompt `<|im_start|>assistant`."""
 SIM_ARGS = ["--zero-delay", "--kv-cache-tokens", "20000000", "--max-model-len", "200000"]

@@ -16,6 +16,7 @@ import typer
 from turnbench import __version__
 from turnbench.cli_format import Command, Group, fail, run_app
 from turnbench.errors import InputError
+from turnbench.slo import FLAG_HELP as SLO_HELP
 
 app = typer.Typer(
     name="turnbench",
@@ -89,6 +90,8 @@ _FLAG_KEYS = {
     "--ca-bundle": "target.ca_bundle",
     "--metrics-url": "target.metrics_url",
     "--no-server-metrics": "target.metrics_interval_s",
+    "--block-size": "cache.block_size",
+    "--no-cache-salt": "cache.salt",
 }
 
 
@@ -209,6 +212,22 @@ def run_command(
     no_server_metrics: bool = typer.Option(
         False, "--no-server-metrics", help="Do not scrape the server's /metrics."
     ),
+    block_size: int | None = typer.Option(
+        None,
+        "--block-size",
+        metavar="TOKENS",
+        help=_help(
+            "The server's KV-cache block size, the unit of the ideal cached prefix.",
+            "cache.block_size",
+        ),
+    ),
+    no_cache_salt: bool = typer.Option(
+        False,
+        "--no-cache-salt",
+        help="Send conversations unsalted: an earlier run's prefixes may then be found in the "
+        "server's cache (the report warns when first requests find them).",
+    ),
+    slo: list[str] = typer.Option([], "--slo", metavar="SLO", help=SLO_HELP, show_default=False),
     sets: list[str] = typer.Option(
         [],
         "--set",
@@ -222,6 +241,7 @@ def run_command(
     from turnbench.config import load_config
     from turnbench.errors import EngineError, TargetError
     from turnbench.run import execute
+    from turnbench.slo import with_flags
 
     flags: dict[str, object] = {
         "--target": target,
@@ -247,6 +267,8 @@ def run_command(
         "--ca-bundle": str(ca_bundle.resolve()) if ca_bundle else None,
         "--metrics-url": metrics_url,
         "--no-server-metrics": 0.0 if no_server_metrics else None,
+        "--block-size": block_size,
+        "--no-cache-salt": False if no_cache_salt else None,
     }
     overrides: dict[str, object] = {_FLAG_KEYS[flag]: value for flag, value in flags.items()}
     if dataset is not None:
@@ -268,6 +290,7 @@ def run_command(
     given = {key: flag for flag, key in _FLAG_KEYS.items() if flags[flag] is not None}
     try:
         cfg = load_config(config, overrides, sets)
+        cfg.slo = with_flags(cfg.slo, slo)
         base_dir = config.resolve().parent if config else Path.cwd()
         execute(cfg, base_dir=base_dir, out=out, live=live and sys.stdout.isatty())
     except InputError as e:

@@ -14,8 +14,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from turnbench.cache.config import CacheConfig
 from turnbench.distributions import Distribution
 from turnbench.errors import InputError
+from turnbench.slo import SloConfig
 from turnbench.workload.config import SyntheticWorkload, WorkloadConfig
 
 SESSION_HEADER_PRESETS = {
@@ -327,6 +329,12 @@ class RunConfig(_Strict):
     )
     session: SessionConfig = Field(default_factory=SessionConfig, description="Sessions.")
     load: LoadConfig = Field(default_factory=LoadConfig, description="Load mode and limits.")
+    cache: CacheConfig = Field(
+        default_factory=CacheConfig, description="The prefix cache: ideal prefix and salt."
+    )
+    slo: SloConfig | None = Field(
+        None, description="Service-level objectives in named tiers, judged as goodput."
+    )
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data with every secret-looking header value removed."""

@@ -42,6 +42,7 @@ from turnbench.report.progress import show_progress
 from turnbench.target import Target, probe, start_builtin_sim
 from turnbench.workload.config import DatasetWorkload
 from turnbench.workload.conversation import Conversation
+from turnbench.workload.cycling import run_salt
 from turnbench.workload.dataset import load_dataset
 from turnbench.workload.lengths import TextSizer, calibrate
 from turnbench.workload.sources import conversations
@@ -162,7 +163,12 @@ def _run_dir(cfg: RunConfig, out: Path | None) -> Path:
 
 
 def _specs(
-    cfg: RunConfig, target: Target, max_ctx: int | None, sizer: TextSizer, ca_pem: str | None
+    cfg: RunConfig,
+    target: Target,
+    max_ctx: int | None,
+    sizer: TextSizer,
+    ca_pem: str | None,
+    salt: str | None,
 ) -> list[WorkerSpec]:
     n = cfg.engine.worker_count()
     in_flight = shares(cfg.load.max_in_flight, n)
@@ -180,6 +186,7 @@ def _specs(
             auth_headers=_auth_headers(cfg),
             sizer=sizer,
             ca_pem=ca_pem,
+            salt=salt,
         )
         for i in range(n)
     ]
@@ -420,7 +427,8 @@ def execute(
         if not cfg.target.verify_tls:
             console.print("[yellow]warning:[/] TLS certificates are not verified")
         max_ctx = cfg.session.max_context_tokens or target.max_model_len
-        specs = _specs(cfg, target, max_ctx, sizer, ca_pem)
+        salt = run_salt() if cfg.cache.salt else None
+        specs = _specs(cfg, target, max_ctx, sizer, ca_pem, salt)
         pool = _pool(cfg, specs, procs)
         procs = None  # the pool's now, closed by the run
         run_dir = _run_dir(cfg, out)
@@ -430,6 +438,7 @@ def execute(
             "model": target.model,
             "max_model_len": target.max_model_len,
             "length_source": sizer.source,
+            "cache_salt": salt,
             "metrics_url": metrics_url(target.url, cfg.target.metrics_url)
             if cfg.target.metrics_interval_s > 0
             else None,

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import lru_cache
 
+from turnbench.cache.ideal import (
+    GENERATION_UNITS,
+    BlockRegistry,
+    PrefixChain,
+    message_units,
+    reply_units,
+)
 from turnbench.client.adapters import Reply
 from turnbench.config import SessionConfig
 from turnbench.tokenizer import (
@@ -19,6 +27,7 @@ from turnbench.tokenizer import (
     render_message,
 )
 from turnbench.workload.conversation import Conversation, Message, Turn
+from turnbench.workload.cycling import salt_message
 from turnbench.workload.lengths import TextSizer
 
 
@@ -35,6 +44,14 @@ class PlannedRequest:
     dropped_messages: int
     context_tokens: int
     """Estimated prompt tokens (local count, scaled by what the server reported so far)."""
+    new_units: list[str]
+    """The units of `new_messages` for the ideal cached prefix (empty when not counted)."""
+
+
+@lru_cache(maxsize=256)
+def _system_size(text: str) -> int:
+    """The tokens of a system prompt: most sessions share one, so it is counted once."""
+    return count_tokens(render_message({"role": "system", "content": text}))
 
 
 def _estimate(message: Message) -> int:
@@ -53,7 +70,12 @@ class Session:
         max_context_tokens: int | None,
         rng: random.Random,
         sizer: TextSizer | None = None,
+        salt: str | None = None,
+        registry: BlockRegistry | None = None,
     ) -> None:
+        """`salt`: the run's word put at the very start of the conversation (its system
+        prompt, else its first message). `registry`: the worker's ideal cache; None: no
+        ideal cached prefix is counted."""
         self.session_id = session_id
         self.conversation = conversation
         self.cfg = cfg
@@ -65,8 +87,15 @@ class Session:
         self._sizes: list[int] = []
         self.dropped_messages = 0
         self._scale = 1.0
+        self.registry = registry
+        self._chain = PrefixChain(registry.block_size) if registry is not None else None
+        self._salt = salt
         if conversation.system:
-            self._append({"role": "system", "content": conversation.system})
+            system = conversation.system if salt is None else f"{salt} {conversation.system}"
+            self._salt = None
+            self._append({"role": "system", "content": system}, _system_size(system))
+            if self._chain is not None and registry is not None:
+                self._chain.begin(self.history[0], registry)
 
     @property
     def turns(self) -> tuple[Turn, ...]:
@@ -97,13 +126,20 @@ class Session:
         full and the policy (`stop`, or `truncate` with nothing left to drop) ends the session.
         """
         turn = self.turns[turn_index]
+        salt, self._salt = self._salt, None  # the first turn's, when there is no system prompt
         if turn.messages:
             new = turn.messages
+            if salt is not None:
+                new = (salt_message(new[0], salt), *new[1:])
             new_sizes = tuple(_estimate(m) for m in new)
         else:  # written to length here: its size is known without counting it again
             n = turn.input_tokens or 1
-            new = ({"role": "user", "content": self.sizer.make_text(n, self.rng)},)
-            new_sizes = (self._local(n),)
+            text = self.sizer.make_text(n, self.rng)
+            if salt is None:
+                new, new_sizes = ({"role": "user", "content": text},), (self._local(n),)
+            else:  # the salt is one more word: one more token for the simulator
+                new = ({"role": "user", "content": f"{salt} {text}"},)
+                new_sizes = (self._local(n) + count_tokens(salt),)
         max_tokens = turn.max_tokens or self.cfg.max_tokens
         new_size = sum(new_sizes)
         limit = self.max_context_tokens
@@ -114,6 +150,10 @@ class Session:
                 while self._prompt_tokens(new_size) + max_tokens > limit:
                     if not self._drop_oldest_turn():
                         return None
+                if self._chain is not None:
+                    system = bool(self.history) and self.history[0].get("role") == "system"
+                    kept_tokens = round(self._sizes[0] * self._scale) if system else 0
+                    self._chain.restart(self.history, int(system), kept_tokens)
         return PlannedRequest(
             turn_index=turn_index,
             messages=[*self.history, *new],
@@ -122,7 +162,38 @@ class Session:
             max_tokens=max_tokens,
             dropped_messages=self.dropped_messages,
             context_tokens=self._prompt_tokens(new_size),
+            new_units=[u for m in new for u in message_units(m)] if self._chain else [],
         )
+
+    def sent(self, planned: PlannedRequest) -> int | None:
+        """The planned request is about to go out: its ideal cached tokens, in whole blocks of the
+        server's tokens (None when not counted). Called for every attempt: a retry finds its
+        own first attempt's prompt held.
+
+        The session's own held history counts in the tokens the server reported for it; units
+        beyond it (a prefix another session sent) at the ratio of the prompt's other estimated
+        tokens to its other units, exactly 1 for the simulator and turnbench's texts. Capped
+        below the prompt's last token.
+        """
+        chain, registry = self._chain, self.registry
+        if chain is None or registry is None:
+            return None
+        prompt_units = chain.units + len(planned.new_units) + len(GENERATION_UNITS)
+        held_units, held_tokens = chain.held, chain.held_tokens
+        units = chain.match(planned.new_units, registry)
+        tokens = planned.context_tokens
+        matched = held_tokens
+        if units > held_units:  # beyond its own history: units at the rest's token ratio
+            rest = (tokens - held_tokens) / (prompt_units - held_units)
+            matched += round((units - held_units) * rest)
+        bs = chain.block_size
+        return max(0, min(matched, tokens - 1)) // bs * bs
+
+    def computed(self) -> None:
+        """The request last `sent` got its first token: the server computed its prompt, so
+        later requests may find it cached."""
+        if self._chain is not None and self.registry is not None:
+            self._chain.computed(self.registry, round(sum(self._sizes) * self._scale))
 
     def _drop_oldest_turn(self) -> bool:
         """Drop the oldest user message and everything up to the next user message; the
@@ -154,14 +225,23 @@ class Session:
         for message, size in zip(planned.new_messages, planned.new_sizes, strict=True):
             self._append(message, size)
         recorded = self.turns[planned.turn_index].reply
+        generated = False
         if recorded is not None and (
             self.cfg.history == "dataset" or bool(recorded.get("tool_calls"))
         ):
             self._append(recorded)
         elif completion_tokens is not None and not reply.tool_calls:
             self._append(reply.message(), self._local(completion_tokens))
+            generated = True
         else:
             self._append(reply.message())
+            generated = not reply.tool_calls
+        if self._chain is not None and self.registry is not None:
+            held = prompt_tokens or planned.context_tokens
+            if generated:
+                held += completion_tokens or round(self._sizes[-1] * self._scale)
+            units = reply_units(self.history[-1])
+            self._chain.answered(planned.new_units, units, self.registry, held, generated)
         if prompt_tokens and planned.context_tokens:
             local = planned.context_tokens / self._scale
             if local > 0:

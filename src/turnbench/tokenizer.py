@@ -55,8 +55,9 @@ def count_tokens(text: str) -> int:
     return sum(1 for _ in TOKEN_RE.finditer(text))
 
 
-def render_message(message: Mapping[str, Any]) -> str:
-    """Render one chat message with the template; tool calls follow the content as JSON."""
+def message_text(message: Mapping[str, Any]) -> str:
+    """What the template puts between a message's role and its end marker: the content's
+    text parts, then any tool calls as compact JSON."""
     content = message.get("content")
     if isinstance(content, list):  # OpenAI content parts: keep the text parts
         content = "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
@@ -64,7 +65,12 @@ def render_message(message: Mapping[str, Any]) -> str:
     tool_calls = message.get("tool_calls")
     if tool_calls:
         text += json.dumps(tool_calls, separators=(",", ":"), sort_keys=True)
-    return f"<|im_start|>{message.get('role', 'user')}\n{text}<|im_end|>\n"
+    return text
+
+
+def render_message(message: Mapping[str, Any]) -> str:
+    """Render one chat message with the template; tool calls follow the content as JSON."""
+    return f"<|im_start|>{message.get('role', 'user')}\n{message_text(message)}<|im_end|>\n"
 
 
 def render_chat(messages: Iterable[Mapping[str, Any]]) -> str:

@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from turnbench.cache.ideal import BlockRegistry
 from turnbench.client import attempt as ak
 from turnbench.client.adapters import Adapter
 from turnbench.client.attempt import Attempt
@@ -64,6 +65,10 @@ class RunContext:
     auth_headers: dict[str, str] = field(default_factory=dict)
     sizer: TextSizer = field(default_factory=TextSizer)
     """Writes synthetic user turns to length for the server's tokenizer."""
+    salt: str | None = None
+    """The run's salt word, put at the start of every conversation (None: none)."""
+    registry: BlockRegistry | None = None
+    """The blocks this worker's requests sent or generated (None: no ideal is counted)."""
     stats: LiveStats = field(default_factory=LiveStats)
     stopping: bool = False
     """Set at the end (duration, request limit, interrupt): no session starts a new turn
@@ -209,8 +214,11 @@ async def _play_turn(
         att.gate_wait_ns = held_ns + await ctx.in_flight.acquire()
         held_ns = 0
         rec.attempts += 1
+        att.ideal_cached_tokens = session.sent(planned)
         try:
             reply = await ctx.transport.send(ctx.adapter, body, headers, att)
+            if att.t_first_token_ns is not None:
+                session.computed()
             if att.token_source == "chunks":  # no usage from the server: count locally if we can
                 counted = ctx.sizer.count_tokens(reply.text)
                 if counted is not None:

@@ -20,6 +20,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
+from turnbench.cache.ideal import BlockRegistry
 from turnbench.client.adapters import adapter_for
 from turnbench.client.fetch import fetch_json
 from turnbench.client.transport import Transport
@@ -52,6 +53,9 @@ class WorkerSpec:
     ca_pem: str | None = None
     """The text of `target.ca_bundle`, read once by the coordinator: a Ray actor on another
     machine may not have the file, and a relative path means the config file's folder."""
+    salt: str | None = None
+    """The run's salt word (`cache.salt`), the same in every worker: prefixes shared inside
+    the run stay shared."""
 
 
 class SessionStart(NamedTuple):
@@ -168,6 +172,10 @@ class WorkerCore:
             worker=spec.worker,
             auth_headers=spec.auth_headers,
             sizer=spec.sizer,
+            salt=spec.salt,
+            registry=BlockRegistry(cfg.cache.block_size, cfg.cache.ideal_capacity_tokens)
+            if cfg.cache.ideal
+            else None,
         )
         self.ctx.outage = OutageGuard(
             cfg.session.outage,
@@ -252,6 +260,8 @@ class WorkerCore:
             max_context_tokens=self.spec.max_context_tokens,
             rng=random.Random(f"{ctx.cfg.seed}:{index}"),
             sizer=ctx.sizer,
+            salt=ctx.salt,
+            registry=ctx.registry,
         )
         task = asyncio.create_task(play_session(ctx, session, t_intended_ns, gate_wait_ns))
         self._tasks[index] = task

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from turnbench.metrics.affinity import describe_affinity
+from turnbench.metrics.cache import describe_cache, warm_start_note
+from turnbench.metrics.goodput import describe_slo
 from turnbench.metrics.outages import describe_outages, during, read_windows
 from turnbench.metrics.server import describe_server
 from turnbench.metrics.stats import describe
@@ -290,6 +292,11 @@ def summarize(db_path: Path) -> dict[str, Any]:
         )
         affinity = describe_affinity(conn)
         server = describe_server(conn)
+        cache = describe_cache(
+            conn,
+            int((config.get("cache") or {}).get("block_size") or 16),
+            salted=bool((config.get("resolved") or {}).get("cache_salt")),
+        )
     finally:
         conn.close()
     measured = sent[~((sent[:, 3] == 1) & during(sent[:, 2], windows))]
@@ -303,6 +310,8 @@ def summarize(db_path: Path) -> dict[str, Any]:
     verdict = _verdict(measured[:, 0] / MS, measured[:, 1] / MS, n_ok, len(sent))
     if length_source == "approximate":
         verdict["notes"].append(APPROXIMATE_LENGTHS)
+    if warm := warm_start_note(cache):
+        verdict["notes"].append(warm)
     warmup = counts.pop("warmup", 0)
     return {
         "run": run,
@@ -334,4 +343,6 @@ def summarize(db_path: Path) -> dict[str, Any]:
         "downtime_s": sum(o["duration_s"] for o in outages),
         "affinity": affinity,
         "server": server,
+        "slo": describe_slo(db_path, config.get("slo"), window_s),
+        "cache": cache,
     }

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from turnbench.report import plots
+from turnbench.report.cache_plot import cache_plot
 from turnbench.report.server_plot import server_over_time
 from turnbench.report.tables import TextTable, all_tables, unreachable_problem
 
@@ -74,6 +75,8 @@ def render(summary: dict[str, Any], series: dict[str, Any]) -> str:
     parts.append(_img(plots.ttft_over_time(series["ttft_samples"], spans), "TTFT over time"))
     server_png = server_over_time(summary.get("server"), series["ttft_samples"], spans)
     parts.append(_img(server_png, "client TTFT and server metrics over time"))
+    cache_png = cache_plot(summary.get("cache"))
+    parts.append(_img(cache_png, "prefix cache: ideal against realised, by turn and over time"))
     parts.append(
         "<h2>Configuration</h2><pre>"
         + _e(json.dumps(summary["config"], indent=2))

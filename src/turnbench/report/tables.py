@@ -243,9 +243,11 @@ def affinity(summary: dict[str, Any]) -> TextTable | None:
 
 
 def all_tables(summary: dict[str, Any]) -> list[TextTable]:
-    """Every table of the report, in order (the Outages, Session affinity and Server tables
-    only when there is something to show)."""
-    from turnbench.report.server import server_table  # it builds on this module's tables
+    """Every table of the report, in order (the Outages, SLOs, Goodput, Session affinity,
+    Prefix cache and Server tables only when there is something to show)."""
+    from turnbench.report.cache import cache_tables  # they build on this module's tables
+    from turnbench.report.goodput import goodput_tables
+    from turnbench.report.server import server_table
 
     down = outages(summary)
     sticky = affinity(summary)
@@ -256,6 +258,8 @@ def all_tables(summary: dict[str, Any]) -> list[TextTable]:
         requests(summary),
         turns(summary),
         conversations(summary),
+        *goodput_tables(summary),
         *([sticky] if sticky else []),
+        *cache_tables(summary),
         *([server] if server else []),
     ]

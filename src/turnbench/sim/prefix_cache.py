@@ -33,6 +33,8 @@ class PrefixCache:
         self.block_size = block_size
         self.capacity_blocks = capacity_tokens // block_size
         self._blocks: OrderedDict[int, None] = OrderedDict()
+        self.evicted_blocks = 0
+        """Blocks dropped to make room (`turnbench_sim_prefix_cache_evicted_blocks_total`)."""
 
     def match(self, keys: Sequence[int], prompt_tokens: int) -> int:
         """Return the cached tokens of a prompt: its longest cached prefix in whole blocks.
@@ -62,6 +64,7 @@ class PrefixCache:
                 blocks[key] = None
         while len(blocks) > self.capacity_blocks:
             blocks.popitem(last=False)
+            self.evicted_blocks += 1
 
     @property
     def used_tokens(self) -> int:

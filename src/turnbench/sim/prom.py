@@ -62,6 +62,9 @@ class ReplicaStats(Protocol):
     @property
     def kv_usage(self) -> float: ...
 
+    @property
+    def evicted_blocks(self) -> int: ...
+
 
 class SimMetrics:
     """Every counter the simulator exports; gauges are read from live objects at scrape time."""
@@ -116,6 +119,10 @@ class SimMetrics:
         series(
             "vllm:prefix_cache_hits_total", "counter",
             "Prompt tokens found in the prefix cache.", per_replica(lambda r: r.prefix_hits),
+        )  # fmt: skip
+        series(
+            "turnbench_sim_prefix_cache_evicted_blocks_total", "counter",
+            "Prefix-cache blocks evicted to make room.", per_replica(lambda r: r.evicted_blocks),
         )  # fmt: skip
         series("vllm:prompt_tokens_total", "counter", "Prompt tokens.", [(m, self.prompt_tokens)])
         series(

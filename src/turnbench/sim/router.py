@@ -40,6 +40,11 @@ class Replica:
         return self.scheduler.waiting
 
     @property
+    def evicted_blocks(self) -> int:
+        """Prefix-cache blocks evicted to make room."""
+        return self.cache.evicted_blocks
+
+    @property
     def kv_usage(self) -> float:
         """Prefix-cache usage, 0..1 (`vllm:kv_cache_usage_perc`)."""
         return self.cache.usage

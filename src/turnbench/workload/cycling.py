@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from itertools import count
@@ -23,7 +24,15 @@ def salt_word(conv_id: str, copy: int) -> str:
     return f"s{copy}x{digest}"
 
 
-def _salt_message(msg: Message, word: str) -> Message:
+def run_salt() -> str:
+    """A word unique to one run (`cache.salt`): `r` and 8 random hex digits, one simulator
+    token. Every conversation of the run starts with it, so an earlier run's prefixes never
+    match while the run's own shared prefixes still do."""
+    return f"r{secrets.token_hex(4)}"
+
+
+def salt_message(msg: Message, word: str) -> Message:
+    """The message with `word` (and a space) at the very start of its text."""
     content = msg.get("content")
     if isinstance(content, list):
         return {**msg, "content": [{"type": "text", "text": word + " "}, *content]}
@@ -38,7 +47,7 @@ def salted(conv: Conversation, copy: int, sizer: TextSizer = TextSizer()) -> Con
         return replace(conv, id=new_id, system=f"{word} {conv.system}")
     first, rest = conv.turns[0], conv.turns[1:]
     if first.messages:
-        msgs = (_salt_message(first.messages[0], word), *first.messages[1:])
+        msgs = (salt_message(first.messages[0], word), *first.messages[1:])
         first = replace(first, messages=msgs)
     elif first.input_tokens is not None:
         rng = random.Random(new_id)

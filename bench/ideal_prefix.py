@@ -1,0 +1,132 @@
+"""What the ideal cached prefix costs a request on the client, at short prompts and at long
+agentic contexts.
+
+Each case plays sessions through `Session` (build, `sent`, `computed`, `accept`) with no
+network: once with the worker's `BlockRegistry` (the ideal counted) and once without, and
+reports the difference per request. The replies are the simulator's kind of text (vocabulary
+words and punctuation), of the given length.
+
+    .venv/bin/python bench/ideal_prefix.py                 # both cases
+    .venv/bin/python bench/ideal_prefix.py --repeat 5      # best of 5 per case
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from collections.abc import Callable
+
+from turnbench.cache.ideal import BlockRegistry
+from turnbench.client.adapters import Reply
+from turnbench.config import SessionConfig
+from turnbench.session import Session
+from turnbench.tokenizer import VOCAB
+from turnbench.workload.conversation import Conversation, Turn
+
+CFG = SessionConfig()
+
+
+def _reply(n_tokens: int, rng: random.Random) -> Reply:
+    words = [rng.choice(VOCAB) + ("," if rng.random() < 0.1 else "") for _ in range(n_tokens)]
+    return Reply(text_parts=[" ".join(words)])
+
+
+def _play(
+    conversations: list[Conversation], reply_tokens: int, registry: BlockRegistry | None
+) -> tuple[float, int, int]:
+    """Seconds spent in the session calls, requests played, largest context (tokens)."""
+    rng = random.Random(1)
+    replies = [_reply(reply_tokens, rng) for _ in range(16)]
+    spent = 0.0
+    requests = 0
+    largest = 0
+    for i, conv in enumerate(conversations):
+        session = Session(
+            f"s{i}", conv, CFG, max_context_tokens=None, rng=random.Random(i),
+            salt="r0badcafe", registry=registry,
+        )  # fmt: skip
+        for turn in range(len(conv.turns)):
+            reply = replies[(i + turn) % len(replies)]
+            t0 = time.perf_counter()
+            planned = session.build(turn)
+            assert planned is not None
+            session.sent(planned)
+            session.computed()
+            session.accept(planned, reply, planned.context_tokens, reply_tokens)
+            spent += time.perf_counter() - t0
+            requests += 1
+            largest = max(largest, planned.context_tokens)
+    return spent, requests, largest
+
+
+def _case(
+    name: str, make: Callable[[], list[Conversation]], reply_tokens: int, repeat: int
+) -> None:
+    best: dict[bool, float] = {}
+    for _ in range(repeat):
+        for ideal in (False, True):
+            registry = BlockRegistry(16, 8_388_608) if ideal else None
+            spent, n, largest = _play(make(), reply_tokens, registry)
+            best[ideal] = min(best.get(ideal, float("inf")), spent / n)
+    extra = (best[True] - best[False]) * 1e6
+    print(
+        f"{name}: {n} requests, largest context {largest:,} tokens; per request "
+        f"{best[False] * 1e6:.1f} us without the ideal, {best[True] * 1e6:.1f} us with it: "
+        f"+{extra:.1f} us"
+    )
+
+
+def _short() -> list[Conversation]:
+    """2,000 one-turn conversations of 256-token prompts (a shared 128-token system prompt)."""
+    system = " ".join(random.Random(7).choices(VOCAB, k=125))
+    return [
+        Conversation(id=f"c{i}", turns=(Turn(input_tokens=120, max_tokens=64),), system=system)
+        for i in range(2000)
+    ]
+
+
+def _agentic() -> list[Conversation]:
+    """4 sessions of 100 turns, each adding 500 tokens of tool result and a 500-token reply:
+    contexts grow to 100k tokens; the cost per turn must not grow with them."""
+    turns = tuple(Turn(input_tokens=500, max_tokens=500) for _ in range(100))
+    return [Conversation(id=f"a{i}", turns=turns) for i in range(4)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="Best of this many runs.")
+    args = parser.parse_args()
+    _case("256-token prompts, 64-token replies", _short, 64, args.repeat)
+    _case("agentic, 100 turns to 100k tokens", _agentic, 500, args.repeat)
+    _growth(args.repeat)
+
+
+def _growth(repeat: int) -> None:
+    """The ideal's cost per turn over the first and the last 20 turns of 100k contexts."""
+    rng = random.Random(3)
+    reply = _reply(500, rng)
+    firsts, lasts = [], []
+    for _ in range(repeat):
+        registry = BlockRegistry(16, 8_388_608)
+        conv = _agentic()[0]
+        session = Session("g", conv, CFG, max_context_tokens=None, rng=rng, registry=registry)
+        costs = []
+        for turn in range(len(conv.turns)):
+            planned = session.build(turn)
+            assert planned is not None
+            t0 = time.perf_counter()
+            session.sent(planned)
+            session.computed()
+            costs.append(time.perf_counter() - t0)
+            session.accept(planned, reply, planned.context_tokens, 500)
+        firsts.append(sum(costs[:20]) / 20)
+        lasts.append(sum(costs[-20:]) / 20)
+    print(
+        f"ideal lookup per turn (sent + computed): turns 1-20 {min(firsts) * 1e6:.1f} us, "
+        f"turns 81-100 {min(lasts) * 1e6:.1f} us (contexts ~1k vs ~100k tokens)"
+    )
+
+
+if __name__ == "__main__":
+    main()
