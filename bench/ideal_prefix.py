@@ -66,7 +66,7 @@ def _case(
     best: dict[bool, float] = {}
     for _ in range(repeat):
         for ideal in (False, True):
-            registry = BlockRegistry(16, 8_388_608) if ideal else None
+            registry = BlockRegistry(16, 64) if ideal else None
             spent, n, largest = _play(make(), reply_tokens, registry)
             best[ideal] = min(best.get(ideal, float("inf")), spent / n)
     extra = (best[True] - best[False]) * 1e6
@@ -108,7 +108,7 @@ def _growth(repeat: int) -> None:
     reply = _reply(500, rng)
     firsts, lasts = [], []
     for _ in range(repeat):
-        registry = BlockRegistry(16, 8_388_608)
+        registry = BlockRegistry(16, 64)
         conv = _agentic()[0]
         session = Session("g", conv, CFG, max_context_tokens=None, rng=rng, registry=registry)
         costs = []

@@ -18,7 +18,9 @@ from typing import Any
 from conftest import SimProcess
 from runs import RunResult, run_bench
 from turnbench.cache.ideal import BlockRegistry
-from turnbench.client.adapters import Reply
+from turnbench.client.adapters import ChatAdapter, CompletionsAdapter, Reply, decode_chunks
+from turnbench.client.attempt import Attempt
+from turnbench.client.transport import _read_usage
 from turnbench.config import SessionConfig
 from turnbench.session import Session
 from turnbench.tokenizer import count_chat_tokens
@@ -139,7 +141,7 @@ def test_a_warm_simulator_is_noticed_unless_salted(tmp_path: Path, fast_sim: Sim
 def _session(
     conv: Conversation, registry: BlockRegistry | None = None, **kw: Any
 ) -> tuple[Session, BlockRegistry]:
-    registry = registry or BlockRegistry(BLOCK, 1 << 20)
+    registry = registry or BlockRegistry(BLOCK, 64)
     cfg = SessionConfig(**kw.pop("cfg", {}))
     session = Session(
         "s", conv, cfg, max_context_tokens=kw.pop("limit", None),
@@ -226,3 +228,26 @@ def test_the_salt_starts_every_conversation() -> None:
         assert count_chat_tokens(planned.messages) == count_chat_tokens(base.messages) + 1
         assert planned.context_tokens == base.context_tokens + 1
     assert json.dumps(user) == '{"role": "user", "content": "hello there"}'  # not mutated
+
+
+def test_llama_cpp_timings_give_the_cached_tokens_when_usage_does_not() -> None:
+    """An older llama-server reports its prompt cache only as `timings.cache_n`."""
+    last = {
+        "choices": [],
+        "usage": {"prompt_tokens": 300, "completion_tokens": 12},
+        "timings": {"cache_n": 272, "prompt_n": 28},
+    }
+    for adapter in (ChatAdapter(), CompletionsAdapter()):
+        reply = Reply()
+        adapter.fold(decode_chunks(json.dumps([last]).encode()), reply)
+        att = Attempt("main", 0, "s", "c", 1, 1, 0)
+        _read_usage(att, reply)
+        assert (att.prompt_tokens, att.cached_tokens) == (300, 272)
+        with_details = {
+            **last,
+            "usage": {**last["usage"], "prompt_tokens_details": {"cached_tokens": 256}},
+        }
+        reply = Reply()
+        adapter.fold(decode_chunks(json.dumps([with_details]).encode()), reply)
+        _read_usage(att, reply)
+        assert att.cached_tokens == 256  # the OpenAI field first

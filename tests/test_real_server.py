@@ -85,7 +85,15 @@ def test_multi_turn_sessions_against_llama_cpp(tmp_path: Path, llama_url: str, a
                 a["prompt_tokens"],
                 b["cached_tokens"],
             )
+            # the ideal (counted on the client, its own history in llama.cpp's usage tokens)
+            # against llama.cpp's cache_n, which counts whole tokens, not 16-token blocks
+            assert b["ideal_cached_tokens"] > 0 and b["ideal_cached_tokens"] % 16 == 0
+            assert abs(b["cached_tokens"] - b["ideal_cached_tokens"]) <= 2 * 16, dict(b)
     summary = result.summary
+    cache = summary["cache"]
+    assert [t["turn"] for t in cache["per_turn"]] == [1, 2, 3]
+    assert all(0.8 <= t["kept"] <= 1.2 for t in cache["per_turn"][1:]), cache["per_turn"]
+    assert cache["cliff"] is None
     assert summary["run"]["model"] == "gemma-3-270m"
     assert {t["turn"] for t in summary["per_turn"]} == {1, 2, 3}
     assert summary["per_turn"][1]["mean_cached_tokens"] > 0

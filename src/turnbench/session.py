@@ -11,13 +11,7 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
-from turnbench.cache.ideal import (
-    GENERATION_UNITS,
-    BlockRegistry,
-    PrefixChain,
-    message_units,
-    reply_units,
-)
+from turnbench.cache.ideal import BlockRegistry, PrefixChain
 from turnbench.client.adapters import Reply
 from turnbench.config import SessionConfig
 from turnbench.tokenizer import (
@@ -44,8 +38,6 @@ class PlannedRequest:
     dropped_messages: int
     context_tokens: int
     """Estimated prompt tokens (local count, scaled by what the server reported so far)."""
-    new_units: list[str]
-    """The units of `new_messages` for the ideal cached prefix (empty when not counted)."""
 
 
 @lru_cache(maxsize=256)
@@ -162,7 +154,6 @@ class Session:
             max_tokens=max_tokens,
             dropped_messages=self.dropped_messages,
             context_tokens=self._prompt_tokens(new_size),
-            new_units=[u for m in new for u in message_units(m)] if self._chain else [],
         )
 
     def sent(self, planned: PlannedRequest) -> int | None:
@@ -170,22 +161,20 @@ class Session:
         server's tokens (None when not counted). Called for every attempt: a retry finds its
         own first attempt's prompt held.
 
-        The session's own held history counts in the tokens the server reported for it; units
-        beyond it (a prefix another session sent) at the ratio of the prompt's other estimated
-        tokens to its other units, exactly 1 for the simulator and turnbench's texts. Capped
+        The session's own held history counts in the tokens the server reported for it; a
+        longer prefix another session sent, in the estimated tokens of its messages (exact
+        for the simulator and turnbench's texts where it ends at a message's edge). Capped
         below the prompt's last token.
         """
         chain, registry = self._chain, self.registry
         if chain is None or registry is None:
             return None
-        prompt_units = chain.units + len(planned.new_units) + len(GENERATION_UNITS)
-        held_units, held_tokens = chain.held, chain.held_tokens
-        units = chain.match(planned.new_units, registry)
+        held_keys, matched = chain.held, chain.held_tokens
+        keys = chain.match(planned.new_messages, registry)
+        if keys > held_keys:  # beyond its own history: a prefix another session sent
+            local = chain.tokens_at(keys, [*self._sizes, *planned.new_sizes])
+            matched = max(matched, round(local * self._scale))
         tokens = planned.context_tokens
-        matched = held_tokens
-        if units > held_units:  # beyond its own history: units at the rest's token ratio
-            rest = (tokens - held_tokens) / (prompt_units - held_units)
-            matched += round((units - held_units) * rest)
         bs = chain.block_size
         return max(0, min(matched, tokens - 1)) // bs * bs
 
@@ -240,8 +229,9 @@ class Session:
             held = prompt_tokens or planned.context_tokens
             if generated:
                 held += completion_tokens or round(self._sizes[-1] * self._scale)
-            units = reply_units(self.history[-1])
-            self._chain.answered(planned.new_units, units, self.registry, held, generated)
+            self._chain.answered(
+                planned.new_messages, self.history[-1], self.registry, held, generated
+            )
         if prompt_tokens and planned.context_tokens:
             local = planned.context_tokens / self._scale
             if local > 0:

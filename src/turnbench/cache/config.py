@@ -32,10 +32,10 @@ class CacheConfig(BaseModel):
         description="Compute each request's ideal cached prefix (the longest prefix earlier "
         "requests of this run sent or were answered with) beside the server's reported one.",
     )
-    ideal_capacity_tokens: int = Field(
-        8_388_608,
+    ideal_capacity_mb: int = Field(
+        64,
         ge=1,
-        description="Blocks the ideal cache keeps for sharing between sessions, in tokens, "
-        "per worker (least recently used dropped first; about 100 bytes a block). A session's "
-        "own history always counts in full.",
+        description="Memory each worker gives the ideal cache's keys for sharing between "
+        "sessions (one key per 64 characters of text, about 12 tokens; the least recently used "
+        "go first). A session's own history always counts in full.",
     )

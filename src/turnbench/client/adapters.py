@@ -25,6 +25,8 @@ class Reply:
     finish_reason: str | None = None
     retry_after_s: float | None = None
     """The server's Retry-After on a 429, for the retry policy."""
+    timings: dict[str, Any] | None = None
+    """llama.cpp's `timings` of the last chunk that carried them."""
     captured: str | None = None
     """The router's session token, from the response header the transport was built to read
     (`session.session_token_header`)."""
@@ -89,7 +91,7 @@ class _Choice(msgspec.Struct, gc=False):
 class Chunk(msgspec.Struct, gc=False):
     """The fields of a streamed chunk turnbench reads (chat and completions alike).
 
-    Why typed: msgspec skips every other field (id, model, created, logprobs, timings...)
+    Why typed: msgspec skips every other field (id, model, created, logprobs...)
     without building it, which is most of the bytes of a chunk; a chunk whose fields have
     the wrong types fails to decode and is recorded as `malformed`. `gc=False`: decoded JSON
     holds no reference cycles, so the collector need not track a read's hundreds of objects.
@@ -97,6 +99,8 @@ class Chunk(msgspec.Struct, gc=False):
 
     choices: list[_Choice] | None = None
     usage: dict[str, Any] | None = None
+    timings: dict[str, Any] | None = None
+    """llama.cpp's own figures (its `cache_n`: prompt tokens taken from its cache)."""
     error: Any = None
 
 
@@ -111,6 +115,8 @@ def _first_choice(chunk: Chunk, reply: Reply) -> _Choice | None:
         raise ErrorChunk(chunk.error)
     if chunk.usage:
         reply.usage = chunk.usage
+        if chunk.timings:  # llama.cpp: beside the usage, in its last chunk
+            reply.timings = chunk.timings
     choices = chunk.choices
     if not choices:
         return None
@@ -167,6 +173,8 @@ class ChatAdapter:
                 raise ErrorChunk(chunk.error)
             if chunk.usage:
                 reply.usage = chunk.usage
+                if chunk.timings:  # llama.cpp: beside the usage, in its last chunk
+                    reply.timings = chunk.timings
             if not chunk.choices:
                 continue
             choice = chunk.choices[0]

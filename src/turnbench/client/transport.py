@@ -87,6 +87,7 @@ class _Stream:
         "idle_ns",
         "last",
         "loop",
+        "on_first",
         "parser",
         "replica",
         "reply",
@@ -130,6 +131,8 @@ class _Stream:
         self.capture = capture
         self.replica = replica
         self.header_lengths = lengths
+        self.on_first: Callable[[], None] | None = None
+        """Called when the first content chunk arrives (the server computed the prompt)."""
         # Deadlines on the run's clock (ns), the clock `t_sent` and the chunk times use:
         # the loop's own time is whole milliseconds under uvloop, and a deadline kept in it
         # could pass up to 1 ms before its limit.
@@ -231,6 +234,8 @@ class _Stream:
             self.gaps.append(now - self.last)
         else:
             self.att.t_first_token_ns = now
+            if self.on_first is not None:
+                self.on_first()
         if got > 1:  # the rest of this read's chunks came with it: gaps of zero
             self.gaps.frombytes(bytes(8 * (got - 1)))
         self.last = now
@@ -330,9 +335,11 @@ class Transport:
         body: dict[str, Any],
         headers: dict[str, str],
         att: Attempt,
+        first_token: Callable[[], None] | None = None,
     ) -> Reply:
         """Stream one request; fill `att` with its times, tokens and outcome; return the reply
         (with the router's session token in `captured`, when the run reads one).
+        `first_token` is called when the first content chunk arrives.
 
         Timeouts are distinct: `first_token_s` until the first output chunk, then `idle_s`
         between chunks, all under `total_s`. A pooled connection that the server closed
@@ -375,6 +382,7 @@ class Transport:
                     self._replica,
                     self._lengths,
                 )
+                stream.on_first = first_token
                 outcome = await self._exchange(conn, stream, request)
                 if outcome == _KEEP:
                     pool.release(conn)
@@ -421,6 +429,9 @@ def _read_usage(att: Attempt, reply: Reply) -> None:
         details = usage.get("prompt_tokens_details") or {}
         att.cached_tokens = details.get("cached_tokens") if isinstance(details, dict) else None
         att.token_source = "usage"
+        if att.cached_tokens is None and reply.timings:  # llama.cpp without the OpenAI field
+            cache_n = reply.timings.get("cache_n")
+            att.cached_tokens = cache_n if isinstance(cache_n, int) else None
     elif att.content_chunks:
         att.completion_tokens = att.content_chunks
         att.token_source = "chunks"

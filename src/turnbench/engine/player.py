@@ -216,9 +216,7 @@ async def _play_turn(
         rec.attempts += 1
         att.ideal_cached_tokens = session.sent(planned)
         try:
-            reply = await ctx.transport.send(ctx.adapter, body, headers, att)
-            if att.t_first_token_ns is not None:
-                session.computed()
+            reply = await ctx.transport.send(ctx.adapter, body, headers, att, session.computed)
             if att.token_source == "chunks":  # no usage from the server: count locally if we can
                 counted = ctx.sizer.count_tokens(reply.text)
                 if counted is not None:

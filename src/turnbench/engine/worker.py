@@ -173,7 +173,7 @@ class WorkerCore:
             auth_headers=spec.auth_headers,
             sizer=spec.sizer,
             salt=spec.salt,
-            registry=BlockRegistry(cfg.cache.block_size, cfg.cache.ideal_capacity_tokens)
+            registry=BlockRegistry(cfg.cache.block_size, cfg.cache.ideal_capacity_mb)
             if cfg.cache.ideal
             else None,
         )
