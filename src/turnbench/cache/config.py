@@ -36,6 +36,6 @@ class CacheConfig(BaseModel):
         64,
         ge=1,
         description="Memory each worker gives the ideal cache's keys for sharing between "
-        "sessions (one key per 64 characters of text, about 12 tokens; the least recently used "
+        "sessions (one key per 128 characters of text, about 25 tokens; the least recently used "
         "go first). A session's own history always counts in full.",
     )

@@ -11,11 +11,11 @@ only when everything before it is identical, so each key hashes its parent's key
 text; matching walks the chain and stops at the first key nobody sent.
 
 Why pieces of text and not tokens: the client has no tokenizer on the hot path, and hashing a
-64-character slice costs a fraction of splitting and hashing its dozen words. A message is
-its template header (`<|im_start|>role\\n`: two tokens), its text in 64-character pieces (a
+128-character slice costs a fraction of splitting and hashing its two dozen words. A message is
+its template header (`<|im_start|>role\\n`: two tokens), its text in 128-character pieces (a
 piece weighs its share of the message's tokens), and its end marker (one token). Where
 sharing stops at a message's edge (a common system prompt, a session's own history) the count
-is exact; inside a message (a trace's shared blocks) it is good to a piece, about 12 tokens.
+is exact; inside a message (a trace's shared blocks) it is good to a piece, about 25 tokens.
 
 Why each session keeps its own chain (`PrefixChain`, 8 bytes a piece): its own history was
 all sent (or generated) by its earlier turns, so it never looks it up, and a turn costs work
@@ -32,7 +32,7 @@ from typing import Any
 
 from turnbench.tokenizer import GENERATION_OVERHEAD, MESSAGE_OVERHEAD, message_text
 
-PIECE_CHARS = 64
+PIECE_CHARS = 128
 """Characters of message text a key stands for."""
 HEADER_TOKENS = MESSAGE_OVERHEAD - 1
 """`<|im_start|>` and the role: a message's header, the same as a generation prompt's."""
