@@ -1,6 +1,6 @@
 """Prefix cache, ideal against realised: how much of each turn's prompt could have been cached,
 how much the server said it had cached, when it stopped, and how long it keeps a conversation
-that sits idle (issue #14; formulas in docs/metrics.md, "Prefix cache").
+that sits idle (formulas in docs/prefix-cache.md).
 
 Why an ideal: a cached-token ratio alone cannot tell a server that evicts from a workload that
 shares little. The client records per attempt `ideal_cached_tokens`, what an infinite prefix
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from turnbench.metrics.columns import read_matrix
 from turnbench.metrics.stats import describe
 
 S = 1e9  # nanoseconds per second
@@ -61,13 +62,6 @@ _LIVE = """
 SELECT COUNT(*) FROM sessions
 WHERE t_start_ns <= ? AND (t_end_ns IS NULL OR t_end_ns = 0 OR t_end_ns > ?)
 """
-
-
-def _read(conn: sqlite3.Connection, sql: str, n_cols: int) -> np.ndarray:
-    """`summary.read_matrix`, imported here because summary imports this module."""
-    from turnbench.metrics.summary import read_matrix
-
-    return read_matrix(conn, sql, n_cols)
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -152,7 +146,7 @@ def _per_turn(r: _Rows) -> list[dict[str, Any]]:
 
 def _per_session(conn: sqlite3.Connection) -> dict[str, Any]:
     """The spread of Σ realised / Σ ideal over sessions with something to keep."""
-    sums = _read(conn, _SESSIONS, 2)
+    sums = read_matrix(conn, _SESSIONS, 2)
     kept = sums[:, 0] / sums[:, 1]
     if not kept.size:
         return {"sessions": 0, "p10": None, "p50": None, "min": None}
@@ -328,7 +322,7 @@ def describe_cache(
     warm at the start; with a warm start but no ideal, only `warm_start` is filled in.
     `salted`: the run's conversations carried its salt (no warm-start check then)."""
     warm = warm_start(conn, salted)
-    matrix = _read(conn, _ROWS, 7) if _has_ideal_column(conn) else np.empty((0, 7))
+    matrix = read_matrix(conn, _ROWS, 7) if _has_ideal_column(conn) else np.empty((0, 7))
     empty: dict[str, Any] = {
         "block_size": block_size,
         "totals": None,

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from turnbench.metrics.summary import MAIN, MS, read_matrix
+from turnbench.metrics.columns import read_matrix
+from turnbench.metrics.summary import MAIN, MS
 from turnbench.record.journal import open_readonly
 
 MAX_POINTS = 4000

@@ -23,6 +23,7 @@ import numpy as np
 
 from turnbench.metrics.affinity import describe_affinity
 from turnbench.metrics.cache import describe_cache, warm_start_note
+from turnbench.metrics.columns import BATCH, read_matrix
 from turnbench.metrics.goodput import describe_slo
 from turnbench.metrics.outages import describe_outages, during, read_windows
 from turnbench.metrics.server import describe_server
@@ -48,16 +49,6 @@ OK_COLUMNS = (
     "cached_tokens",
     "turn_index",
 )
-_BATCH = 100_000
-
-
-def read_matrix(conn: sqlite3.Connection, sql: str, n_cols: int) -> np.ndarray:
-    """A query's rows as a float64 matrix (NULL as NaN), read in batches."""
-    cursor = conn.execute(sql)
-    parts: list[np.ndarray] = []
-    while rows := cursor.fetchmany(_BATCH):
-        parts.append(np.array(rows, dtype=np.float64).reshape(len(rows), n_cols))
-    return np.concatenate(parts) if parts else np.empty((0, n_cols))
 
 
 def _chunk_gaps(conn: sqlite3.Connection) -> np.ndarray:
@@ -66,7 +57,7 @@ def _chunk_gaps(conn: sqlite3.Connection) -> np.ndarray:
         f"SELECT chunk_gaps FROM requests WHERE {MAIN} AND status = 'ok' AND length(chunk_gaps) > 0"
     )
     parts: list[np.ndarray] = []
-    while rows := cursor.fetchmany(_BATCH // 10):
+    while rows := cursor.fetchmany(BATCH // 10):
         parts.extend(np.frombuffer(blob, dtype="<i8") for (blob,) in rows)
     return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
 
