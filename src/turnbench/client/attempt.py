@@ -64,6 +64,7 @@ class Attempt(msgspec.Struct, gc=False, array_like=True):
     """The replica that served it, from the response header `target.replica_header`; None
     when the server sent none. Last, so rows of the fields before it keep their positions."""
     ideal_cached_tokens: int | None = None
-    """The prompt's longest prefix an infinite prefix cache would hold (earlier requests of
-    this worker sent it, or generated it as a reply), in whole `cache.block_size` blocks, in
-    the server's tokens (`ideal_cache.py`); None when not computed (no chat messages)."""
+    """The prompt's longest prefix an unbounded prefix cache would hold (earlier requests of
+    this worker had it computed, or generated it as a reply), in whole `cache.block_size`
+    blocks, in the server's tokens (`cache/ideal.py`); None when not computed
+    (`cache.ideal: false`)."""
