@@ -126,8 +126,8 @@ def test_run_against_the_simulator_records_exact_lengths(tmp_path: Path) -> None
     resolved = yaml.safe_load((result.path / "config.yaml").read_text())["resolved"]
     assert resolved["length_source"] == "simulator-exact"
     assert result.summary["length_source"] == "simulator-exact"
-    # system (100 + 3) + user (50 + 3) + generation prompt (2)
-    assert {r["prompt_tokens"] for r in result.attempts} == {158}
+    # the run's salt word (1) + system (100 + 3) + user (50 + 3) + generation prompt (2)
+    assert {r["prompt_tokens"] for r in result.attempts} == {159}
     assert APPROXIMATE_LENGTHS not in result.output
 
 
@@ -204,7 +204,8 @@ def test_run_with_tokenizer_json_sizes_texts_in_workers(tmp_path: Path) -> None:
         group = int(r["conversation_id"].removeprefix("syn-")) % 4
         system = sizer.make_text(64, random.Random(f"turnbench-system-{seed}-{group}"))
         user = sizer.make_text(40, random.Random(f"{seed}:{r['session_id'][1:]}"))
-        assert r["prompt_tokens"] == count_tokens(system) + count_tokens(user) + 3 + 3 + 2
+        salt = 1  # the run's salt word before the system prompt (`cache.salt`)
+        assert r["prompt_tokens"] == salt + count_tokens(system) + count_tokens(user) + 3 + 3 + 2
         assert count_tokens(user) < 40  # the BPE splits words: fewer words than tokens
 
 
