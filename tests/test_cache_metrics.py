@@ -417,6 +417,12 @@ def test_a_salted_run_is_not_checked(tmp_path: Path) -> None:
     assert summary["cache"]["warm_start"]["checked"] is False
     assert summary["cache"]["warm_start"]["warm"] is False
     assert not any("warm" in note for note in summary["verdict"]["notes"])
+    table = cache_table(summary)
+    assert table is not None
+    assert [
+        "warm at the start (an earlier run's cache)",
+        "cannot be: the run was salted (cache.salt)",
+    ] in table.rows
 
 
 def test_a_cold_start_is_not_flagged(tmp_path: Path) -> None:

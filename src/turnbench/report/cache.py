@@ -47,6 +47,8 @@ def retention_answer(retention: dict[str, Any] | None) -> str:
 
 
 def _warm(warm: dict[str, Any]) -> str:
+    if not warm.get("checked", True):
+        return "cannot be: the run was salted (cache.salt)"
     seen = f"{fmt(warm['with_cached'])} of {fmt(warm['requests'])} requests"
     if warm["warm"]:
         return f"yes: {seen} before the first reply found {fmt(warm['cached_tokens'])} tokens"
