@@ -11,16 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 import pytest
 from rich.console import Console
 
+from handmade import session_record, write_events_db
 from turnbench.client.attempt import Attempt
 from turnbench.metrics.cache import IDLE_EDGES_S, describe_cache
 from turnbench.metrics.series import series
 from turnbench.metrics.summary import summarize
-from turnbench.record.schema import ATTEMPT_COLUMNS, DDL, SESSION_COLUMNS, SessionRecord
+from turnbench.record.schema import SessionRecord
 from turnbench.report.cache import cache_table, cache_turns_table, retention_table
 from turnbench.report.console import print_report
 from turnbench.report.html import render
@@ -77,22 +77,7 @@ def _sessions_of(rows: list[Row]) -> list[SessionRecord]:
 
 
 def _record(sid: str, start_s: float, end_s: float, stage: str = "main") -> SessionRecord:
-    return SessionRecord(
-        session_id=sid,
-        conversation_id=sid,
-        worker=0,
-        stage=stage,
-        t_intended_ns=int(start_s * S),
-        t_start_ns=int(start_s * S),
-        t_end_ns=int(end_s * S),
-        gate_wait_ns=0,
-        turns_planned=1,
-        turns_ok=1,
-        turns_failed=0,
-        attempts=1,
-        dropped_messages=0,
-        outcome="completed",
-    )
+    return session_record(sid, int(start_s * S), int(end_s * S), stage=stage)
 
 
 def _db(
@@ -101,29 +86,10 @@ def _db(
     sessions: list[SessionRecord] | None = None,
     config: dict[str, Any] | None = None,
 ) -> Path:
-    conn = sqlite3.connect(path)
-    conn.executescript(DDL)
-    conn.execute(
-        "INSERT INTO runs (run_id, name, end_reason, target, model, api, config_json) "
-        "VALUES ('r', 'r', 'completed', 'http://sim/v1', 'm', 'chat', ?)",
-        (json.dumps({"load": {"warmup_s": 0}, **(config or {})}),),
+    attempts = [r.attempt_row() for r in rows]
+    return write_events_db(
+        path, attempts, _sessions_of(rows) if sessions is None else sessions, config=config
     )
-    marks = ", ".join("?" * len(ATTEMPT_COLUMNS))
-    conn.executemany(
-        f"INSERT INTO requests (run_id, {', '.join(ATTEMPT_COLUMNS)}) VALUES ('r', {marks})",
-        [msgspec.structs.astuple(r.attempt_row()) for r in rows],
-    )
-    marks = ", ".join("?" * len(SESSION_COLUMNS))
-    conn.executemany(
-        f"INSERT INTO sessions (run_id, {', '.join(SESSION_COLUMNS)}) VALUES ('r', {marks})",
-        [
-            msgspec.structs.astuple(s)
-            for s in (_sessions_of(rows) if sessions is None else sessions)
-        ],
-    )
-    conn.commit()
-    conn.close()
-    return path
 
 
 def _cache(path: Path, block_size: int = 16) -> dict[str, Any] | None:

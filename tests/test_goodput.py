@@ -4,25 +4,22 @@ computed here from the rows themselves (docs/metrics.md, "SLOs and goodput")."""
 from __future__ import annotations
 
 import io
-import json
 import random
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
+from handmade import session_record, write_events_db
 from turnbench.client.attempt import Attempt
 from turnbench.metrics.goodput import grouped_percentile
 from turnbench.metrics.series import series
 from turnbench.metrics.summary import summarize
-from turnbench.record.schema import ATTEMPT_COLUMNS, DDL, SESSION_COLUMNS, SessionRecord
 from turnbench.report.console import print_report
 from turnbench.report.goodput import goodput_tables
 from turnbench.report.html import render
@@ -69,49 +66,15 @@ class Req:
 
 
 def _session(sid: str, start_ms: int, end_ms: int, outcome: str, stage: str = "main") -> Any:
-    return SessionRecord(
-        session_id=sid,
-        conversation_id=sid,
-        worker=0,
-        stage=stage,
-        t_intended_ns=start_ms * MS,
-        t_start_ns=start_ms * MS,
-        t_end_ns=end_ms * MS,
-        gate_wait_ns=0,
-        turns_planned=3,
-        turns_ok=0,
-        turns_failed=0,
-        attempts=0,
-        dropped_messages=0,
-        outcome=outcome,
+    return session_record(
+        sid, start_ms * MS, end_ms * MS, outcome=outcome, stage=stage, turns_planned=3
     )
 
 
 def _db(path: Path, reqs: list[Req], sessions: list[Any], slo: dict[str, Any] | None) -> Path:
     """An events.db holding these rows, its config's `slo` section as a run would store it."""
-    config = {"load": {"warmup_s": 0}}
-    if slo is not None:
-        config["slo"] = SloConfig.model_validate(slo).model_dump(mode="json")
-    conn = sqlite3.connect(path)
-    conn.executescript(DDL)
-    conn.execute(
-        "INSERT INTO runs (run_id, name, end_reason, target, model, api, config_json) "
-        "VALUES ('r', 'r', 'completed', 'http://sim/v1', 'm', 'chat', ?)",
-        (json.dumps(config, sort_keys=True),),
-    )
-    rows = [msgspec.structs.astuple(r.attempt_row()) for r in reqs]
-    marks = ", ".join("?" * len(ATTEMPT_COLUMNS))
-    conn.executemany(
-        f"INSERT INTO requests (run_id, {', '.join(ATTEMPT_COLUMNS)}) VALUES ('r', {marks})", rows
-    )
-    marks = ", ".join("?" * len(SESSION_COLUMNS))
-    conn.executemany(
-        f"INSERT INTO sessions (run_id, {', '.join(SESSION_COLUMNS)}) VALUES ('r', {marks})",
-        [msgspec.structs.astuple(s) for s in sessions],
-    )
-    conn.commit()
-    conn.close()
-    return path
+    config = {} if slo is None else {"slo": SloConfig.model_validate(slo).model_dump(mode="json")}
+    return write_events_db(path, [r.attempt_row() for r in reqs], sessions, config=config)
 
 
 # ---------------------------------------------------------------------------------------------

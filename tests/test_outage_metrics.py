@@ -5,21 +5,20 @@ hand-built events.db files with hand-computed answers."""
 from __future__ import annotations
 
 import io
-import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from rich.console import Console
 
+from handmade import session_record, write_events_db
 from turnbench.client.attempt import Attempt
 from turnbench.metrics.outages import Window, merge, worker_windows
 from turnbench.metrics.series import series
 from turnbench.metrics.summary import summarize
-from turnbench.record.schema import ATTEMPT_COLUMNS, DDL, SESSION_COLUMNS, SessionRecord
+from turnbench.record.schema import SessionRecord
 from turnbench.report.console import print_report
 from turnbench.report.html import render
 
@@ -69,22 +68,7 @@ def _steady(from_ms: int, to_ms: int, prefix: str) -> list[Attempt]:
 
 
 def _unfinished(session: str, end_s: float) -> SessionRecord:
-    return SessionRecord(
-        session_id=session,
-        conversation_id=session,
-        worker=0,
-        stage="main",
-        t_intended_ns=0,
-        t_start_ns=0,
-        t_end_ns=int(end_s * S),
-        gate_wait_ns=0,
-        turns_planned=3,
-        turns_ok=0,
-        turns_failed=0,
-        attempts=0,
-        dropped_messages=0,
-        outcome="unfinished",
-    )
+    return session_record(session, 0, int(end_s * S), outcome="unfinished", turns_planned=3)
 
 
 def _db(
@@ -96,33 +80,10 @@ def _db(
 ) -> Path:
     """An events.db with these rows; `outages` (worker, kind, t_s, failed, waiting) None: an
     events.db from before the table."""
-    conn = sqlite3.connect(path)
-    conn.executescript(DDL)
-    conn.execute(
-        "INSERT INTO runs (run_id, name, end_reason, target, model, api, config_json) "
-        "VALUES ('r', 'r', ?, 'http://sim/v1', 'm', 'chat', ?)",
-        (end_reason, json.dumps({"load": {"warmup_s": 0}})),
-    )
-    marks = ", ".join("?" * len(ATTEMPT_COLUMNS))
-    conn.executemany(
-        f"INSERT INTO requests (run_id, {', '.join(ATTEMPT_COLUMNS)}) VALUES ('r', {marks})",
-        [msgspec.structs.astuple(a) for a in attempts],
-    )
-    marks = ", ".join("?" * len(SESSION_COLUMNS))
-    conn.executemany(
-        f"INSERT INTO sessions (run_id, {', '.join(SESSION_COLUMNS)}) VALUES ('r', {marks})",
-        [msgspec.structs.astuple(s) for s in sessions],
-    )
-    if outages is None:
-        conn.execute("DROP TABLE outages")
-    else:
-        conn.executemany(
-            "INSERT INTO outages VALUES ('r', ?, ?, ?, ?, ?)",
-            [(w, kind, int(t * S), failed, waiting) for w, kind, t, failed, waiting in outages],
-        )
-    conn.commit()
-    conn.close()
-    return path
+    events = None
+    if outages is not None:
+        events = [(w, kind, int(t * S), failed, waiting) for w, kind, t, failed, waiting in outages]
+    return write_events_db(path, attempts, sessions, end_reason=end_reason, outages=events)
 
 
 def _two_workers_overlapping(tmp_path: Path) -> Path:
