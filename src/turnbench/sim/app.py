@@ -2,9 +2,12 @@
 
 Why aiohttp's low-level `web.Server` with a dict of routes: the router, middlewares and
 signals of `web.Application` cost more than the simulated work at a thousand streams a second
-on one core, and the simulator has six fixed routes.
+on one core, and the simulator has eight fixed routes.
 
-A completion request goes: parse → the router picks a replica (`router.py`; one unless
+Four of them generate: chat completions, completions, responses and messages. Each is an `Api`
+(`wire.py`: `completions.py`, `responses.py`, `messages.py`) that turns its body into one
+`SimRequest` and words its reply, stream and errors; everything between is the same pipeline.
+A generation request goes: parse → the router picks a replica (`router.py`; one unless
 `replicas` says more) → fault draw → admission to that replica (429 when its queue is full) →
 FIFO wait for one of its `max_num_seqs` slots → its prefix-cache lookup → prefill delay
 (`ttft_base_ms + prefill_ms_per_token × uncached tokens`) → first token → one token every
@@ -17,6 +20,7 @@ import asyncio
 import time
 import zlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import msgspec
 from aiohttp import web
@@ -26,15 +30,18 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from turnbench.sim.completions import CompletionsApi
 from turnbench.sim.config import SimConfig
 from turnbench.sim.faults import FaultInjector, FaultPlan
+from turnbench.sim.messages import MessagesApi
 from turnbench.sim.prefix_cache import PrefixCache, block_hashes
 from turnbench.sim.prom import SimMetrics
-from turnbench.sim.protocol import RequestError, SimRequest, parse_request, tokenize_body
+from turnbench.sim.protocol import RequestError, SimRequest, tokenize_body
+from turnbench.sim.responses import ResponsesApi
 from turnbench.sim.router import Replica, Router
 from turnbench.sim.scheduler import QueueFull, Scheduler
-from turnbench.sim.sse import DONE, MALFORMED, ReplyFormat
 from turnbench.sim.textgen import Reply, plan_reply, reply_rng
+from turnbench.sim.wire import Api, Usage, Wire
 from turnbench.tokenizer import tokens
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -43,15 +50,21 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 FAULT_CUT = 3
 """Token events a stream fault lets through before it breaks the stream."""
 
+DELIVERING = frozenset({None, "malformed"})
+"""Fatal faults with which a reply still reaches the client whole."""
+
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 _JSON = "application/json"
 
 Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 
 
-def error_response(err: RequestError, headers: dict[str, str] | None = None) -> web.Response:
-    """An OpenAI-style JSON error reply."""
-    return web.Response(status=err.status, body=err.body(), content_type=_JSON, headers=headers)
+def error_response(
+    err: RequestError, headers: dict[str, str] | None = None, api: Api | None = None
+) -> web.Response:
+    """A JSON error reply in the words of `api` (OpenAI's without one: unknown paths)."""
+    body = err.body() if api is None else api.error_body(err)
+    return web.Response(status=err.status, body=body, content_type=_JSON, headers=headers)
 
 
 class _Pacer:
@@ -89,8 +102,10 @@ class SimServer:
         self.metrics = SimMetrics(cfg.model)
         self.started = int(time.time())
         self._routes: dict[tuple[str, str], Handler] = {
-            ("POST", "/v1/chat/completions"): self._chat,
-            ("POST", "/v1/completions"): self._completions,
+            ("POST", "/v1/chat/completions"): self._generation(CompletionsApi(cfg, chat=True)),
+            ("POST", "/v1/completions"): self._generation(CompletionsApi(cfg, chat=False)),
+            ("POST", "/v1/responses"): self._generation(ResponsesApi(cfg)),
+            ("POST", "/v1/messages"): self._generation(MessagesApi(cfg)),
             ("GET", "/v1/models"): self._models,
             ("GET", "/health"): self._health,
             ("GET", "/metrics"): self._metrics,
@@ -161,27 +176,24 @@ class SimServer:
         body = {"count": len(ids), "max_model_len": self.cfg.max_model_len, "tokens": ids}
         return web.Response(body=msgspec.json.encode(body), content_type=_JSON)
 
-    async def _chat(self, request: BaseRequest) -> web.StreamResponse:
-        return await self._complete(request, chat=True)
+    def _generation(self, api: Api) -> Handler:
+        """The handler of one generation endpoint: the shared pipeline, speaking `api`."""
 
-    async def _completions(self, request: BaseRequest) -> web.StreamResponse:
-        return await self._complete(request, chat=False)
+        async def handle(request: BaseRequest) -> web.StreamResponse:
+            return await self._complete(request, api)
 
-    async def _complete(self, request: BaseRequest, *, chat: bool) -> web.StreamResponse:
+        return handle
+
+    async def _complete(self, request: BaseRequest, api: Api) -> web.StreamResponse:
         """Validate, inject faults, queue, then serve; every request bumps one outcome."""
         cfg, outcomes = self.cfg, self.metrics.outcomes
         arrival = asyncio.get_running_loop().time()
         session = self._count_session(request)
         try:
-            req = parse_request(
-                await request.read(),
-                chat=chat,
-                served_model=cfg.model,
-                max_model_len=cfg.max_model_len,
-            )
+            req, wire = api.parse(await request.read())
         except RequestError as err:
             outcomes["error"] += 1
-            return error_response(err)
+            return error_response(err, api=api)
         # routed once the body is read: least-loaded then sees the load of this moment
         if self._served_by is None:
             replica, served = self.replicas[0], None
@@ -196,6 +208,7 @@ class SimServer:
                     "Injected fault: internal error", status=500, kind="InternalServerError"
                 ),
                 headers=served,
+                api=api,
             )
         scheduler = replica.scheduler
         try:
@@ -208,7 +221,7 @@ class SimServer:
                 "The server is busy, retry later", status=429, kind="RateLimitError"
             )
             return error_response(
-                busy, headers={"Retry-After": str(cfg.retry_after_s), **(served or {})}
+                busy, headers={"Retry-After": str(cfg.retry_after_s), **(served or {})}, api=api
             )
         # A client that hangs up is booked as `cancelled`, unless a fault was injected: then
         # the fault is what the server did (a client gives up on a stalled or broken stream).
@@ -216,7 +229,9 @@ class SimServer:
         try:
             await scheduler.wait(ticket)
             try:
-                resp, outcome = await self._serve(request, req, plan, arrival, replica, served)
+                resp, outcome = await self._serve(
+                    request, req, wire, plan, arrival, replica, served
+                )
             finally:
                 scheduler.release()
         finally:
@@ -242,13 +257,15 @@ class SimServer:
         self,
         request: BaseRequest,
         req: SimRequest,
+        wire: Wire,
         plan: FaultPlan,
         arrival: float,
         replica: Replica,
         served: dict[str, str] | None,
     ) -> tuple[web.StreamResponse, str]:
-        """Run one request admitted to `replica`: cache lookup, prefill, decode, reply; returns
-        the outcome. `served`: the header naming the replica, on every reply (None: none)."""
+        """Run one request admitted to `replica`: cache lookup, prefill, decode, reply in
+        `wire`'s format; returns the outcome. `served`: the header naming the replica, on every
+        reply (None: none)."""
         cfg, metrics, cache = self.cfg, self.metrics, replica.cache
         n_prompt = len(req.prompt_tokens)
         keys = block_hashes(req.prompt_tokens, cfg.block_size) if cache.capacity_blocks else []
@@ -265,7 +282,10 @@ class SimServer:
             stop=req.stop,
             length_cfg=cfg.output_len,
         )
-        fmt = ReplyFormat(chat=req.chat, model=cfg.model)
+        # the full blocks not read are computed now and stored at the end of prefill
+        usage = Usage(n_prompt, len(reply.pieces), cached, len(keys) * cfg.block_size - cached)
+        if plan.fatal in DELIVERING:
+            wire.keep(reply)
         resp: web.StreamResponse | None = None
         if req.stream:
             resp = web.StreamResponse(
@@ -283,15 +303,10 @@ class SimServer:
         pacer = _Pacer(cfg, replica.scheduler)
         if resp is None:
             await pacer.tokens(len(reply.pieces) - 1)
-            body = fmt.full_body(
-                "".join(reply.pieces), reply.finish_reason, n_prompt, len(reply.pieces), cached
-            )
-            resp = web.Response(body=body, content_type=_JSON, headers=served)
+            resp = web.Response(body=wire.body(reply, usage), content_type=_JSON, headers=served)
             emitted, outcome = len(reply.pieces), plan.outcome
         else:
-            emitted, outcome = await self._stream(
-                request, resp, fmt, req, reply, plan, cached, pacer
-            )
+            emitted, outcome = await self._stream(request, resp, wire, reply, plan, usage, pacer)
         metrics.generation_tokens += emitted
         if outcome in ("ok", "stall", "stall_mid", "malformed"):
             metrics.success[reply.finish_reason] += 1
@@ -302,11 +317,10 @@ class SimServer:
         self,
         request: BaseRequest,
         resp: web.StreamResponse,
-        fmt: ReplyFormat,
-        req: SimRequest,
+        wire: Wire,
         reply: Reply,
         plan: FaultPlan,
-        cached: int,
+        usage: Usage,
         pacer: _Pacer,
     ) -> tuple[int, str]:
         """Write the SSE stream, breaking it as the fault plan says; returns tokens emitted.
@@ -314,20 +328,16 @@ class SimServer:
         In zero-delay mode the whole stream goes out in one write (still one SSE event per
         token); otherwise each token event is written when its decode step ends.
         """
-        n_prompt = len(req.prompt_tokens)
-        chunk_usage = n_prompt if req.continuous_usage else None
-        events = fmt.token_events(reply.pieces, reply.finish_reason, chunk_usage)
+        events = wire.tokens(reply.pieces, reply.finish_reason, usage)
         n_tokens = len(reply.pieces)
-        head = [fmt.role_event(chunk_usage)] if req.chat else []
-        tail: list[bytes] = []
-        if req.include_usage:
-            tail.append(fmt.usage_event(n_prompt, n_tokens, cached))
-        tail.append(DONE)
+        head = wire.head(replace(usage, completion_tokens=0))
+        tail = wire.tail(reply, usage)
         fatal = plan.fatal
+        malformed = wire.malformed
         if fatal in ("reset", "truncate", "malformed"):
-            cut = min(FAULT_CUT, len(events) - 1)
+            cut = max(0, min(FAULT_CUT, len(events) - 1))
             if fatal == "malformed":
-                events.insert(cut, MALFORMED)
+                events.insert(cut, malformed)
             else:
                 events, tail = events[:cut], []
                 n_tokens = min(n_tokens, cut)
@@ -344,7 +354,7 @@ class SimServer:
             for i, event in enumerate(events[1:], start=1):
                 if i == stall_at:
                     await asyncio.sleep(self.cfg.stall_s)
-                if event is not MALFORMED:
+                if event is not malformed:
                     await pacer.tokens(1)
                 await resp.write(event)
             await resp.write(b"".join(tail))

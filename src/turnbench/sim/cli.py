@@ -201,7 +201,7 @@ def sim_command(
         None, "--tls-key", metavar="PEM", help="The private key of --tls-cert (unencrypted)."
     ),
 ) -> None:
-    """Run the OpenAI-compatible simulator (chat, completions, models, tokenize, metrics)."""
+    """Run the simulator (chat, completions, responses, messages, models, tokenize, metrics)."""
     overrides = {
         "model": model,
         "zero_delay": zero_delay,

@@ -133,6 +133,13 @@ class SimConfig(BaseModel):
     retry_after_s: int = Field(
         1, ge=0, description="Value of the `Retry-After` header on 429 replies, in seconds."
     )
+    stored_responses: int = Field(
+        10000,
+        ge=0,
+        description="Responses API: how many responses the server keeps (each with its whole "
+        "conversation) for `previous_response_id`; the least recently used goes first, and a "
+        "chained request naming a dropped one gets 404 (0 keeps none).",
+    )
     replicas: int = Field(
         1,
         ge=1,

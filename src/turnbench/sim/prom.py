@@ -144,7 +144,7 @@ class SimMetrics:
         )  # fmt: skip
         series(
             "turnbench_sim_requests_total", "counter",
-            "Requests received on the completion endpoints, by outcome.",
+            "Requests received on the generation endpoints, by outcome.",
             [(f'{m},outcome="{k}"', self.outcomes[k]) for k in OUTCOMES],
         )  # fmt: skip
         if len(replicas) > 1:

@@ -20,13 +20,22 @@ class RequestError(Exception):
     """A request the simulator refuses, with the HTTP status and OpenAI error fields."""
 
     def __init__(
-        self, message: str, *, status: int = 400, param: str | None = None, kind: str = ""
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        param: str | None = None,
+        kind: str = "",
+        code: str | None = None,
     ) -> None:
+        """`code`: OpenAI's machine-readable reason (`previous_response_not_found`); vLLM puts
+        the HTTP status there, which is the default."""
         super().__init__(message)
         self.message = message
         self.status = status
         self.param = param
         self.kind = kind or {400: "BadRequestError", 404: "NotFoundError"}.get(status, "Error")
+        self.code = code
 
     def body(self) -> bytes:
         """The error as OpenAI/vLLM JSON: `{"error": {message, type, param, code}}`."""
@@ -36,7 +45,7 @@ class RequestError(Exception):
                     "message": self.message,
                     "type": self.kind,
                     "param": self.param,
-                    "code": self.status,
+                    "code": self.status if self.code is None else self.code,
                 }
             }
         )
@@ -60,8 +69,12 @@ class SimRequest:
     """`stream_options.continuous_usage_stats`: every chunk carries the usage so far."""
 
 
-def _opt(body: Mapping[str, Any], key: str, kinds: tuple[type, ...], what: str) -> Any:
-    """Read an optional field of the given JSON types; null means absent."""
+def opt(body: Mapping[str, Any], key: str, kinds: tuple[type, ...], what: str) -> Any:
+    """Read an optional field of the given JSON types; null means absent.
+
+    Why `bool` is refused unless listed: Python's `True` is an `int`, and `max_tokens: true`
+    must be a 400, not a one-token reply.
+    """
     value = body.get(key)
     if value is None:
         return None
@@ -70,6 +83,14 @@ def _opt(body: Mapping[str, Any], key: str, kinds: tuple[type, ...], what: str) 
     if not isinstance(value, kinds):
         raise RequestError(f"'{key}' must be {what}, got {type(value).__name__}", param=key)
     return value
+
+
+def opt_limit(body: Mapping[str, Any], key: str) -> int | None:
+    """Read an optional output-token limit, which must be at least 1 (null means absent)."""
+    limit = opt(body, key, (int,), "an integer")
+    if limit is not None and limit < 1:
+        raise RequestError(f"{key} must be at least 1, got {limit}", param=key)
+    return limit
 
 
 def decode_body(raw: bytes) -> dict[str, Any]:
@@ -134,40 +155,40 @@ def parse_request(raw: bytes, *, chat: bool, served_model: str, max_model_len: i
         if "prompt" not in body:
             raise RequestError("'prompt' is required", param="prompt")
         prompt = render_prompt(body["prompt"])
-    max_tokens = _opt(body, "max_tokens", (int,), "an integer")
+    max_tokens = opt(body, "max_tokens", (int,), "an integer")
     if chat and max_tokens is None:
-        max_tokens = _opt(body, "max_completion_tokens", (int,), "an integer")
+        max_tokens = opt(body, "max_completion_tokens", (int,), "an integer")
     if max_tokens is not None and max_tokens < 1:
         raise RequestError(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
-    min_tokens = _opt(body, "min_tokens", (int,), "an integer") or 0
+    min_tokens = opt(body, "min_tokens", (int,), "an integer") or 0
     if min_tokens < 0 or (max_tokens is not None and min_tokens > max_tokens):
         raise RequestError(
             f"min_tokens must be in [0, max_tokens], got {min_tokens}", param="min_tokens"
         )
-    stop = _opt(body, "stop", (str, list), "a string or a list of strings")
+    stop = opt(body, "stop", (str, list), "a string or a list of strings")
     if isinstance(stop, str):
         stop = [stop]
     if stop is not None and not all(isinstance(s, str) for s in stop):
         raise RequestError("'stop' must be a string or a list of strings", param="stop")
     include_usage, continuous_usage = _usage_options(
-        _opt(body, "stream_options", (dict,), "an object")
+        opt(body, "stream_options", (dict,), "an object")
     )
-    _opt(body, "temperature", (int, float), "a number")
-    _opt(body, "user", (str,), "a string")
-    _opt(body, "metadata", (dict,), "an object")
-    _opt(body, "tools", (list,), "a list")
+    opt(body, "temperature", (int, float), "a number")
+    opt(body, "user", (str,), "a string")
+    opt(body, "metadata", (dict,), "an object")
+    opt(body, "tools", (list,), "a list")
     toks = tokens(prompt)
-    _check_context(len(toks), max_tokens, max_model_len, chat)
+    check_context(len(toks), max_tokens, max_model_len, "messages" if chat else "prompt")
     return SimRequest(
         chat=chat,
         prompt=prompt,
         prompt_tokens=toks,
         max_tokens=max_tokens,
         min_tokens=min_tokens,
-        ignore_eos=bool(_opt(body, "ignore_eos", (bool,), "a boolean")),
+        ignore_eos=bool(opt(body, "ignore_eos", (bool,), "a boolean")),
         stop=tuple(s for s in (stop or ()) if s),
-        seed=_opt(body, "seed", (int,), "an integer"),
-        stream=bool(_opt(body, "stream", (bool,), "a boolean")),
+        seed=opt(body, "seed", (int,), "an integer"),
+        stream=bool(opt(body, "stream", (bool,), "a boolean")),
         include_usage=include_usage,
         continuous_usage=continuous_usage,
     )
@@ -185,9 +206,9 @@ def _usage_options(options: dict[str, Any] | None) -> tuple[bool, bool]:
     return include, include and bool(options.get("continuous_usage_stats"))
 
 
-def _check_context(n_prompt: int, max_tokens: int | None, max_model_len: int, chat: bool) -> None:
-    """Refuse a prompt plus completion that does not fit the context, in vLLM's words."""
-    where = "messages" if chat else "prompt"
+def check_context(n_prompt: int, max_tokens: int | None, max_model_len: int, where: str) -> None:
+    """Refuse a prompt plus completion that does not fit the context, in vLLM's words;
+    `where` names the field that holds the prompt (`messages`, `prompt`, `input`)."""
     if max_tokens is None:
         if n_prompt >= max_model_len:
             raise RequestError(
@@ -204,6 +225,36 @@ def _check_context(n_prompt: int, max_tokens: int | None, max_model_len: int, ch
             f"in the completion). Please reduce the length of the {where} or completion.",
             param=where,
         )
+
+
+def rendered_request(
+    prompt: str,
+    *,
+    max_tokens: int | None,
+    ignore_eos: bool,
+    stream: bool,
+    max_model_len: int,
+    where: str,
+) -> SimRequest:
+    """The `SimRequest` of a prompt already rendered with the chat template (Responses and
+    Messages): why one builder, so those APIs get the context check, prefix cache, timing and
+    faults of chat completions unchanged; they have no stop strings, seeds or stream options.
+    """
+    toks = tokens(prompt)
+    check_context(len(toks), max_tokens, max_model_len, where)
+    return SimRequest(
+        chat=True,
+        prompt=prompt,
+        prompt_tokens=toks,
+        max_tokens=max_tokens,
+        min_tokens=0,
+        ignore_eos=ignore_eos,
+        stop=(),
+        seed=None,
+        stream=stream,
+        include_usage=False,
+        continuous_usage=False,
+    )
 
 
 def tokenize_body(raw: bytes, served_model: str) -> str:
