@@ -1,11 +1,13 @@
-"""Every option of `sim`, `dataset inspect|convert` and `report`, read from the commands themselves,
-works from a bare command line; every command's `--help` shows its switches without a value.
+"""Every option of `sim`, `dataset inspect|convert`, `report`, `export`, `compare` and
+`capacity`, read from the commands themselves, works from a bare command line; every command's
+`--help` shows its switches without a value.
 
 Why built from the commands: as in test_cli_flags (which does this for `run`), a flag added
 tomorrow is run here the day it lands, with a value drawn from its type, or the test fails until
 a NEEDS table says what it needs. Each case runs the real CLI in a subprocess: the simulator on
 127.0.0.1 answering one streaming chat request from the official `openai` SDK, the dataset
-commands on the shared sample files, `report` on a real run's folder.
+commands on the shared sample files, `report`, `export` and `compare` on a real run's folder,
+`capacity` as a search of one probe against the simulator.
 """
 
 from __future__ import annotations
@@ -354,6 +356,148 @@ def test_report_of_a_real_run(flag: str, tmp_path: Path, finished_run: Path) -> 
     if flag == "bare":
         assert summary == json.loads((finished_run / "summary.json").read_text())
     assert (run_dir / "report.html").read_text().lstrip().lower().startswith("<!doctype html")
+
+
+# ---------------------------------------------------------------------------------------------
+# turnbench export RUN_DIR | compare RUN_A RUN_B
+
+EXPORT_OPTIONS = _options("export")
+EXPORT_NEEDS: dict[str, list[str]] = {"--table": ["turns"], "--out": ["{out}"]}
+# --format is required, so every case has it: "bare" (csv alone), "json" and "parquet" are its
+# cases; then each other option, with csv.
+EXPORT_CASES = ["bare", "json", "parquet", *sorted(set(EXPORT_OPTIONS) - SKIPPED - {"--format"})]
+
+
+@pytest.mark.parametrize("case", EXPORT_CASES)
+def test_export_of_a_real_run(case: str, tmp_path: Path, finished_run: Path) -> None:
+    """The file lands where the flag says (the run folder by default) with a row per request
+    or turn of the run (4 of each), and its path is the last line of stdout."""
+    run_dir = tmp_path / finished_run.name
+    shutil.copytree(finished_run, run_dir)
+    fmt = case if case in ("json", "parquet") else "csv"
+    args = ["export", str(run_dir), "--format", fmt]
+    if case.startswith("--"):
+        values = _values(case, EXPORT_OPTIONS[case], _hints("export"), EXPORT_NEEDS)
+        args += [case, *(str(tmp_path / "mine.csv") if v == "{out}" else v for v in values)]
+    proc = turnbench(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    table = "turns" if case == "--table" else "requests"
+    path = tmp_path / "mine.csv" if case == "--out" else run_dir / f"{table}.{fmt}"
+    assert proc.stdout.splitlines() == [f"4 rows of {table} ({fmt})", f"export: {path}"]
+    if fmt == "csv":
+        assert len(path.read_text().splitlines()) == 1 + 4
+    elif fmt == "json":
+        assert len(json.loads(path.read_text())) == 4
+    else:
+        assert path.read_bytes()[:4] == b"PAR1"
+
+
+COMPARE_OPTIONS = _options("compare")
+COMPARE_NEEDS: dict[str, list[str]] = {"--html": ["{html}"]}
+COMPARE_CASES = ["bare", *sorted(set(COMPARE_OPTIONS) - SKIPPED)]
+
+
+@pytest.mark.parametrize("flag", COMPARE_CASES)
+def test_compare_of_two_real_runs(flag: str, tmp_path: Path, finished_run: Path) -> None:
+    """A run against a copy of itself: every latency within noise (each difference 0, marked);
+    with --html, the page is written and its path is the last line."""
+    page = tmp_path / "compare.html"
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    args = ["compare", str(finished_run), str(copy)]
+    if flag != "bare":
+        values = _values(flag, COMPARE_OPTIONS[flag], _hints("compare"), COMPARE_NEEDS)
+        args += [flag, *(str(page) if v == "{html}" else v for v in values)]
+    proc = turnbench(*args, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    (ttft,) = [line for line in proc.stdout.splitlines() if line.startswith("│ TTFT p50 ")]
+    assert ttft.rstrip("│ ").endswith("+0.0 (+0.0 %) ≈"), ttft
+    last = proc.stdout.strip().splitlines()[-1]
+    if flag == "--html":
+        assert last == f"compare: {page}"
+        assert page.read_text(encoding="utf-8").lower().startswith("<!doctype html")
+    else:
+        assert not page.exists() and not last.startswith("compare:")
+
+
+# ---------------------------------------------------------------------------------------------
+# turnbench capacity
+
+CAPACITY_OPTIONS = _options("capacity")
+# Every case has these (one probe of 1 s, nothing held back); a flag under test replaces its own.
+CAPACITY_BASE: dict[str, list[str]] = {
+    "--slo": ["ttft.p90=10s"],
+    "--probe-duration": ["1"],
+    "--cooldown": ["0"],
+    "--max": ["1"],
+    "--min-sessions": ["0"],
+}
+CAPACITY_NEEDS: dict[str, list[str]] = {
+    "--target": [],  # every case has it: the fast simulator
+    "--out": [],  # every case has it
+    "--model": ["turnbench-sim"],
+    "--api": ["completions"],
+    "--name": ["flagged"],
+    "--slo": ["ttft.p90=10s"],
+    "--tier": ["default"],
+    "--over": ["rate", "--start", "20", "--max", "20"],  # 1 session/s may bring none in 1 s
+    "--growth": ["3"],  # above 1
+    "--precision": ["0.1"],
+    "--warmup": ["0.2"],  # shorter than the 1 s probe
+    "--set": ["workload.turns=2"],
+}
+# Where search.json (or the probe's config.yaml) shows the flag took effect.
+CAPACITY_RECORDED: dict[str, tuple[tuple[str, ...], Any]] = {
+    "--start": (("space", "start"), 1.0),
+    "--max": (("space", "stop"), 1.0),
+    "--growth": (("space", "growth"), 3.0),
+    "--precision": (("space", "precision"), 0.1),
+    "--repeats": (("space", "repeats"), 2),
+    "--max-probes": (("space", "max_probes"), 2),
+    "--over": (("over",), "rate"),
+    "--probe-duration": (("plan", "probe_duration_s"), 1.0),
+    "--warmup": (("plan", "warmup_s"), 0.2),
+    "--cooldown": (("plan", "cooldown_s"), 1.0),
+    "--min-sessions": (("plan", "min_sessions"), 2),
+    "--goodput": (("criteria", "goodput"), 1.0),
+    "--max-failures": (("criteria", "max_failures"), 1.0),
+    "--tier": (("criteria", "tiers"), ["default"]),
+    "--name": (("name",), "flagged"),
+}
+CAPACITY_CONFIG = {"--model": "model: turnbench-sim", "--api": "api: completions"}
+
+
+@pytest.mark.parametrize("flag", sorted(set(CAPACITY_OPTIONS) - SKIPPED))
+def test_each_capacity_flag_alone(flag: str, tmp_path: Path, fast_sim: SimProcess) -> None:
+    """One probe against the fast simulator; every probe passes, so the search holds at its
+    --max: the answer, then the report's path, last; the flag's value is in the record."""
+    values = _values(flag, CAPACITY_OPTIONS[flag], _hints("capacity"), CAPACITY_NEEDS)
+    base = {f: v for f, v in CAPACITY_BASE.items() if f != flag and f not in values}
+    out = tmp_path / "out"
+    args = ["capacity", "--target", fast_sim.url, "--out", str(out)]
+    args += [item for f, v in base.items() for item in (f, *v)]
+    if flag not in ("--target", "--out"):
+        args += [flag, *values]
+    proc = turnbench(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    *_, sentence, last = proc.stdout.strip().splitlines()
+    assert last == f"report: {folder / 'report.html'}"
+    assert re.match(r"holds at least \d+ (user|sessions/s) \(the --max\) at ", sentence), sentence
+    record = json.loads((folder / "search.json").read_text())
+    if flag in CAPACITY_RECORDED:
+        keys, want = CAPACITY_RECORDED[flag]
+        value: Any = record
+        for key in keys:
+            value = value[key]
+        assert value == want, record
+    (probe,) = record["probes"]
+    assert probe["folder"] == f"probe-01-{record['over']}-{record['space']['start']:g}"
+    if flag in CAPACITY_CONFIG:
+        assert CAPACITY_CONFIG[flag] in (folder / probe["folder"] / "config.yaml").read_text()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The `turnbench` command line: `run`, `report`, `sim`, `dataset`.
+"""The `turnbench` command line: `run`, `report`, `sim`, `dataset`; `capacity`, `export` and
+`compare` are declared in `cli_capacity.py` and `cli_export.py`, imported at the bottom.
 
 Why the fast path in `main`: `turnbench --version` must answer before typer, rich and the
 event loop are imported; each command imports its own modules only when it runs.
@@ -332,13 +333,16 @@ def report_command(
 def _register(command: str | None) -> None:
     """Add the `sim` and `dataset` commands, unless another command runs: their modules import
     the simulator's server (aiohttp) and the dataset readers, time a run's start is spent on."""
-    if command in ("run", "report"):
+    if command in ("run", "report", "capacity", "export", "compare"):
         return
     if command != "dataset":
         from turnbench.sim.cli import sim_command
 
         app.command(
-            "sim", cls=Command, help="Run the built-in OpenAI-compatible LLM server simulator."
+            "sim",
+            cls=Command,
+            help="Run the built-in LLM server simulator (OpenAI chat, completions and "
+            "responses; Anthropic messages).",
         )(sim_command)
     if command != "sim":
         from turnbench.workload.cli import dataset_app
@@ -368,3 +372,7 @@ def _spawn_light() -> None:
     main_module = sys.modules["__main__"]
     if getattr(main_module, "__spec__", None) is None:
         main_module.__spec__ = importlib.util.find_spec("turnbench.__main__")
+
+
+import turnbench.cli_capacity  # noqa: E402  (declares `capacity` on `app`)
+import turnbench.cli_export  # noqa: E402, F401  (declares `export` and `compare` on `app`)

@@ -1,0 +1,163 @@
+"""`turnbench capacity`: the largest user count or session rate that meets the SLOs.
+
+Why its own module: the command has its own flags (the range, the probes, the criteria) on
+top of the few of `run` a search needs; `cli.py` imports it at its bottom so it joins the
+app. As in `cli.py`, the search's modules are imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from turnbench.cli import _name_flag, app
+from turnbench.cli_format import Command, fail
+from turnbench.errors import InputError
+from turnbench.slo import FLAG_HELP as SLO_HELP
+
+INTERRUPTED_EXIT = 130
+STOPPED_EXIT = 2
+"""A search a target or engine error stopped after some probes: reported, but no answer."""
+# Each single-value flag shared with `turnbench run` and the config key it sets.
+_FLAG_KEYS = {
+    "--target": "target.url",
+    "--model": "target.model",
+    "--api": "target.api",
+    "--name": "name",
+}
+
+
+@app.command("capacity", cls=Command)
+def capacity_command(
+    config: Path | None = typer.Argument(
+        None,
+        help="YAML config of the probes' workload and target (see examples/).",
+        show_default=False,
+    ),
+    target: str | None = typer.Option(
+        None, "--target", metavar="URL", help="Server URL; unset: the built-in simulator."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help=r"Model name, or auto (the first of /v1/models). \[default: auto]"
+    ),
+    api: str | None = typer.Option(None, "--api", help=r"chat or completions. \[default: chat]"),
+    name: str | None = typer.Option(
+        None, "--name", help=r"Search name, part of its folder's name. \[default: run]"
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help=r"Folder that receives the search folder. \[default: runs]"
+    ),
+    slo: list[str] = typer.Option([], "--slo", metavar="SLO", help=SLO_HELP, show_default=False),
+    tier: str | None = typer.Option(
+        None, "--tier", help="The SLO tier a probe must pass; unset: every tier."
+    ),
+    goodput: float | None = typer.Option(
+        None,
+        "--goodput",
+        metavar="PERCENT",
+        help="Judge conversation goodput instead of percentiles: at least PERCENT % of the "
+        "conversations good (every request met the tier's thresholds; without an SLO, "
+        "every turn succeeded).",
+    ),
+    max_failures: float = typer.Option(
+        1.0,
+        "--max-failures",
+        metavar="PERCENT",
+        help="Percentile SLOs: a probe fails when more than PERCENT % of its requests failed.",
+    ),
+    over: str = typer.Option(
+        "users",
+        "--over",
+        metavar="users|rate",
+        help="users (closed loop, load.mode users) or rate (open loop, "
+        "sessions per second, load.mode session-rate).",
+    ),
+    start: float = typer.Option(1.0, "--start", help="The first load probed."),
+    stop: float = typer.Option(1024.0, "--max", help="The largest load probed."),
+    growth: float = typer.Option(
+        2.0, "--growth", help="Factor between two loads until one fails (users: at least +1)."
+    ),
+    precision: float = typer.Option(
+        0.05,
+        "--precision",
+        help="Bisect until the failing load is at most this fraction above the holding one "
+        "(users: or one user apart).",
+    ),
+    probe_duration: float = typer.Option(
+        20.0, "--probe-duration", metavar="SECONDS", help="Length of one probe, warm-up included."
+    ),
+    warmup: float | None = typer.Option(
+        None,
+        "--warmup",
+        metavar="SECONDS",
+        help="Start of each probe left out of its figures; unset: a quarter of the probe.",
+    ),
+    cooldown: float = typer.Option(
+        3.0, "--cooldown", metavar="SECONDS", help="Pause between two probes (the server idles)."
+    ),
+    min_sessions: int = typer.Option(
+        5,
+        "--min-sessions",
+        help="Conversations a probe must finish after its warm-up; one with fewer is run "
+        "once more, for longer.",
+    ),
+    max_probes: int = typer.Option(20, "--max-probes", help="Most probes of the search in all."),
+    repeats: int = typer.Option(
+        1, "--repeats", help="Extra probes of each end of the final bracket, for the spread."
+    ),
+    sets: list[str] = typer.Option(
+        [],
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override any config key: dotted.key=value (repeatable).",
+        show_default=False,
+    ),
+) -> None:
+    """Find the largest number of users (or session rate) the target holds within SLOs."""
+    from turnbench.capacity.criteria import build
+    from turnbench.capacity.driver import Plan, print_search, run_search
+    from turnbench.capacity.search import Space
+    from turnbench.config import load_config
+    from turnbench.errors import EngineError, TargetError
+    from turnbench.report.files import default_console
+    from turnbench.slo import with_flags
+
+    if over not in ("users", "rate"):
+        raise fail(f"--over expects users or rate, got {over!r}")
+    flags: dict[str, object] = {"--target": target, "--model": model, "--api": api, "--name": name}
+    overrides = {_FLAG_KEYS[flag]: value for flag, value in flags.items()}
+    given = {key: flag for flag, key in _FLAG_KEYS.items() if flags[flag] is not None}
+    console = default_console()
+    try:
+        cfg = load_config(config, overrides, sets)
+        cfg.slo = with_flags(cfg.slo, slo)
+        plan = Plan(
+            space=Space(
+                over="users" if over == "users" else "rate",
+                start=start,
+                stop=stop,
+                growth=growth,
+                precision=precision,
+                repeats=repeats,
+                max_probes=max_probes,
+            ),
+            criteria=build(cfg.slo, tier, goodput, max_failures),
+            probe_s=probe_duration,
+            warmup_s=probe_duration / 4 if warmup is None else warmup,
+            cooldown_s=cooldown,
+            min_sessions=min_sessions,
+        )
+        base_dir = config.resolve().parent if config else Path.cwd()
+        search = run_search(cfg, plan, base_dir=base_dir, out=out, console=console)
+    except InputError as e:
+        raise fail(_name_flag(e, given)) from None
+    except (TargetError, EngineError) as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted before the search started; nothing was written") from None
+    print_search(search, console)
+    if search.answer.kind == "interrupted":
+        raise typer.Exit(INTERRUPTED_EXIT)
+    if search.answer.kind == "stopped":
+        raise typer.Exit(STOPPED_EXIT)
