@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from hypothesis import settings
+
+from turnbench.tokenizer import make_text
 
 # Timing belongs in bench/, not in unit tests: on a busy 2-core machine a slow example is not a
 # failure of the code under test.
@@ -99,3 +103,20 @@ def sim_factory() -> Iterator[type[SimProcess] | object]:
 def sim(sim_factory) -> SimProcess:  # type: ignore[no-untyped-def]
     """A simulator with default settings."""
     return sim_factory()  # type: ignore[operator]
+
+
+def sim_metric(sim: SimProcess, name: str, **labels: str) -> float:
+    """One series of the simulator's /metrics summed over its samples that carry `labels`
+    (0 when absent)."""
+    with urllib.request.urlopen(sim.url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def question(seed: int, n: int = 40) -> str:
+    """A user question of about `n` simulator tokens, the same for the same seed."""
+    return "Tell me about " + make_text(n, random.Random(seed)) + "?"

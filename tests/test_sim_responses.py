@@ -12,7 +12,8 @@ from typing import Any
 import openai
 import pytest
 
-from conftest import SimProcess
+from conftest import SimProcess, question
+from conftest import sim_metric as metric
 from turnbench.tokenizer import count_chat_tokens, count_tokens, make_text
 
 MODEL = "turnbench-sim"
@@ -32,21 +33,6 @@ TAIL_TYPES = [
 
 def client(sim: SimProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=sim.v1, api_key="x", max_retries=0)
-
-
-def metric(sim: SimProcess, name: str, **labels: str) -> float:
-    """One series of /metrics summed over its samples that carry `labels` (0 when absent)."""
-    with urllib.request.urlopen(sim.url + "/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def question(seed: int, n: int = 40) -> str:
-    return "Tell me about " + make_text(n, random.Random(seed)) + "?"
 
 
 def test_stateless_usage_and_status(fast_sim: SimProcess) -> None:
