@@ -8,7 +8,6 @@ from a run (folder names, config values, error kinds) is escaped.
 from __future__ import annotations
 
 import base64
-import html
 import io
 from typing import Any
 
@@ -21,22 +20,9 @@ from matplotlib.ticker import MaxNLocator
 
 from turnbench.report.compare import Comparison
 from turnbench.report.compare_tables import LEGEND, all_tables
-from turnbench.report.tables import TextTable
+from turnbench.report.html import CSS, escape, table_html
 
 _SIZE = (7.5, 3.6)
-# report.html's look, kept here: the run report is being rebuilt apart from this page
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
-max-width:1100px;color:#222;padding:0 1rem}
-table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{padding:.25rem .6rem;
-border-bottom:1px solid #ddd;text-align:right}th:first-child,td:first-child{text-align:left}
-h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}.warn{background:#fff3cd;
-border:1px solid #e0c36c;padding:.5rem .8rem;margin:.4rem 0}img{max-width:100%}
-"""
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _png(fig: Figure, alt: str) -> str:
@@ -46,7 +32,7 @@ def _png(fig: Figure, alt: str) -> str:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode()
-    return f'<p><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></p>'
+    return f'<p><img alt="{escape(alt)}" src="data:image/png;base64,{data}"></p>'
 
 
 def per_turn_plot(c: Comparison) -> str:
@@ -115,28 +101,18 @@ def throughput_plot(c: Comparison, series: list[dict[str, Any]]) -> str:
     return _png(fig, "throughput over time, every run")
 
 
-def _table(table: TextTable) -> str:
-    out = [f"<h2>{_e(table.title)}</h2><table>"]
-    if table.header is not None:
-        out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in table.header) + "</tr>")
-    for row in table.rows:
-        out.append("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in row) + "</tr>")
-    out.append("</table>")
-    return "".join(out)
-
-
 def render(c: Comparison, series: list[dict[str, Any]]) -> str:
     """The whole page; `series` are the runs' `metrics.series` (plots), in the runs' order."""
     letters = ", ".join(f"{r.letter}: {r.path.name}" for r in c.runs)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>turnbench compare {_e(letters)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>turnbench compare</h1><p>{_e(letters)}</p>",
+        f"<title>turnbench compare {escape(letters)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>turnbench compare</h1><p>{escape(letters)}</p>",
     ]
-    parts += [f"<div class='warn'>note: {_e(note)}</div>" for note in c.notes]
-    parts += [_table(t) for t in all_tables(c)]
-    parts.append(f"<p>{_e(LEGEND)}</p>")
+    parts += [f"<div class='warn'>note: {escape(note)}</div>" for note in c.notes]
+    parts += [table_html(t) for t in all_tables(c)]
+    parts.append(f"<p>{escape(LEGEND)}</p>")
     if not c.config_diff:
         parts.append("<p>Configs: the same in every run.</p>")
     parts.append("<h2>Plots</h2>")

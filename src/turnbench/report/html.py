@@ -16,7 +16,7 @@ from turnbench.report.cache_plot import cache_plot
 from turnbench.report.server_plot import server_over_time
 from turnbench.report.tables import TextTable, all_tables, unreachable_problem
 
-_CSS = """
+CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
 max-width:1100px;color:#222;padding:0 1rem}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{padding:.25rem .6rem;
@@ -28,16 +28,18 @@ color:#842029;font-weight:bold;padding:.5rem .8rem;margin:.4rem 0}
 """
 
 
-def _e(value: Any) -> str:
+def escape(value: Any) -> str:
+    """Text for HTML: every value from a server or a config is escaped, quotes too."""
     return html.escape(str(value), quote=True)
 
 
-def _table(table: TextTable) -> str:
-    out = [f"<h2>{_e(table.title)}</h2><table>"]
+def table_html(table: TextTable) -> str:
+    """A text table as an HTML table under its title."""
+    out = [f"<h2>{escape(table.title)}</h2><table>"]
     if table.header is not None:
-        out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in table.header) + "</tr>")
+        out.append("<tr>" + "".join(f"<th>{escape(h)}</th>" for h in table.header) + "</tr>")
     for row in table.rows:
-        out.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>")
+        out.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
     out.append("</table>")
     return "".join(out)
 
@@ -46,7 +48,7 @@ def _img(png: bytes | None, alt: str) -> str:
     if png is None:
         return ""
     data = base64.b64encode(png).decode()
-    return f'<p><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></p>'
+    return f'<p><img alt="{escape(alt)}" src="data:image/png;base64,{data}"></p>'
 
 
 def render(summary: dict[str, Any], series: dict[str, Any]) -> str:
@@ -54,19 +56,19 @@ def render(summary: dict[str, Any], series: dict[str, Any]) -> str:
     run = summary["run"]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>turnbench report {_e(run.get('run_id', ''))}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>turnbench report: {_e(run.get('run_id', ''))}</h1>",
-        f"<p>Target <code>{_e(run.get('target'))}</code>, model <code>{_e(run.get('model'))}"
-        f"</code>, API {_e(run.get('api'))}; turnbench {_e(run.get('turnbench_version'))}; "
-        f"ended: {_e(run.get('end_reason'))}.</p>",
+        f"<title>turnbench report {escape(run.get('run_id', ''))}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>turnbench report: {escape(run.get('run_id', ''))}</h1>",
+        f"<p>Target <code>{escape(run.get('target'))}</code>, model "
+        f"<code>{escape(run.get('model'))}</code>, API {escape(run.get('api'))}; turnbench "
+        f"{escape(run.get('turnbench_version'))}; ended: {escape(run.get('end_reason'))}.</p>",
     ]
     problem = unreachable_problem(summary)
     if problem is not None:
-        parts.append(f"<div class='problem'>problem: {_e(problem)}</div>")
-    parts += [f"<div class='warn'>{_e(note)}</div>" for note in summary["verdict"]["notes"]]
-    parts += [_table(table) for table in all_tables(summary)]
-    parts += [f"<div class='warn'>notice: {_e(n['message'])}</div>" for n in summary["notices"]]
+        parts.append(f"<div class='problem'>problem: {escape(problem)}</div>")
+    parts += [f"<div class='warn'>{escape(note)}</div>" for note in summary["verdict"]["notes"]]
+    parts += [table_html(table) for table in all_tables(summary)]
+    parts += [f"<div class='warn'>notice: {escape(n['message'])}</div>" for n in summary["notices"]]
     spans = plots.outage_spans(summary["outages"])
     parts.append("<h2>Plots</h2>")
     parts.append(_img(plots.throughput(series["throughput"], spans), "throughput over time"))
@@ -79,7 +81,7 @@ def render(summary: dict[str, Any], series: dict[str, Any]) -> str:
     parts.append(_img(cache_png, "prefix cache: ideal against realised, by turn and over time"))
     parts.append(
         "<h2>Configuration</h2><pre>"
-        + _e(json.dumps(summary["config"], indent=2))
+        + escape(json.dumps(summary["config"], indent=2))
         + "</pre></body></html>"
     )
     return "".join(parts)
