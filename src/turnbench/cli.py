@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from turnbench import __version__
-from turnbench.cli_format import Command, Group, fail, run_app
+from turnbench.cli_format import Command, Group, fail, flag_error, run_app
 from turnbench.errors import InputError
 from turnbench.slo import FLAG_HELP as SLO_HELP
 
@@ -295,25 +295,11 @@ def run_command(
         base_dir = config.resolve().parent if config else Path.cwd()
         execute(cfg, base_dir=base_dir, out=out, live=live and sys.stdout.isatty())
     except InputError as e:
-        raise fail(_name_flag(e, given)) from None
+        raise fail(flag_error(e, given)) from None
     except (TargetError, EngineError) as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:  # before the run began (probe, dataset); after it, a report
         raise fail("interrupted before the run started; nothing was written") from None
-
-
-def _name_flag(err: InputError, given: dict[str, str]) -> str:
-    """An error about a key a flag set names the flag, not `<flags> [key]`."""
-    field = err.field or ""
-    flag = next(
-        (f for key, f in given.items() if key == field or key.startswith(field + ".")), None
-    )
-    if flag is None or not field:
-        return str(err)
-    source = f"{err.file}: " if err.file not in (None, "<flags>") else ""
-    if err.message == "unknown key":
-        return f"{source}{flag} does not apply to this workload ({field} is not one of its keys)"
-    return f"{source}{flag} ({field}): {err.message}"
 
 
 @app.command("report", cls=Command)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import typer
 
-from turnbench.cli import _name_flag, app
-from turnbench.cli_format import Command, fail
+from turnbench.cli import app
+from turnbench.cli_format import Command, fail, flag_error
 from turnbench.errors import InputError
 from turnbench.slo import FLAG_HELP as SLO_HELP
 
@@ -151,7 +151,7 @@ def capacity_command(
         base_dir = config.resolve().parent if config else Path.cwd()
         search = run_search(cfg, plan, base_dir=base_dir, out=out, console=console)
     except InputError as e:
-        raise fail(_name_flag(e, given)) from None
+        raise fail(flag_error(e, given)) from None
     except (TargetError, EngineError) as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:

@@ -12,6 +12,8 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from turnbench.errors import InputError
+
 USAGE_EXIT = 2
 
 
@@ -66,3 +68,17 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> int:
         typer.echo("error: aborted", err=True)
         return 130
     return result if isinstance(result, int) else 0
+
+
+def flag_error(err: InputError, given: dict[str, str]) -> str:
+    """An error about a key a flag set names the flag, not `<flags> [key]`."""
+    field = err.field or ""
+    flag = next(
+        (f for key, f in given.items() if key == field or key.startswith(field + ".")), None
+    )
+    if flag is None or not field:
+        return str(err)
+    source = f"{err.file}: " if err.file not in (None, "<flags>") else ""
+    if err.message == "unknown key":
+        return f"{source}{flag} does not apply to this workload ({field} is not one of its keys)"
+    return f"{source}{flag} ({field}): {err.message}"
