@@ -150,14 +150,18 @@ def _auth_headers(cfg: RunConfig) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def _run_dir(cfg: RunConfig, out: Path | None) -> Path:
+def new_folder(cfg: RunConfig, out: Path | None, name: str | None = None) -> Path:
+    """A new folder `<UTC timestamp>-<name>` (`cfg.name` by default) in `out` (else
+    `cfg.out_dir`), suffixed `-2`, `-3`... when one of that name exists: a run's, or a
+    capacity search's."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     base = out if out is not None else Path(cfg.out_dir)
-    path = base / f"{stamp}-{cfg.name}"
+    name = name or cfg.name
+    path = base / f"{stamp}-{name}"
     n = 1
     while path.exists():
         n += 1
-        path = base / f"{stamp}-{cfg.name}-{n}"
+        path = base / f"{stamp}-{name}-{n}"
     path.mkdir(parents=True)
     return path
 
@@ -431,7 +435,7 @@ def execute(
         specs = _specs(cfg, target, max_ctx, sizer, ca_pem, salt)
         pool = _pool(cfg, specs, procs)
         procs = None  # the pool's now, closed by the run
-        run_dir = _run_dir(cfg, out)
+        run_dir = new_folder(cfg, out)
         resolved = cfg.redacted()
         resolved["resolved"] = {
             "url": target.url,

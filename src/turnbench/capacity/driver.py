@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from turnbench.capacity.search import Conclusion, Space, Step, Trial, next_step
 from turnbench.config import RunConfig
 from turnbench.errors import EngineError, InputError, TargetError
 from turnbench.pacing.limits import endless
+from turnbench.run import new_folder
 from turnbench.target import Target, start_builtin_sim
 
 
@@ -74,18 +74,6 @@ class Search:
     probes: list[ProbeResult]
     answer: Answer
     record: dict[str, Any]
-
-
-def _search_dir(cfg: RunConfig, out: Path | None) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    base = out if out is not None else Path(cfg.out_dir)
-    path = base / f"{stamp}-capacity-{cfg.name}"
-    n = 1
-    while path.exists():
-        n += 1
-        path = base / f"{stamp}-capacity-{cfg.name}-{n}"
-    path.mkdir(parents=True)
-    return path
 
 
 def _said(probe: ProbeResult) -> str:
@@ -186,7 +174,7 @@ def run_search(
         builtin, url = start_builtin_sim(cfg.target.sim_args)
         console.print(f"started the built-in simulator at {url}")
         cfg = cfg.model_copy(update={"target": cfg.target.model_copy(update={"url": url})})
-    folder = _search_dir(cfg, out)
+    folder = new_folder(cfg, out, f"capacity-{cfg.name}")
     console.print(f"search folder: {folder}", soft_wrap=True, highlight=False)
     console.print(f"criteria: {plan.criteria.describe()}", highlight=False)
     loop = _Loop(cfg, plan, folder, base_dir, console)
