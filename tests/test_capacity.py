@@ -140,8 +140,10 @@ def test_fails_already_at_the_first_load(sim_factory: Any, tmp_path: Path) -> No
 
 def test_holds_at_the_max_and_says_a_start_was_warm(sim_factory: Any, tmp_path: Path) -> None:
     """Unsalted, the second probe replays the first one's conversations (the same seed):
-    its first requests find their prefixes in the server's cache, and the answer says so."""
-    sim: SimProcess = sim_factory("--set", "zero_delay=true")
+    its first requests find their prefixes in the server's cache, and the answer says so.
+    The cache is large enough that nothing of the first probe is evicted, however many
+    conversations it played."""
+    sim: SimProcess = sim_factory("--set", "zero_delay=true", "--kv-cache-tokens", "50000000")
     proc = turnbench(
         "capacity", "--target", sim.url, "--slo", "ttft.p90=10s", "--max", "2",
         "--set", "cache.salt=false", *QUICK, "--out", str(tmp_path / "out"), cwd=tmp_path,
