@@ -105,9 +105,10 @@ class BlockRegistry:
             young.add(key)
         return max(start, len(keys))
 
-    def add(self, keys: Iterable[int]) -> None:
-        """Hold keys; the old generation goes when the young one is full."""
-        self._young.update(keys)
+    def add(self, *keys: Iterable[int]) -> None:
+        """Hold keys (of one or more runs); the old generation goes when the young one is
+        full."""
+        self._young.update(*keys)
         if len(self._young) > self._half:
             self._old, self._young = self._young, set()
 
@@ -222,8 +223,7 @@ class PrefixChain:
         Why at the first token and not at the send: a cache can reuse only what was computed;
         a request sent while another with the same prefix is still in prefill finds nothing.
         """
-        registry.add(self.keys[self.registered :])
-        registry.add(self._fresh)
+        registry.add(self.keys[self.registered :], self._fresh)
         self.registered = len(self.keys)
         self._sent = True
         if len(self.keys) > self.held:
