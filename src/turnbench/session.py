@@ -77,6 +77,8 @@ class Session:
         """Writes unwritten user turns to length for the server's tokenizer."""
         self.history: list[Message] = []
         self._sizes: list[int] = []
+        self._size = 0
+        """`sum(self._sizes)`, kept as they change: every turn reads it."""
         self.dropped_messages = 0
         self._scale = 1.0
         self.registry = registry
@@ -95,14 +97,16 @@ class Session:
 
     def _append(self, message: Message, size: int | None = None) -> None:
         self.history.append(message)
-        self._sizes.append(_estimate(message) if size is None else size)
+        size = _estimate(message) if size is None else size
+        self._sizes.append(size)
+        self._size += size
 
     def _local(self, server_tokens: int) -> int:
         """A count in server tokens as local tokens (the unit of the history's sizes)."""
         return round(server_tokens / self._scale) + MESSAGE_OVERHEAD
 
     def _prompt_tokens(self, extra: int) -> int:
-        return round((sum(self._sizes) + extra + GENERATION_OVERHEAD) * self._scale)
+        return round((self._size + extra + GENERATION_OVERHEAD) * self._scale)
 
     def think_time_s(self, turn_index: int) -> float:
         """Pause before `turn_index`, counted from the end of the previous reply."""
@@ -182,7 +186,7 @@ class Session:
         """The request last `sent` got its first token: the server computed its prompt, so
         later requests may find it cached."""
         if self._chain is not None and self.registry is not None:
-            self._chain.computed(self.registry, round(sum(self._sizes) * self._scale))
+            self._chain.computed(self.registry, round(self._size * self._scale))
 
     def _drop_oldest_turn(self) -> bool:
         """Drop the oldest user message and everything up to the next user message; the
@@ -195,6 +199,7 @@ class Session:
             end += 1
         self.dropped_messages += end - first
         del self.history[first:end]
+        self._size -= sum(self._sizes[first:end])
         del self._sizes[first:end]
         return True
 
