@@ -58,7 +58,11 @@ def _rows(db: Path, sql: str) -> list[sqlite3.Row]:
 
 
 def _outage_run(
-    tmp_path: Path, *, restart_after_s: float | None, extra: tuple[str, ...] = ()
+    tmp_path: Path,
+    *,
+    restart_after_s: float | None,
+    extra: tuple[str, ...] = (),
+    returncode: int = 0,
 ) -> dict[str, Any]:
     """Kill the server 3 s into the run; start it again `restart_after_s` later (or never)."""
     port = free_port()
@@ -89,7 +93,7 @@ def _outage_run(
             if server.poll() is None:
                 server.terminate()
                 server.wait(timeout=10)
-    assert run.returncode == 0, stderr
+    assert run.returncode == returncode, stderr
     assert "Traceback" not in stderr
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     db = run_dir / "events.db"
@@ -150,6 +154,7 @@ def test_a_target_that_never_returns_ends_the_run_plainly(tmp_path: Path) -> Non
         tmp_path,
         restart_after_s=None,
         extra=("--duration", "60", "--set", "session.outage.max_wait_s=3"),
+        returncode=1,  # the report is written, and a script sees the run did not complete
     )
     killed = run["killed_s"]
     last_end = max(r["t_end_ns"] for r in run["requests"]) / 1e9

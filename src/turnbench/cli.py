@@ -293,13 +293,25 @@ def run_command(
         cfg = load_config(config, overrides, sets)
         cfg.slo = with_flags(cfg.slo, slo)
         base_dir = config.resolve().parent if config else Path.cwd()
-        execute(cfg, base_dir=base_dir, out=out, live=live and sys.stdout.isatty())
+        folder = execute(cfg, base_dir=base_dir, out=out, live=live and sys.stdout.isatty())
     except InputError as e:
         raise fail(flag_error(e, given)) from None
     except (TargetError, EngineError) as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:  # before the run began (probe, dataset); after it, a report
         raise fail("interrupted before the run started; nothing was written") from None
+    if _end_reason(folder) == "target_unreachable":
+        raise typer.Exit(1)  # the report of what ran is written; a script must still see it
+
+
+def _end_reason(folder: Path) -> str | None:
+    """The run's `end_reason` from its summary.json (None when there is none)."""
+    import json
+
+    try:
+        return json.loads((folder / "summary.json").read_text())["run"]["end_reason"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @app.command("report", cls=Command)
