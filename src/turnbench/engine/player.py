@@ -17,6 +17,7 @@ from turnbench.client.adapters import Adapter
 from turnbench.client.attempt import Attempt
 from turnbench.client.transport import Transport
 from turnbench.config import RunConfig
+from turnbench.engine.live_latency import LiveLatency
 from turnbench.engine.outage import OutageGuard, unreachable
 from turnbench.pacing.clock import RunClock
 from turnbench.pacing.gates import Gate
@@ -48,6 +49,8 @@ class LiveStats:
     target_gone: int = 0
     """1 once a worker gave up waiting for an unreachable target (summed: how many did)."""
     errors: dict[str, int] = field(default_factory=dict)
+    ttft: LiveLatency = field(default_factory=LiveLatency)
+    """TTFTs of the successes since the progress line (or the batch) last took them."""
 
 
 @dataclass
@@ -228,6 +231,8 @@ async def _play_turn(
             if att.status == ak.STATUS_OK:
                 stats.requests_ok += 1
                 stats.output_tokens += att.completion_tokens or 0
+                if att.t_first_token_ns is not None:
+                    stats.ttft.record(att.t_first_token_ns - att.t_sent_ns)
             else:
                 stats.requests_failed += 1
                 kind = att.error_kind or "unknown"

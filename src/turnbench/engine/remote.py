@@ -180,6 +180,8 @@ class RemoteLauncher:
         state.stats = batch.stats
         state.errors = batch.errors
         state.drained = batch.drained
+        if batch.ttft is not None:
+            self._stats.ttft.add_encoded(batch.ttft)
         for index, ended in batch.done:
             self._settle(index, ended)
         self._refresh_stats()

@@ -89,6 +89,8 @@ class Batch(msgspec.Struct, Generic[R]):
     stats: dict[str, int]
     errors: dict[str, int]
     drained: bool
+    ttft: bytes | None = None
+    """The TTFTs of the successes since the last batch, an encoded HdrHistogram."""
 
 
 batch_encoder = msgspec.msgpack.Encoder()
@@ -348,6 +350,7 @@ class WorkerCore:
             stats={k: getattr(stats, k) for k in COUNTERS},
             errors=dict(stats.errors),
             drained=self.ctx.drained,
+            ttft=stats.ttft.take_encoded(),
         )
         self._outbox = Rows()
         self.ctx.recorder = self._outbox
