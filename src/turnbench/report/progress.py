@@ -29,7 +29,11 @@ class Counters(Protocol):
     requests_ok: int
     requests_failed: int
     output_tokens: int
-    ttft: Histograms
+
+    @property
+    def ttft(self) -> Histograms:
+        """The TTFTs of the successes since the last take."""
+        ...
 
 
 def _ms(hist: Any, percentile: float) -> str:
