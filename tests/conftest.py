@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import settings
 
-from turnbench.tokenizer import make_text
+from turnbench.tokens.template import make_text
 
 # Timing belongs in bench/, not in unit tests: on a busy 2-core machine a slow example is not a
 # failure of the code under test.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import SimProcess, start_sim
 from runs import assert_one_in_flight, run_bench
-from turnbench.tokenizer import MESSAGE_OVERHEAD
+from turnbench.tokens.template import MESSAGE_OVERHEAD
 
 
 def _sim_counts(sim: SimProcess) -> dict[str, float]:

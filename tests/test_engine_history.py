@@ -11,7 +11,7 @@ from pathlib import Path
 from runs import assert_one_in_flight, run_bench
 from turnbench.config import SessionConfig
 from turnbench.session import Session
-from turnbench.tokenizer import MESSAGE_OVERHEAD, count_chat_tokens
+from turnbench.tokens.template import MESSAGE_OVERHEAD, count_chat_tokens
 from turnbench.workload.conversation import Conversation, Turn
 
 SALT = 1
@@ -150,7 +150,7 @@ def _session(
 
 
 def test_truncation_drops_oldest_turns_and_keeps_the_system_prompt() -> None:
-    from turnbench.client.adapters import Reply
+    from turnbench.client.apis.base import Reply
 
     s = _session(8, 300, "truncate")
     for i in range(8):
@@ -164,7 +164,7 @@ def test_truncation_drops_oldest_turns_and_keeps_the_system_prompt() -> None:
 
 
 def test_stop_policy_ends_at_the_limit() -> None:
-    from turnbench.client.adapters import Reply
+    from turnbench.client.apis.base import Reply
 
     s = _session(8, 300, "stop")
     built = 0

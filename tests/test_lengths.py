@@ -20,8 +20,9 @@ from aiohttp import web
 from runs import run_bench
 from turnbench.errors import InputError
 from turnbench.metrics.summary import APPROXIMATE_LENGTHS
-from turnbench.tokenizer import VOCAB, count_tokens
-from turnbench.workload.lengths import TextSizer, calibrate
+from turnbench.target import calibrate
+from turnbench.tokens import TextSizer
+from turnbench.tokens.template import VOCAB, count_tokens
 
 MODEL = "tiny"
 

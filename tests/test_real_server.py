@@ -49,8 +49,17 @@ def llama_url() -> Iterator[str]:
         os.kill(pid, signal.SIGTERM)
 
 
-@pytest.mark.parametrize("api", ["chat", "completions"])
-def test_multi_turn_sessions_against_llama_cpp(tmp_path: Path, llama_url: str, api: str) -> None:
+@pytest.mark.parametrize(
+    ("api", "conversations", "turns"),
+    [("chat", 3, 3), ("completions", 2, 2), ("responses", 2, 2), ("anthropic", 2, 2)],
+)
+def test_multi_turn_sessions_against_llama_cpp(
+    tmp_path: Path, llama_url: str, api: str, conversations: int, turns: int
+) -> None:
+    """llama-server serves all four APIs; each turn's prompt and cached tokens are read from
+    that API's own usage fields (Anthropic's as input + cache reads + cache writes). The APIs
+    after chat play fewer turns: a CPU llama-server takes seconds a request, and two turns
+    already show the second reusing the first."""
     result = run_bench(
         tmp_path,
         {
@@ -58,8 +67,8 @@ def test_multi_turn_sessions_against_llama_cpp(tmp_path: Path, llama_url: str, a
             "target": {"url": llama_url, "api": api, "model": "auto"},
             "workload": {
                 "type": "synthetic",
-                "conversations": 3,
-                "turns": 3,
+                "conversations": conversations,
+                "turns": turns,
                 "input_tokens": 40,
                 "output_tokens": 12,
                 "system_prompt_tokens": 150,
@@ -70,13 +79,13 @@ def test_multi_turn_sessions_against_llama_cpp(tmp_path: Path, llama_url: str, a
         },
     )
     rows = result.attempts
-    assert len(rows) == 9, [r["error_message"] for r in rows]
+    assert len(rows) == conversations * turns, [r["error_message"] for r in rows]
     assert all(r["status"] == "ok" for r in rows), [r["error_message"] for r in rows]
     assert all(r["token_source"] == "usage" for r in rows)
     assert all(r["completion_tokens"] == 12 for r in rows)
     assert_one_in_flight(result)
     for sid, session in result.by_session().items():
-        assert [r["turn_index"] for r in session] == [1, 2, 3], sid
+        assert [r["turn_index"] for r in session] == list(range(1, turns + 1)), sid
         for a, b in itertools.pairwise(session):
             assert b["t_sent_ns"] >= a["t_end_ns"]
             assert b["prompt_tokens"] > a["prompt_tokens"] + 12
@@ -91,11 +100,11 @@ def test_multi_turn_sessions_against_llama_cpp(tmp_path: Path, llama_url: str, a
             assert abs(b["cached_tokens"] - b["ideal_cached_tokens"]) <= 2 * 16, dict(b)
     summary = result.summary
     cache = summary["cache"]
-    assert [t["turn"] for t in cache["per_turn"]] == [1, 2, 3]
+    assert [t["turn"] for t in cache["per_turn"]] == list(range(1, turns + 1))
     assert all(0.8 <= t["kept"] <= 1.2 for t in cache["per_turn"][1:]), cache["per_turn"]
     assert cache["cliff"] is None
     assert summary["run"]["model"] == "gemma-3-270m"
-    assert {t["turn"] for t in summary["per_turn"]} == {1, 2, 3}
+    assert {t["turn"] for t in summary["per_turn"]} == set(range(1, turns + 1))
     assert summary["per_turn"][1]["mean_cached_tokens"] > 0
     # start.sh runs llama-server with --metrics: its /metrics is scraped during the run
     server = summary["server"]
@@ -123,3 +132,40 @@ def test_bare_host_of_llama_cpp_finds_its_api_root(tmp_path: Path, llama_url: st
     assert f"url: {llama_url}\n" in (run_dir / "config.yaml").read_text()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["requests"]["ok"] == 2
+
+
+def test_a_small_capacity_search_against_llama_cpp(tmp_path: Path, llama_url: str) -> None:
+    """A capacity search of two short probes (1 and 2 users) against llama.cpp's 4 slots
+    ends with an answer, every probe a run folder of successful requests, in CI time
+    (< 60 s). A cold llama-server takes seconds over its first request: one request warms
+    it first (when this test runs alone), and each probe's warm-up is half of it."""
+    warm = run_bench(
+        tmp_path / "warm",
+        {
+            "target": {"url": llama_url, "metrics_interval_s": 0},
+            "workload": {"type": "synthetic", "turns": 1, "output_tokens": 4},
+            "load": {"mode": "sequential", "sessions": 1},
+        },
+    )
+    assert warm.summary["requests"]["ok"] == 1
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "turnbench", "capacity", "--target", llama_url,
+            "--slo", "e2e.p90=20s", "--max", "2", "--max-probes", "2", "--repeats", "0",
+            "--probe-duration", "8", "--warmup", "4", "--cooldown", "0", "--min-sessions", "0",
+            "--set", "workload.turns=2", "--set", "workload.output_tokens=4",
+            "--set", "workload.input_tokens=16", "--set", "session.ignore_eos=true",
+            "--set", "target.metrics_interval_s=0", "--out", str(out),
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    (folder,) = list(out.iterdir())
+    record = json.loads((folder / "search.json").read_text())
+    assert record["answer"]["kind"] in ("holds", "holds_at_max", "fails_at_start", "not_bracketed")
+    assert record["elapsed_s"] < 60, record["elapsed_s"]
+    assert 1 <= len(record["probes"]) <= 2
+    for probe in record["probes"]:
+        assert probe["requests_ok"] > 0 and (folder / probe["folder"] / "events.db").exists()
+    assert proc.stdout.strip().splitlines()[-1] == f"report: {folder / 'report.html'}"

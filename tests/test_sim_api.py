@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import SimProcess, start_sim
-from turnbench.tokenizer import count_chat_tokens, count_tokens, make_text
+from turnbench.tokens.template import count_chat_tokens, count_tokens, make_text
 
 
 @pytest.fixture(scope="module")

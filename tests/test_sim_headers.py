@@ -13,7 +13,7 @@ import pytest
 from conftest import SimProcess, start_sim
 from turnbench.errors import InputError
 from turnbench.sim.config import SESSION_HEADERS, load_config
-from turnbench.tokenizer import count_chat_tokens, count_tokens
+from turnbench.tokens.template import count_chat_tokens, count_tokens
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import SimProcess, question
 from conftest import sim_metric as metric
-from turnbench.tokenizer import count_chat_tokens, count_tokens, make_text
+from turnbench.tokens.template import count_chat_tokens, count_tokens, make_text
 
 MODEL = "turnbench-sim"
 BLOCK = 16
@@ -80,6 +80,32 @@ def test_stream_matches_create(fast_sim: SimProcess) -> None:
         history.append({"role": "user", "content": question(11 + turn)})
     whole = c.messages.create(model=MODEL, max_tokens=200, messages=history[:-2])  # type: ignore[arg-type]
     assert whole.content[0].text == history[-2]["content"]  # type: ignore[union-attr]
+
+
+def test_stop_sequences_end_the_reply_and_are_named(fast_sim: SimProcess) -> None:
+    """A stop sequence cuts the reply before it (not part of the text), with Anthropic's
+    `stop_reason: stop_sequence` and the sequence named, created and streamed alike."""
+    c = client(fast_sim)
+    messages = [{"role": "user", "content": question(21)}]
+    free = c.messages.create(model=MODEL, max_tokens=200, messages=messages)  # type: ignore[arg-type]
+    text = free.content[0].text  # type: ignore[union-attr]
+    word = next(w for w in text.split()[2:] if w.isalpha())  # a word the reply goes on to say
+    stop = " " + word
+    cut = c.messages.create(model=MODEL, max_tokens=200, messages=messages, stop_sequences=[stop])  # type: ignore[arg-type]
+    assert cut.stop_reason == "stop_sequence" and cut.stop_sequence == stop
+    kept = cut.content[0].text  # type: ignore[union-attr]
+    assert stop not in kept and text.startswith(kept) and len(kept) < len(text)
+    with c.messages.stream(
+        model=MODEL,
+        max_tokens=200,
+        messages=messages,  # type: ignore[arg-type]
+        stop_sequences=[stop],
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "stop_sequence" and final.stop_sequence == stop
+    assert final.content[0].text == kept  # type: ignore[union-attr]
+    with pytest.raises(anthropic.BadRequestError, match="stop_sequences"):
+        c.messages.create(model=MODEL, max_tokens=5, messages=messages, stop_sequences=[3])  # type: ignore[arg-type, list-item]
 
 
 def test_stream_create_and_max_tokens(fast_sim: SimProcess) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import SimProcess, question
 from conftest import sim_metric as metric
-from turnbench.tokenizer import count_chat_tokens, count_tokens, make_text
+from turnbench.tokens.template import count_chat_tokens, count_tokens, make_text
 
 MODEL = "turnbench-sim"
 INSTRUCTIONS = "You answer briefly and " + make_text(30, random.Random(9))
@@ -200,7 +200,7 @@ def test_errors(fast_sim: SimProcess) -> None:
 
 def test_stored_responses_limit(sim_factory: Any) -> None:
     """Two kept: the third response drops the first; a chained turn touches what it reads."""
-    sim = sim_factory("--zero-delay", "--set", "stored_responses=2")
+    sim = sim_factory("--zero-delay", "--stored-responses", "2")
     c = client(sim)
 
     def ask(previous: str | None = None, store: bool = True) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import openai
 
 from conftest import SimProcess
-from turnbench.tokenizer import count_chat_tokens, make_text
+from turnbench.tokens.template import count_chat_tokens, make_text
 
 SLOW_PREFILL = ("--prefill-ms-per-token", "2", "--ttft-base-ms", "5", "--decode-ms-base", "1")
 

@@ -15,7 +15,7 @@ from turnbench.sim.faults import FaultInjector
 from turnbench.sim.prefix_cache import PrefixCache, block_hashes
 from turnbench.sim.scheduler import QueueFull, Scheduler
 from turnbench.sim.textgen import natural_length, plan_reply, reply_rng
-from turnbench.tokenizer import count_tokens
+from turnbench.tokens.template import count_tokens
 
 
 def test_prefix_cache_matches_whole_blocks_and_evicts_lru() -> None:

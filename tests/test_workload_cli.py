@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from turnbench.tokenizer import count_chat_tokens
+from turnbench.tokens.template import count_chat_tokens
 from turnbench.workload.cli import dataset_app
 from turnbench.workload.dataset import load_dataset
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from turnbench.tokenizer import count_tokens
+from turnbench.tokens.template import count_tokens
 from turnbench.workload.config import DatasetOptions, DatasetWorkload, ShareGPTOptions
 from turnbench.workload.dataset import load_dataset
 from turnbench.workload.messages import to_record

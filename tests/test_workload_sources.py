@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from turnbench.tokenizer import count_tokens
+from turnbench.tokens.template import count_tokens
 from turnbench.workload.config import (
     DatasetWorkload,
     SharedPrefixWorkload,

@@ -1,21 +1,28 @@
 """The server under test: start the built-in simulator if no URL is given, and probe it.
 
 Why probe first: an unreachable server or a wrong model must be one clear error before the
-run starts, not ten thousand failed rows.
+run starts, not ten thousand failed rows; an API the server does not serve is one clear line
+at the end of the run (`unserved_api`). The server's
+`/tokenize`, which calibrates text lengths (`tokens.calibrate`), is asked here too: this is the
+module that talks to the server before the run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import ssl
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from turnbench.client.fetch import fetch_json
 from turnbench.errors import TargetError
+from turnbench.tokens import TextSizer
+from turnbench.tokens.calibrate import calibrate as calibrate_by
 
 SIM_READY = "turnbench sim ready: "
 
@@ -80,7 +87,7 @@ def start_builtin_sim(
     raise TargetError(f"the built-in simulator did not start (target.sim_args): {said}")
 
 
-_ENDPOINT_SUFFIXES = ("/chat/completions", "/completions", "/models")
+_ENDPOINT_SUFFIXES = ("/chat/completions", "/completions", "/responses", "/messages", "/models")
 
 
 def api_roots(url: str) -> list[str]:
@@ -207,3 +214,85 @@ def _int_or_none(value: object) -> int | None:
     with contextlib.suppress(TypeError, ValueError):
         return int(value)  # type: ignore[call-overload]
     return None
+
+
+_NOT_SERVED = (404, 405)
+"""Statuses of a path the server does not route."""
+
+
+def unserved_api(db: Path, api: str, endpoint: str) -> str | None:
+    """The one-line error of a run in which the server served not one request and answered
+    every attempt 404 or 405: it does not serve this API at `endpoint`. None otherwise.
+
+    Why after the run and not probed before it: a probe is a request of its own, which a
+    server under test counts (the simulator's outcome counters, a server's access log and
+    metrics); the run's own attempts already say it, and this turns them into one line.
+    """
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        total, unrouted, status, said = conn.execute(
+            "SELECT COUNT(*), SUM(http_status IN (?, ?)), MAX(http_status), MAX(error_message) "
+            "FROM requests",
+            _NOT_SERVED,
+        ).fetchone()
+    finally:
+        conn.close()
+    if not total or unrouted != total:
+        return None
+    answer = " ".join(str(said or "no message").split())[:200]
+    return (
+        f"the server does not serve the {api} API (target.api): all {total} attempts to POST "
+        f"{endpoint} were answered HTTP {status}: {answer}"
+    )
+
+
+async def _tokenize_count(
+    root: str,
+    model: str,
+    text: str,
+    headers: dict[str, str],
+    verify_tls: bool,
+    ca_pem: str | None,
+    timeout_s: float,
+) -> int | None:
+    """Tokens of `text` from `{root}/tokenize`: vLLM/SGLang/simulator body, then llama.cpp's."""
+    for body in ({"model": model, "prompt": text}, {"content": text}):
+        try:
+            status, data = await fetch_json(
+                root + "/tokenize",
+                headers=headers,
+                body=body,
+                timeout_s=timeout_s,
+                verify_tls=verify_tls,
+                ca_pem=ca_pem,
+            )
+        except (OSError, TimeoutError, ValueError):
+            continue
+        if status != 200 or not isinstance(data, dict):
+            continue
+        if isinstance(data.get("count"), int):
+            return int(data["count"])
+        if isinstance(data.get("tokens"), list):
+            return len(data["tokens"])
+    return None
+
+
+async def calibrate(
+    url: str,
+    model: str,
+    headers: dict[str, str],
+    *,
+    tokenizer_json: str | None = None,
+    verify_tls: bool = True,
+    ca_pem: str | None = None,
+    timeout_s: float = 10,
+) -> TextSizer:
+    """The sizer for this server: its tokenizer.json, else its `/tokenize` (the server's root,
+    `url` without `/v1`), else approximate (see `tokens.calibrate`). `verify_tls` and
+    `ca_pem` as for the probe."""
+    root = url.rstrip("/").removesuffix("/v1")
+
+    async def count(text: str) -> int | None:
+        return await _tokenize_count(root, model, text, headers, verify_tls, ca_pem, timeout_s)
+
+    return await calibrate_by(count, tokenizer_json=tokenizer_json)

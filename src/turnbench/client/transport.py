@@ -1,8 +1,10 @@
 """The transport: streams a request over a pooled HTTP/1.1 connection and keeps its time.
 
 Why this shape: a read is parsed where it arrives (`h1.Connection.data_received` hands it to
-this request's `_Stream`): one timestamp, one SSE split and one msgspec decode per read, and
-no coroutine switch until the reply is complete. One watchdog timer per request enforces the
+this request's `_Stream`): one timestamp, one SSE split and one msgspec decode per read (the
+API module's `read`), and no coroutine switch until the reply is complete. The transport
+knows no API: the body, the events, the end of stream, the usage and the error bodies are the
+API module's (`client/apis/`). One watchdog timer per request enforces the
 first-token, idle and total timeouts, each its own error kind, and never fires early. Every
 outcome ends as fields of an `Attempt`, never as an exception: a server fault is data.
 """
@@ -17,10 +19,10 @@ from typing import Any
 import msgspec
 
 from turnbench.client import attempt as ak
-from turnbench.client.adapters import Adapter, Chunk, ErrorChunk, Reply, decode_chunk, decode_chunks
+from turnbench.client.apis.base import Api, Malformed, Reply, StreamError
 from turnbench.client.attempt import Attempt
 from turnbench.client.h1 import Connection, Pool, request_head
-from turnbench.client.sse import SSEParser, decode_events, payloads
+from turnbench.client.sse import SSEParser, payloads
 from turnbench.config import Timeouts
 
 _ERROR_BODY_LIMIT = 2000
@@ -29,21 +31,6 @@ _ERROR_BODY_CAP = 65536
 _CONTEXT_WORDS = ("maximum context length", "context length", "exceed_context_size", "too long")
 _READ_LENGTHS = frozenset((len(b"transfer-encoding"), len(b"retry-after")))
 """Lengths of the response headers every exchange reads (see `h1.Exchange.header_lengths`)."""
-
-
-def _error_text(body: str) -> str:
-    """The `message` of an OpenAI-style error body, else the start of the body."""
-    try:
-        data = msgspec.json.decode(body)
-        if isinstance(data, dict):
-            err = data.get("error", data)
-            if isinstance(err, dict) and err.get("message"):
-                return str(err["message"])[:_ERROR_BODY_LIMIT]
-            if isinstance(data.get("message"), str):
-                return str(data["message"])[:_ERROR_BODY_LIMIT]
-    except msgspec.DecodeError:
-        pass
-    return body[:_ERROR_BODY_LIMIT]
 
 
 def _http_error_kind(status: int, message: str) -> str:
@@ -73,7 +60,7 @@ class _Stream:
     """One request's receiving side: SSE events into the reply, times into the attempt."""
 
     __slots__ = (
-        "adapter",
+        "api",
         "att",
         "capture",
         "chunked",
@@ -91,7 +78,6 @@ class _Stream:
         "parser",
         "replica",
         "reply",
-        "sse_done",
         "status",
         "timeouts",
         "total_deadline",
@@ -100,7 +86,7 @@ class _Stream:
 
     def __init__(
         self,
-        adapter: Adapter,
+        api: Api,
         att: Attempt,
         clock: Callable[[], int],
         timeouts: Timeouts,
@@ -113,7 +99,7 @@ class _Stream:
         `capture`: a lower-cased response header name whose value goes to `reply.captured`;
         `replica`: the lower-cased header naming the serving replica, for `att.replica`;
         `lengths`: the name lengths of every header read (see `h1.Exchange.header_lengths`)."""
-        self.adapter = adapter
+        self.api = api
         self.att = att
         self.clock = clock
         self.timeouts = timeouts
@@ -124,7 +110,6 @@ class _Stream:
         self.gaps = array("q")
         self.chunks = 0
         self.last = 0
-        self.sse_done = False
         self.status = 0
         self.chunked = False
         self.error_body = bytearray()
@@ -211,22 +196,13 @@ class _Stream:
 
     def _events(self, events: bytes, now: int) -> None:
         """Fold the events one read completed into the reply; they all arrived at `now`."""
-        fast = decode_events(events, decode_chunks)
-        if fast is not None:
-            chunks, done = fast
-            self.sse_done = self.sse_done or done
-        else:
-            slow = self._decode_each(payloads(events))
-            if slow is None:
-                return
-            chunks = slow
-        if not chunks:
-            return
         try:
-            got = self.adapter.fold(chunks, self.reply)
-        except ErrorChunk as e:
-            text = msgspec.json.encode(e.error).decode(errors="replace")
-            self.fail(ak.HTTP_5XX, f"error event: {_error_text(text)}")
+            got = self.api.read(events, self.reply)
+        except StreamError as e:
+            self.fail(ak.HTTP_5XX, f"error event: {e.message}")
+            return
+        except Malformed as e:
+            self.fail(ak.MALFORMED, str(e))
             return
         if not got:
             return
@@ -241,34 +217,20 @@ class _Stream:
         self.last = now
         self.chunks += got
 
-    def _decode_each(self, events: list[bytes]) -> list[Chunk] | None:
-        """The slow path: decode payloads one by one, so a bad one is named in the error."""
-        chunks = []
-        for event in events:
-            if event == b"[DONE]":
-                self.sse_done = True
-                continue
-            try:
-                chunks.append(decode_chunk(event))
-            except msgspec.DecodeError as e:
-                self.fail(ak.MALFORMED, f"bad SSE data ({e}): {event[:200]!r}")
-                return None
-        return chunks
-
     def on_complete(self) -> None:
         if self.done.done():
             return
         if self.status >= 400:
-            text = _error_text(self.error_body.decode(errors="replace"))
+            text = self.api.error(self.error_body.decode(errors="replace"))
             _fail(self.att, _http_error_kind(self.status, text), text)
             self._finish(_KEEP)
             return
         # an event cut off by the end of the body is not dispatched (the SSE rule), but a
         # `[DONE]` without its blank line still says the reply was whole
         if b"[DONE]" in payloads(self.parser.close()):
-            self.sse_done = True
-        if not self.sse_done:
-            _fail(self.att, ak.TRUNCATED, "stream ended without [DONE]")
+            self.reply.ended = True
+        if not self.reply.ended:
+            _fail(self.att, ak.TRUNCATED, f"stream ended without {self.api.end_event}")
         self._finish(_KEEP)
 
     def on_lost(self, exc: Exception | None, started: bool) -> None:
@@ -284,7 +246,7 @@ class _Stream:
 
 
 class Transport:
-    """Sends streamed requests to one base URL over a shared connection pool."""
+    """Sends streamed requests to one base URL over a shared connection pool, for any API."""
 
     def __init__(
         self,
@@ -331,7 +293,7 @@ class Transport:
 
     async def send(
         self,
-        adapter: Adapter,
+        api: Api,
         body: dict[str, Any],
         headers: dict[str, str],
         att: Attempt,
@@ -352,7 +314,7 @@ class Transport:
         request = (
             request_head(
                 "POST",
-                pool.prefix + adapter.path,
+                pool.prefix + api.path,
                 pool.host_header,
                 {**self._headers, **headers},
                 len(payload),
@@ -373,7 +335,7 @@ class Transport:
                     _fail(att, ak.CONNECT_ERROR, f"{type(e).__name__}: {e}")
                     break
                 stream = _Stream(
-                    adapter,
+                    api,
                     att,
                     self._clock,
                     self._timeouts,
@@ -407,7 +369,11 @@ class Transport:
             att.content_chunks = stream.chunks if stream is not None else 0
         reply = Reply() if stream is None else stream.reply
         att.finish_reason = reply.finish_reason
-        _read_usage(att, reply)
+        if api.usage(reply, att):
+            att.token_source = "usage"
+        elif att.content_chunks:
+            att.completion_tokens = att.content_chunks
+            att.token_source = "chunks"
         return reply
 
     async def _exchange(self, conn: Connection, stream: _Stream, request: bytes) -> str:
@@ -419,22 +385,6 @@ class Transport:
             stream.watchdog.cancel()
             conn.close()
             raise
-
-
-def _read_usage(att: Attempt, reply: Reply) -> None:
-    usage = reply.usage
-    if usage:
-        att.prompt_tokens = usage.get("prompt_tokens")
-        att.completion_tokens = usage.get("completion_tokens")
-        details = usage.get("prompt_tokens_details") or {}
-        att.cached_tokens = details.get("cached_tokens") if isinstance(details, dict) else None
-        att.token_source = "usage"
-        if att.cached_tokens is None and reply.timings:  # llama.cpp without the OpenAI field
-            cache_n = reply.timings.get("cache_n")
-            att.cached_tokens = cache_n if isinstance(cache_n, int) else None
-    elif att.content_chunks:
-        att.completion_tokens = att.content_chunks
-        att.token_source = "chunks"
 
 
 def _retry_after(value: bytes | None) -> float | None:

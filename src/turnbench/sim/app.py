@@ -42,7 +42,7 @@ from turnbench.sim.router import Replica, Router
 from turnbench.sim.scheduler import QueueFull, Scheduler
 from turnbench.sim.textgen import Reply, plan_reply, reply_rng
 from turnbench.sim.wire import Api, Usage, Wire
-from turnbench.tokenizer import tokens
+from turnbench.tokens.template import tokens
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 """Largest request body accepted (aiohttp's default of 1 MiB is below a long context)."""

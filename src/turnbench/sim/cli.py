@@ -171,6 +171,11 @@ def sim_command(
         None, "--decode-ms-per-seq", help="Added decode ms per token per running sequence."
     ),
     stall_s: float | None = typer.Option(None, "--stall-s", help="Length of a stall fault, s."),
+    stored_responses: int | None = typer.Option(
+        None,
+        "--stored-responses",
+        help="Responses API: responses kept for previous_response_id (LRU; 0 keeps none).",
+    ),
     session_header: list[str] = typer.Option(
         [],
         "--session-header",
@@ -216,6 +221,7 @@ def sim_command(
         "decode_ms_base": decode_ms_base,
         "decode_ms_per_seq": decode_ms_per_seq,
         "stall_s": stall_s,
+        "stored_responses": stored_responses,
         "session_header": session_header or None,
         "replicas": replicas,
         "router": router,

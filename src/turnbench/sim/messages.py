@@ -34,7 +34,7 @@ from turnbench.sim.protocol import (
 from turnbench.sim.sse import json_str, new_id
 from turnbench.sim.textgen import Reply
 from turnbench.sim.wire import Usage
-from turnbench.tokenizer import render_chat
+from turnbench.tokens.template import render_chat
 
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -140,6 +140,9 @@ class MessagesApi:
         opt(body, "metadata", (dict,), "an object")
         opt(body, "tools", (list,), "a list")
         opt(body, "tool_choice", (dict,), "an object")
+        stop = opt(body, "stop_sequences", (list,), "a list of strings") or []
+        if not all(isinstance(s, str) for s in stop):
+            raise RequestError("stop_sequences: a list of strings", param="stop_sequences")
         req = rendered_request(
             render_chat(messages),
             max_tokens=max_tokens,
@@ -147,6 +150,7 @@ class MessagesApi:
             stream=bool(opt(body, "stream", (bool,), "a boolean")),
             max_model_len=cfg.max_model_len,
             where="messages",
+            stop=tuple(s for s in stop if s),
         )
         return req, MessageWire(cfg.model)
 
@@ -154,6 +158,13 @@ class MessagesApi:
         """Anthropic JSON: `{"type": "error", "error": {"type", "message"}}`."""
         kind = ERROR_TYPES.get(err.status, "api_error")
         return _encode({"type": "error", "error": {"type": kind, "message": err.message}})
+
+
+def _stop(reply: Reply) -> tuple[str, str | None]:
+    """Anthropic's `stop_reason` and `stop_sequence` of a reply."""
+    if reply.stop_string is not None:
+        return "stop_sequence", reply.stop_string
+    return STOP_REASONS[reply.finish_reason], None
 
 
 def _event(kind: str, payload: dict[str, Any]) -> bytes:
@@ -186,7 +197,9 @@ class MessageWire:
         self.id = new_id("msg_")
         self._model = model
 
-    def _object(self, content: list[dict[str, Any]], stop: str | None, usage: Usage) -> bytes:
+    def _object(
+        self, content: list[dict[str, Any]], stop: tuple[str | None, str | None], usage: Usage
+    ) -> bytes:
         """The message object (JSON), as `message_start` and the non-streaming reply hold it."""
         return _encode(
             {
@@ -195,15 +208,15 @@ class MessageWire:
                 "role": "assistant",
                 "model": self._model,
                 "content": content,
-                "stop_reason": stop,
-                "stop_sequence": None,
+                "stop_reason": stop[0],
+                "stop_sequence": stop[1],
                 "usage": message_usage(usage),
             }
         )
 
     def head(self, usage: Usage) -> list[bytes]:
         """message_start (with the prompt's usage), the text block's start, a ping."""
-        started = self._object([], None, usage)
+        started = self._object([], (None, None), usage)
         block = {"index": 0, "content_block": {"type": "text", "text": ""}}
         return [
             b'event: message_start\ndata: {"type":"message_start","message":' + started + b"}\n\n",
@@ -218,7 +231,8 @@ class MessageWire:
 
     def tail(self, reply: Reply, usage: Usage) -> list[bytes]:
         """The block's stop, message_delta (stop reason, cumulative usage), message_stop."""
-        delta = {"stop_reason": STOP_REASONS[reply.finish_reason], "stop_sequence": None}
+        reason, sequence = _stop(reply)
+        delta = {"stop_reason": reason, "stop_sequence": sequence}
         return [
             _event("content_block_stop", {"index": 0}),
             _event("message_delta", {"delta": delta, "usage": message_usage(usage)}),
@@ -228,7 +242,7 @@ class MessageWire:
     def body(self, reply: Reply, usage: Usage) -> bytes:
         """The message object with its one text block."""
         content = [{"type": "text", "text": "".join(reply.pieces)}]
-        return self._object(content, STOP_REASONS[reply.finish_reason], usage)
+        return self._object(content, _stop(reply), usage)
 
     def keep(self, reply: Reply) -> None:
         """Nothing to keep: the client resends the whole conversation every turn."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from turnbench.tokenizer import render_chat, render_message, tokens
+from turnbench.tokens.template import render_chat, render_message, tokens
 
 
 class RequestError(Exception):
@@ -235,10 +235,12 @@ def rendered_request(
     stream: bool,
     max_model_len: int,
     where: str,
+    stop: tuple[str, ...] = (),
 ) -> SimRequest:
     """The `SimRequest` of a prompt already rendered with the chat template (Responses and
     Messages): why one builder, so those APIs get the context check, prefix cache, timing and
-    faults of chat completions unchanged; they have no stop strings, seeds or stream options.
+    faults of chat completions unchanged; they have no seeds or stream options, and only
+    Messages has stop strings (`stop_sequences`).
     """
     toks = tokens(prompt)
     check_context(len(toks), max_tokens, max_model_len, where)
@@ -249,7 +251,7 @@ def rendered_request(
         max_tokens=max_tokens,
         min_tokens=0,
         ignore_eos=ignore_eos,
-        stop=(),
+        stop=stop,
         seed=None,
         stream=stream,
         include_usage=False,

@@ -30,7 +30,7 @@ from turnbench.sim.protocol import (
 from turnbench.sim.sse import MALFORMED, json_str, new_id
 from turnbench.sim.textgen import Reply
 from turnbench.sim.wire import Usage
-from turnbench.tokenizer import render_chat
+from turnbench.tokens.template import render_chat
 
 Message = dict[str, Any]
 """A chat message as the template renders it: role, content text, optional tool calls."""

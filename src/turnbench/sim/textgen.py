@@ -1,7 +1,7 @@
 """Deterministic reply text: how long a reply is and which tokens it holds.
 
 Why pieces that are exactly one token each: every streamed chunk carries one piece, and the
-client re-tokenizes the concatenated reply with `turnbench.tokenizer.count_tokens`; a piece is
+client re-tokenizes the concatenated reply with `turnbench.tokens.template.count_tokens`; a piece is
 " word" (a vocabulary word after a space, so it never merges with its neighbour) or a single
 punctuation mark, so the count always equals `completion_tokens`.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from turnbench.sim.config import OutputLenConfig
-from turnbench.tokenizer import VOCAB
+from turnbench.tokens.template import VOCAB
 
 PUNCTUATION: tuple[str, ...] = (",", ".")
 PIECES: tuple[str, ...] = tuple(" " + w for w in VOCAB) + PUNCTUATION
@@ -60,6 +60,8 @@ class Reply:
 
     pieces: list[str]
     finish_reason: str
+    stop_string: str | None = None
+    """The stop string that ended it (Anthropic's `stop_sequence`), when one did."""
 
 
 def plan_reply(
@@ -87,19 +89,25 @@ def plan_reply(
     if pieces[0][0] == " ":
         pieces[0] = pieces[0][1:]
     if stop:
-        cut = _stop_index(pieces, stop, min_tokens)
-        if cut is not None:
-            return Reply(pieces[:cut], "stop")
+        found = _stop_index(pieces, stop, min_tokens)
+        if found is not None:
+            cut, hit = found
+            return Reply(pieces[:cut], "stop", hit)
     return Reply(pieces, reason)
 
 
-def _stop_index(pieces: Sequence[str], stop: Sequence[str], min_tokens: int) -> int | None:
-    """Index of the first piece whose addition would make the text contain a stop string."""
+def _stop_index(
+    pieces: Sequence[str], stop: Sequence[str], min_tokens: int
+) -> tuple[int, str] | None:
+    """Index of the first piece whose addition would make the text contain a stop string,
+    and that string."""
     keep = max(len(s) for s in stop)
     tail = ""
     for i, piece in enumerate(pieces):
         candidate = tail + piece
-        if i >= min_tokens and any(s in candidate for s in stop):
-            return i
+        if i >= min_tokens:
+            for s in stop:
+                if s in candidate:
+                    return i, s
         tail = candidate[-keep:]
     return None

@@ -20,7 +20,12 @@ from rich.table import Table
 
 from turnbench.cli_format import Command, Group, fail
 from turnbench.errors import InputError
-from turnbench.tokenizer import GENERATION_OVERHEAD, MESSAGE_OVERHEAD, count_tokens, render_message
+from turnbench.tokens.template import (
+    GENERATION_OVERHEAD,
+    MESSAGE_OVERHEAD,
+    count_tokens,
+    render_message,
+)
 from turnbench.workload.config import DatasetFormat, DatasetOptions, MessagesOptions
 from turnbench.workload.conversation import Conversation, Turn
 from turnbench.workload.dataset import DatasetLoad, load_dataset

@@ -1,7 +1,7 @@
 """The immutable plan of one conversation, which every workload source produces.
 
 Why plans hold messages as plain OpenAI-style dicts: they go on the wire as they are, and a
-source never needs to know which endpoint adapter will send them. A turn's user text may be left
+source never needs to know which API module will send them. A turn's user text may be left
 unwritten (`input_tokens` only): the session writes it when it sends the turn, so ten thousand
 planned sessions cost little memory.
 """
@@ -41,7 +41,7 @@ class Conversation:
     turns: tuple[Turn, ...]
     system: str | None = None
     tools: tuple[Message, ...] | None = None
-    """OpenAI function schemas sent with every turn (chat API only)."""
+    """OpenAI function schemas sent with every turn (not by the completions API)."""
     group: str | None = None
     """Conversations of one group share a prefix; multi-worker runs keep a group together."""
     start_s: float | None = None

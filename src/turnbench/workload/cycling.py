@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from itertools import count
 
+from turnbench.tokens.sizer import TextSizer
 from turnbench.workload.conversation import Conversation, Message
-from turnbench.workload.lengths import TextSizer
 
 
 def salt_word(conv_id: str, copy: int) -> str:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from turnbench.errors import InputError
+from turnbench.tokens.sizer import TextSizer
 from turnbench.workload.config import DatasetFormat, DatasetOptions
 from turnbench.workload.conversation import Conversation
 from turnbench.workload.detect import DEFAULT_MESSAGES_KEY, detect_format, find_messages_key
-from turnbench.workload.lengths import TextSizer
 from turnbench.workload.messages import load_messages
 from turnbench.workload.records import Record, read_records
 from turnbench.workload.report import LoadReport

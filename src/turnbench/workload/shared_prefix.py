@@ -12,9 +12,9 @@ import math
 import random
 from collections.abc import Iterator
 
+from turnbench.tokens.sizer import TextSizer
 from turnbench.workload.config import SharedPrefixWorkload
 from turnbench.workload.conversation import Conversation, Turn
-from turnbench.workload.lengths import TextSizer
 
 
 def _length(rng: random.Random, length: int, ratio: float) -> int:

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from turnbench.tokens.sizer import TextSizer
 from turnbench.workload.config import DatasetWorkload, SharedPrefixWorkload, WorkloadConfig
 from turnbench.workload.conversation import Conversation
 from turnbench.workload.cycling import cycled
 from turnbench.workload.dataset import load_dataset
-from turnbench.workload.lengths import TextSizer
 from turnbench.workload.shared_prefix import shared_prefix
 from turnbench.workload.synthetic import synthetic
 

@@ -12,9 +12,9 @@ import random
 from collections.abc import Iterator
 from itertools import count
 
+from turnbench.tokens.sizer import TextSizer
 from turnbench.workload.config import SyntheticWorkload
 from turnbench.workload.conversation import Conversation, Turn
-from turnbench.workload.lengths import TextSizer
 
 
 def system_prompt(seed: int, group: int, n_tokens: int, sizer: TextSizer = TextSizer()) -> str:

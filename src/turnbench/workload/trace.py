@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from turnbench.tokens.sizer import TextSizer
 from turnbench.workload.config import TraceOptions
 from turnbench.workload.conversation import Conversation, Turn
-from turnbench.workload.lengths import TextSizer
 from turnbench.workload.records import Record, field, non_negative
 from turnbench.workload.report import LoadReport
 

@@ -1,4 +1,4 @@
-"""The word tokenizer and chat template that the built-in simulator uses.
+"""The word tokenizer and chat template that the built-in simulator uses (`tokens.template`).
 
 Why a toy tokenizer: tests (and users reading a report) must be able to predict token counts
 exactly, with no model files and no downloads. The rules, documented in `docs/simulator.md`:
@@ -11,9 +11,9 @@ exactly, with no model files and no downloads. The rules, documented in `docs/si
   assistant message's `tool_calls` are rendered as their compact JSON after the content. The
   generation prompt `<|im_start|>assistant\\n` adds two tokens at the end.
 
-The workload side uses `make_text` to build a prompt of an exact token length for this
-tokenizer, and the client uses `count_tokens` as its approximate counter when no better
-tokenizer is configured.
+The workload side writes prompts of an exact token length for this tokenizer (`tokens.sizer`),
+and the client uses `count_tokens` as its approximate counter when no better tokenizer is
+configured.
 """
 
 from __future__ import annotations
