@@ -1,27 +1,36 @@
 """What the ideal cached prefix costs a request on the client, at short prompts and at long
 agentic contexts.
 
-Each case plays sessions through `Session` (build, `sent`, `computed`, `accept`) with no
-network: once with the worker's `BlockRegistry` (the ideal counted) and once without, and
-reports the difference per request. The replies are the simulator's kind of text (vocabulary
-words and punctuation), of the given length.
+Each case plays sessions through `Session` (construction, build, `sent`, `computed`,
+`accept`) with no network: once with the worker's `BlockRegistry` (the ideal counted) and
+once without, and reports the difference per request. The replies are the simulator's kind of
+text (vocabulary words and punctuation), of the given length.
 
     .venv/bin/python bench/ideal_prefix.py                 # both cases
     .venv/bin/python bench/ideal_prefix.py --repeat 5      # best of 5 per case
+    .venv/bin/python bench/ideal_prefix.py --instructions  # instructions (callgrind), not time
+
+Why instructions too: the machine is shared, so wall-clock figures move with its load; the
+instructions a run executes under valgrind's callgrind do not (string hashes are seeded
+alike, `PYTHONHASHSEED=0`), so before and after compare to a fraction of a percent.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 from turnbench.cache.ideal import BlockRegistry
-from turnbench.client.adapters import Reply
+from turnbench.client.apis.base import Reply
 from turnbench.config import SessionConfig
 from turnbench.session import Session
-from turnbench.tokenizer import VOCAB
+from turnbench.tokens.template import VOCAB
 from turnbench.workload.conversation import Conversation, Turn
 
 CFG = SessionConfig()
@@ -42,10 +51,13 @@ def _play(
     requests = 0
     largest = 0
     for i, conv in enumerate(conversations):
+        rng = random.Random(i)
+        t0 = time.perf_counter()
         session = Session(
-            f"s{i}", conv, CFG, max_context_tokens=None, rng=random.Random(i),
-            salt="r0badcafe", registry=registry,
+            f"s{i}", conv, CFG, max_context_tokens=None, rng=rng, salt="r0badcafe",
+            registry=registry,
         )  # fmt: skip
+        spent += time.perf_counter() - t0
         for turn in range(len(conv.turns)):
             reply = replies[(i + turn) % len(replies)]
             t0 = time.perf_counter()
@@ -93,12 +105,54 @@ def _agentic() -> list[Conversation]:
     return [Conversation(id=f"a{i}", turns=turns) for i in range(4)]
 
 
+CASES: dict[str, tuple[str, Callable[[], list[Conversation]], int]] = {
+    "short": ("256-token prompts, 64-token replies", _short, 64),
+    "agentic": ("agentic, 100 turns to 100k tokens", _agentic, 500),
+}
+
+
+def _instructions(case: str, ideal: bool) -> int:
+    """Instructions of one play of `case` under callgrind (start-up included: it cancels in
+    the difference with and without the ideal)."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
+    cmd += [__file__, "--play", case, *(["--ideal"] if ideal else [])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or found is None:
+        raise SystemExit(f"callgrind run of {case} failed: {proc.stderr.strip()[-500:]}")
+    return int(found.group(1))
+
+
+def _count(case: str) -> None:
+    name, make, _ = CASES[case]
+    n = sum(len(c.turns) for c in make())
+    without, with_ = _instructions(case, False), _instructions(case, True)
+    print(
+        f"{name}: {n} requests; instructions per request added by the ideal: "
+        f"{(with_ - without) / n:,.0f} ({without:,} without, {with_:,} with, in all)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="Best of this many runs.")
+    parser.add_argument(
+        "--instructions", action="store_true", help="Count instructions (callgrind) instead."
+    )
+    parser.add_argument("--play", choices=sorted(CASES), help=argparse.SUPPRESS)
+    parser.add_argument("--ideal", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    _case("256-token prompts, 64-token replies", _short, 64, args.repeat)
-    _case("agentic, 100 turns to 100k tokens", _agentic, 500, args.repeat)
+    if args.play:  # one play, for callgrind to count
+        _, make, reply_tokens = CASES[args.play]
+        _play(make(), reply_tokens, BlockRegistry(16, 64) if args.ideal else None)
+        return
+    if args.instructions:
+        for case in CASES:
+            _count(case)
+        return
+    for name, make, reply_tokens in CASES.values():
+        _case(name, make, reply_tokens, args.repeat)
     _growth(args.repeat)
 
 

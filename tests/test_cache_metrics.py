@@ -445,7 +445,7 @@ def test_console_and_html_show_the_cache(tmp_path: Path) -> None:
     assert "Prefix cache: ideal against realised" in buf.getvalue()
     page = render(summary, series(db))
     assert page.count("<h2>Prefix cache") == 3
-    assert 'alt="prefix cache: ideal against realised, by turn and over time"' in page
+    assert "id='panel-cache_turn'" in page and "id='panel-cache_time'" in page
 
 
 def test_a_long_run_shows_some_turns() -> None:

@@ -18,12 +18,13 @@ from typing import Any
 from conftest import SimProcess
 from runs import RunResult, run_bench
 from turnbench.cache.ideal import BlockRegistry
-from turnbench.client.adapters import ChatAdapter, CompletionsAdapter, Reply, decode_chunks
+from turnbench.client.apis.base import Reply
+from turnbench.client.apis.chat import ChatApi
+from turnbench.client.apis.completions import CompletionsApi
 from turnbench.client.attempt import Attempt
-from turnbench.client.transport import _read_usage
 from turnbench.config import SessionConfig
 from turnbench.session import Session
-from turnbench.tokenizer import count_chat_tokens
+from turnbench.tokens.template import count_chat_tokens
 from turnbench.workload.conversation import Conversation, Turn
 
 BLOCK = 16
@@ -141,7 +142,7 @@ def test_a_warm_simulator_is_noticed_unless_salted(tmp_path: Path, fast_sim: Sim
 def _session(
     conv: Conversation, registry: BlockRegistry | None = None, **kw: Any
 ) -> tuple[Session, BlockRegistry]:
-    registry = registry or BlockRegistry(BLOCK, 64)
+    registry = registry if registry is not None else BlockRegistry(BLOCK, 64)
     cfg = SessionConfig(**kw.pop("cfg", {}))
     session = Session(
         "s", conv, cfg, max_context_tokens=kw.pop("limit", None),
@@ -237,17 +238,48 @@ def test_llama_cpp_timings_give_the_cached_tokens_when_usage_does_not() -> None:
         "usage": {"prompt_tokens": 300, "completion_tokens": 12},
         "timings": {"cache_n": 272, "prompt_n": 28},
     }
-    for adapter in (ChatAdapter(), CompletionsAdapter()):
+    for api in (ChatApi(), CompletionsApi()):
         reply = Reply()
-        adapter.fold(decode_chunks(json.dumps([last]).encode()), reply)
+        api.read(b"data: " + json.dumps(last).encode() + b"\n\n", reply)
         att = Attempt("main", 0, "s", "c", 1, 1, 0)
-        _read_usage(att, reply)
+        api.usage(reply, att)
         assert (att.prompt_tokens, att.cached_tokens) == (300, 272)
         with_details = {
             **last,
             "usage": {**last["usage"], "prompt_tokens_details": {"cached_tokens": 256}},
         }
         reply = Reply()
-        adapter.fold(decode_chunks(json.dumps([with_details]).encode()), reply)
-        _read_usage(att, reply)
+        api.read(b"data: " + json.dumps(with_details).encode() + b"\n\n", reply)
+        api.usage(reply, att)
         assert att.cached_tokens == 256  # the OpenAI field first
+
+
+def test_a_match_inside_a_message_counts_its_shared_pieces() -> None:
+    """Prompts that share part of one long message (as a trace's hash blocks do): the ideal
+    covers the shared text to within a piece (128 characters, here 64 tokens), whether one
+    earlier text shared the first piece or several did (then kept as piece keys)."""
+    shared = "a " * 300  # 300 tokens, 600 characters
+    texts = {
+        "first": shared + "b " * 200,
+        "second": shared + "c " * 200,
+        "longer": shared + "b " * 200 + "d " * 100,  # all of the first, then more
+        "same": shared + "c " * 200,  # the second again, whole
+    }
+    registry = BlockRegistry(BLOCK, 64)
+    ideals: dict[str, int] = {}
+    for name, text in texts.items():
+        conv = Conversation(name, (Turn(messages=({"role": "user", "content": text},)),))
+        session, _ = _session(conv, registry)
+        planned = session.build(0)
+        assert planned is not None
+        ideal = session.sent(planned)
+        assert ideal is not None
+        ideals[name] = ideal
+        session.computed()
+        session.accept(planned, _reply(5), planned.context_tokens, 5)
+    piece_tokens = 64
+    assert ideals["first"] == 0
+    for name, common in (("second", 2 + 300), ("longer", 2 + 500)):
+        assert common - piece_tokens - BLOCK < ideals[name] <= common // BLOCK * BLOCK, name
+    prompt = 2 + 500 + 1 + 2
+    assert ideals["same"] == (prompt - 1) // BLOCK * BLOCK

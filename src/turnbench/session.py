@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from turnbench.cache.ideal import BlockRegistry, PrefixChain
-from turnbench.client.adapters import Reply
+from turnbench.client.apis.base import Reply
 from turnbench.config import SessionConfig
-from turnbench.tokenizer import (
+from turnbench.tokens.sizer import TextSizer
+from turnbench.tokens.template import (
     GENERATION_OVERHEAD,
     MESSAGE_OVERHEAD,
     count_tokens,
@@ -22,7 +23,6 @@ from turnbench.tokenizer import (
 )
 from turnbench.workload.conversation import Conversation, Message, Turn
 from turnbench.workload.cycling import salt_message
-from turnbench.workload.lengths import TextSizer
 
 
 @dataclass(slots=True)
@@ -80,16 +80,19 @@ class Session:
         self._size = 0
         """`sum(self._sizes)`, kept as they change: every turn reads it."""
         self.dropped_messages = 0
+        self.previous_id: str | None = None
+        """The server's id of the last accepted reply, for an API that holds the history
+        (`target.responses_state: chained`); None for the others."""
         self._scale = 1.0
         self.registry = registry
-        self._chain = PrefixChain(registry.block_size) if registry is not None else None
+        self._chain: PrefixChain | None = None
         self._salt = salt
         if conversation.system:
             system = conversation.system if salt is None else f"{salt} {conversation.system}"
             self._salt = None
             self._append({"role": "system", "content": system}, _system_size(system))
-            if self._chain is not None and registry is not None:
-                self._chain.begin(self.history[0], registry)
+        if registry is not None:
+            self._chain = PrefixChain(self.history[0] if self.history else None)
 
     @property
     def turns(self) -> tuple[Turn, ...]:
@@ -173,14 +176,18 @@ class Session:
         chain, registry = self._chain, self.registry
         if chain is None or registry is None:
             return None
-        held_keys, matched = chain.held, chain.held_tokens
-        keys = chain.match(planned.new_messages, registry)
-        if keys > held_keys:  # beyond its own history: a prefix another session sent
-            local = chain.tokens_at(keys, [*self._sizes, *planned.new_sizes])
-            matched = max(matched, round(local * self._scale))
-        tokens = planned.context_tokens
-        bs = chain.block_size
-        return max(0, min(matched, tokens - 1)) // bs * bs
+        matched = chain.held_tokens
+        local = chain.match(
+            planned.new_messages, registry, self._sizes, self._size, planned.new_sizes
+        )
+        if local is not None:  # beyond its own history: a prefix another session sent
+            local = round(local * self._scale)
+            if local > matched:
+                matched = local
+        if matched >= planned.context_tokens:  # (comparisons, not min and max: every request)
+            matched = planned.context_tokens - 1
+        bs = registry.block_size
+        return matched // bs * bs if matched > 0 else 0
 
     def computed(self) -> None:
         """The request last `sent` got its first token: the server computed its prompt, so
@@ -234,9 +241,7 @@ class Session:
             held = prompt_tokens or planned.context_tokens
             if generated:
                 held += completion_tokens or round(self._sizes[-1] * self._scale)
-            self._chain.answered(
-                planned.new_messages, self.history[-1], self.registry, held, generated
-            )
+            self._chain.answered(self.history[-1], self.registry, held, generated)
         if prompt_tokens and planned.context_tokens:
             local = planned.context_tokens / self._scale
             if local > 0:

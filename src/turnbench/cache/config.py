@@ -36,6 +36,6 @@ class CacheConfig(BaseModel):
         64,
         ge=1,
         description="Memory each worker gives the ideal cache's keys for sharing between "
-        "sessions (one key per 128 characters of text, about 25 tokens; the least recently used "
+        "sessions (a few keys a message, and the text of a long one; the least recently used "
         "go first). A session's own history always counts in full.",
     )

@@ -8,68 +8,81 @@ measured against it.
 
 Why chained keys, as the simulator's cache keeps its blocks: a piece of prompt is reusable
 only when everything before it is identical, so each key hashes its parent's key with its own
-text; matching walks the chain and stops at the first key nobody sent.
+content; matching walks the chain and stops at the first key nobody sent.
 
-Why pieces of text and not tokens: the client has no tokenizer on the hot path, and hashing a
-128-character slice costs a fraction of splitting and hashing its two dozen words. A message is
-its template header (`<|im_start|>role\\n`: two tokens), its text in 128-character pieces (a
-piece weighs its share of the message's tokens), and its end marker (one token). Where
-sharing stops at a message's edge (a common system prompt, a session's own history) the count
-is exact; inside a message (a trace's shared blocks) it is good to a piece, about 25 tokens.
+Why one key per whole message: it hashes the parent's key, the role and the text, and Python
+keeps a string's hash in the string, so a message costs one small tuple hash whatever its
+length, and most prompts share whole messages (a system prompt, a session's own history)
+or nothing. Where a match stops inside a message (a trace's shared blocks, another session's
+reply without its end marker), the text is compared in 128-character pieces (a piece weighs
+its share of the message's tokens: good to about 25 tokens), and only there. For that each
+registered message also leaves its header's key (`<|im_start|>role\\n`: two tokens) and its
+first piece's key; a first piece's text is kept beside it, and only when two different texts
+share a first piece are their pieces hashed and kept as keys (and every later text's with
+that first piece). So the common case hashes no piece but the first.
 
-Why each session keeps its own chain (`PrefixChain`, 8 bytes a piece): its own history was
+Why each session keeps its own chain (`PrefixChain`, one key a message): its own history was
 all sent (or generated) by its earlier turns, so it never looks it up, and a turn costs work
-in its new text only, not in its context length; its held prefix counts in the tokens the
+in its new messages only, not in its context length; its held prefix counts in the tokens the
 server reported. The worker-wide `BlockRegistry` holds the keys for sharing between sessions.
 """
 
 from __future__ import annotations
 
-from array import array
-from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from turnbench.tokenizer import GENERATION_OVERHEAD, MESSAGE_OVERHEAD, message_text
+from turnbench.tokens.template import GENERATION_OVERHEAD, MESSAGE_OVERHEAD, message_text
 
 PIECE_CHARS = 128
-"""Characters of message text a key stands for."""
+"""Characters of message text a piece key stands for, where a match stops inside a message."""
 HEADER_TOKENS = MESSAGE_OVERHEAD - 1
 """`<|im_start|>` and the role: a message's header, the same as a generation prompt's."""
-END = "<|im_end|>\n"
-_STARTS_KEPT = 256
-"""First-message chains a registry keeps; beyond, it starts again (a workload with more
-distinct system prompts than this gains nothing from keeping them)."""
+GENERATION_ROLE = "assistant"
+"""The generation prompt that ends every request is the header of an assistant message: the
+reply that follows it, so a prompt is a prefix of the history after its reply."""
 KEY_BYTES = 64
 """What one key costs a registry: its int object and its share of a set's table."""
+TEXT_BYTES = 120
+"""What a kept first-piece text costs a registry beyond its characters: its str object and
+its dict entry."""
+_PIECES = ""
+"""A first piece's kept text when two texts shared it: its texts are kept as piece keys."""
+_NO_MATCH: tuple[list[tuple[int, str, str]], int, int, int, int, int] = ([], 0, 0, 0, 0, 0)
 
 
-def header(role: str) -> str:
-    """A message's template header: also the generation prompt when the role is the
-    assistant's, so a prompt is a prefix of the history that follows its reply."""
-    return f"<|im_start|>{role}\n"
+def _text(message: Mapping[str, Any]) -> str:
+    """`message_text`, in fewer steps for the usual message: a string and no tool calls."""
+    content = message.get("content")
+    if type(content) is str and not message.get("tool_calls"):
+        return content
+    return message_text(message)
 
 
-GENERATION = header("assistant")
+def _common_pieces(a: str, b: str) -> int:
+    """How many leading pieces `a` and `b` share; their first is known to be the same.
+
+    Why a binary search: a slice comparison runs in C, so log2(pieces) of them cost less
+    than hashing the pieces one by one."""
+    lo = 1
+    hi = (min(len(a), len(b)) + PIECE_CHARS - 1) // PIECE_CHARS
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        end = mid * PIECE_CHARS
+        if a[:end] == b[:end]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
-def _text_keys(parent: int, text: str, out: array[int]) -> int:
-    """Append the keys of `text`'s pieces after `parent` to `out`; return the last key."""
-    for start in range(0, len(text), PIECE_CHARS):
-        parent = hash((parent, text[start : start + PIECE_CHARS]))
-        out.append(parent)
-    return parent
-
-
-def _message_keys(parent: int, message: Mapping[str, Any], out: array[int]) -> tuple[int, int]:
-    """Append a message's keys (header, text pieces, end); return (last key, text length)."""
-    text = message_text(message)
-    parent = hash((parent, header(str(message.get("role", "user")))))
-    out.append(parent)
-    parent = _text_keys(parent, text, out)
-    parent = hash((parent, END))
-    out.append(parent)
-    return parent, len(text)
+def _piece_keys(first: int, text: str) -> list[int]:
+    """The keys of `text`'s pieces, chained from its first piece's key (`first`, included)."""
+    keys = [first]
+    for start in range(PIECE_CHARS, len(text), PIECE_CHARS):
+        first = hash((first, text[start : start + PIECE_CHARS]))
+        keys.append(first)
+    return keys
 
 
 class BlockRegistry:
@@ -81,157 +94,236 @@ class BlockRegistry:
     the old one is dropped, so what is still used survives (least recently used, roughly).
     """
 
+    __slots__ = ("_half", "_old", "_old_texts", "_text_bytes", "_texts", "_young", "block_size")
+
     def __init__(self, block_size: int, capacity_mb: int) -> None:
         self.block_size = block_size
-        self._half = max(1, capacity_mb * 1_000_000 // KEY_BYTES // 2)
+        self._half = max(1, capacity_mb * 1_000_000 // 2)
+        """Bytes of one generation."""
         self._young: set[int] = set()
         self._old: set[int] = set()
-        self.starts: dict[tuple[str, str], tuple[array[int], int]] = {}
-        """The chains of first messages (system prompts) sessions begin with, by role and
-        text, with the text's length: most sessions share one, and need not hash it again."""
+        self._texts: dict[int, str] = {}
+        """The text of each long text's first piece's key, while one text alone has it
+        (`_PIECES` once a second one did), young generation."""
+        self._old_texts: dict[int, str] = {}
+        self._text_bytes = 0
+        """What the young generation's kept texts cost."""
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
 
-    def extent(self, keys: Sequence[int], start: int) -> int:
-        """The index of the first key of `keys`, from `start`, that is not held."""
-        young, old = self._young, self._old
-        for i in range(start, len(keys)):
-            key = keys[i]
-            if key in young:
-                continue
-            if key not in old:
-                return i
-            young.add(key)
-        return max(start, len(keys))
+    def holds(self, key: int) -> bool:
+        """Whether `key` was sent (a key found in the old generation moves to the young)."""
+        if key in self._young:
+            return True
+        if key in self._old:
+            self._young.add(key)
+            return True
+        return False
 
-    def add(self, *keys: Iterable[int]) -> None:
-        """Hold keys (of one or more runs); the old generation goes when the young one is
-        full."""
-        self._young.update(*keys)
-        if len(self._young) > self._half:
-            self._old, self._young = self._young, set()
+    def add(self, keys: Iterable[int], long: Iterable[tuple[int, str]] = ()) -> None:
+        """Hold `keys`, and the first pieces' keys of `long` texts (with what a later text
+        that shares one must compare itself with); the old generation goes when the young
+        one is full."""
+        young, texts = self._young, self._texts
+        young.update(keys)
+        for first, text in long:
+            young.add(first)
+            kept = texts.get(first)
+            if kept is None:
+                kept = self._old_texts.pop(first, None)
+                if kept is None:  # the first text with this first piece
+                    texts[first] = text
+                    self._text_bytes += len(text) + TEXT_BYTES
+                    continue
+                texts[first] = kept
+            if not kept:
+                young.update(_piece_keys(first, text))
+            elif kept is not text and kept != text:  # a second text: both as piece keys
+                texts[first] = _PIECES
+                young.update(_piece_keys(first, kept))
+                young.update(_piece_keys(first, text))
+        if len(young) * KEY_BYTES + self._text_bytes > self._half:
+            self._old, self._young = young, set()
+            self._old_texts, self._texts = texts, {}
+            self._text_bytes = 0
+
+    def pieces(self, first: int, text: str) -> int:
+        """How many leading pieces of `text` (of more than one piece) were sent, its first
+        piece's key `first` being held."""
+        kept = self._texts.get(first)
+        if kept is None:
+            kept = self._old_texts.get(first)
+            if kept is None:  # only a text of one piece was sent (or its text was dropped)
+                return 1
+        if kept:
+            return _common_pieces(text, kept)
+        held = 1
+        for start in range(PIECE_CHARS, len(text), PIECE_CHARS):
+            first = hash((first, text[start : start + PIECE_CHARS]))
+            if not self.holds(first):
+                break
+            held += 1
+        return held
 
 
 class PrefixChain:
-    """One session's history as chained keys, with what of it is known held."""
+    """One session's history as chained keys, one a message, with what of it is known held.
 
-    __slots__ = (
-        "_fresh",
-        "_new_lens",
-        "_new_starts",
-        "_sent",
-        "block_size",
-        "held",
-        "held_tokens",
-        "keys",
-        "lens",
-        "registered",
-        "starts",
-    )
+    Why the usual request's path is written out in `match`, `computed` and `answered`, with
+    few helper calls and attributes: every request runs it, and most of its cost is the
+    interpreter's per bytecode, not the hashing (bench/README.md).
+    """
 
-    def __init__(self, block_size: int) -> None:
-        self.block_size = block_size
-        self.keys: array[int] = array("q")
-        """The history's keys, message after message."""
-        self.starts: array[int] = array("l")
-        """Index in `keys` of each history message's header."""
-        self.lens: array[int] = array("l")
-        """Characters of each history message's text."""
+    __slots__ = ("_last", "_sent", "_unkeyed", "held", "held_reply", "held_tokens", "msgs")
+
+    def __init__(self, first: Mapping[str, Any] | None = None) -> None:
+        """`first`: the history's first message (a system prompt), if any."""
+        self.msgs: list[tuple[int, str, str]] = []
+        """The history: each message's key (chained from the one before), role and text."""
+        if first is not None:
+            role, text = first.get("role", "user"), _text(first)
+            self.msgs.append((hash((0, role, text)), role, text))
         self.held = 0
-        """Keys of the history's start that this session's own requests sent or generated."""
+        """History messages this session's own requests sent or generated (all of them
+        given to the registry)."""
+        self.held_reply = False
+        """The message after them is a generated reply, held but for its end marker."""
         self.held_tokens = 0
         """The tokens of what they sent or generated (as the server's usage reported them)."""
-        self.registered = 0
-        """Keys of the history given to the registry."""
-        self._fresh: array[int] = array("q")
-        """The keys the prompt matched last adds after the history's (its new messages and
-        the generation prompt)."""
-        self._new_starts: list[int] = []
-        self._new_lens: list[int] = []
+        self._unkeyed = False
+        """The last history message is a reply whose key is not hashed yet (it is 0): a
+        session's last reply needs none."""
+        self._last: tuple[list[tuple[int, str, str]], int, int, int, int, int] = _NO_MATCH
+        """The prompt matched last: its new messages (as `msgs` holds them), its generation
+        prompt's key, how many of its messages the registry held (so registered already), and
+        the message its match stopped in with that message's header's and first piece's keys
+        (0 where not hashed), so that `computed` need not hash them again."""
         self._sent = False
         """The prompt matched last was computed and is not yet answered into the history."""
 
     def append(self, message: Mapping[str, Any]) -> None:
         """Append a message to the history."""
-        self.starts.append(len(self.keys))
-        _, n = _message_keys(self.keys[-1] if self.keys else 0, message, self.keys)
-        self.lens.append(n)
+        msgs = self.msgs
+        role, text = message.get("role", "user"), _text(message)
+        msgs.append((hash((msgs[-1][0] if msgs else 0, role, text)), role, text))
 
-    def begin(self, message: Mapping[str, Any], registry: BlockRegistry) -> None:
-        """Start the history with its first message (a system prompt, the same for many
-        sessions: its chain is hashed once per worker)."""
-        key = (str(message.get("role", "user")), message_text(message))
-        known = registry.starts.get(key)
-        if known is None:
-            self.append(message)
-            if len(registry.starts) >= _STARTS_KEPT:
-                registry.starts.clear()
-            registry.starts[key] = (array("q", self.keys), self.lens[0])
-            return
-        keys, n = known
-        self.keys = array("q", keys)
-        self.starts, self.lens = array("l", [0]), array("l", [n])
-
-    def match(self, new: Sequence[Mapping[str, Any]], registry: BlockRegistry) -> int:
-        """A prompt of the history, `new` messages and the generation prompt is about to go
-        out: return how many of its keys are held (its own are kept for `computed`)."""
-        fresh: array[int] = array("q")
-        parent = self.keys[-1] if self.keys else 0
-        base = len(self.keys)
-        self._new_starts, self._new_lens = [], []
-        for message in new:
-            self._new_starts.append(base + len(fresh))
-            parent, n = _message_keys(parent, message, fresh)
-            self._new_lens.append(n)
-        fresh.append(hash((parent, GENERATION)))
-        self._fresh = fresh
+    def match(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        registry: BlockRegistry,
+        sizes: Sequence[int],
+        size: int,
+        new_sizes: Sequence[int],
+    ) -> float | None:
+        """A prompt of the history, new `messages` and the generation prompt is about to go
+        out: the tokens of its longest held prefix when that passes what this session's own
+        requests hold, else None. `sizes`, `new_sizes`: the tokens of the history's messages
+        and of the new ones, in any one unit; `size`: the sum of `sizes`."""
+        msgs = self.msgs
+        n = len(msgs)
+        if self._unkeyed:  # the reply answered last: its key, now that a request follows it
+            _, reply_role, reply_text = msgs[-1]
+            parent = msgs[-2][0] if n > 1 else 0
+            msgs[-1] = (hash((parent, reply_role, reply_text)), reply_role, reply_text)
+            self._unkeyed = False
+        parent = msgs[-1][0] if n else 0
+        new = []
+        for message in messages:
+            role, text = message.get("role", "user"), message.get("content")
+            if type(text) is not str or message.get("tool_calls"):
+                text = message_text(message)
+            parent = hash((parent, role, text))
+            new.append((parent, role, text))
+        generation = hash((parent, GENERATION_ROLE))
         self._sent = False
-        matched = registry.extent(self.keys, self.held) if self.held < base else base
-        if matched >= base:
-            matched = base + registry.extent(fresh, 0)
-        return matched
-
-    def tokens_at(self, keys: int, sizes: Sequence[int]) -> float:
-        """Tokens of the first `keys` keys of the prompt matched last; `sizes`: the tokens of
-        its messages (the history's, then the new ones), in any one unit."""
-        starts, lens = self.starts, self.lens
-        n_hist = len(starts)
-        base = len(self.keys)
-        if keys >= base + len(self._fresh):
-            return sum(sizes) + GENERATION_OVERHEAD
-        if keys >= base + len(self._fresh) - 1:  # everything but the generation prompt
-            return float(sum(sizes))
-        if keys < base:
-            j = bisect_right(starts, keys) - 1
-            start, n = starts[j], lens[j]
+        young = registry._young
+        i = held = self.held
+        while i < n:  # the history past what this session holds: another session's?
+            key = msgs[i][0]
+            if key not in young and not registry.holds(key):
+                break
+            i += 1
         else:
-            k = bisect_right(self._new_starts, keys) - 1
-            j, start, n = n_hist + k, self._new_starts[k], self._new_lens[k]
-        into = keys - start
-        before = float(sum(sizes[:j]))
-        if into == 0:
-            return before
-        pieces = min(into - 1, -(-n // PIECE_CHARS))
-        share = min(1.0, pieces * PIECE_CHARS / n) if n else 1.0
-        return before + HEADER_TOKENS + share * (sizes[j] - MESSAGE_OVERHEAD)
+            for key, _, _ in new:
+                if key not in young and not registry.holds(key):
+                    break
+                i += 1
+            else:
+                self._last = (new, generation, i, 0, 0, 0)
+                if generation in young or registry.holds(generation):
+                    return size + sum(new_sizes) + GENERATION_OVERHEAD
+                return float(size + sum(new_sizes))
+        if i == held and self.held_reply:  # its reply's end: nobody else holds more
+            self._last = (new, generation, i, 0, 0, 0)
+            return None
+        # the match stops in message i: its header, then its text's pieces as far as they go
+        if i < n:
+            role, text = msgs[i][1], msgs[i][2]
+            before: float = sum(sizes[:i])
+            tokens = sizes[i]
+        else:
+            role, text = new[i - n][1], new[i - n][2]
+            before = size + sum(new_sizes[: i - n]) if i > n else size
+            tokens = new_sizes[i - n]
+        head = hash(((msgs[i - 1][0] if i <= n else new[i - n - 1][0]) if i else 0, role))
+        if head not in young and not registry.holds(head):
+            self._last = (new, generation, i, i, head, 0)
+            return None if i == held else before
+        first = hash((head, text[:PIECE_CHARS])) if text else 0
+        self._last = (new, generation, i, i, head, first)
+        if not text or (first not in young and not registry.holds(first)):
+            return before + HEADER_TOKENS
+        chars = len(text)
+        if chars <= PIECE_CHARS:
+            return before + HEADER_TOKENS + tokens - MESSAGE_OVERHEAD  # all but its end
+        share = min(1.0, registry.pieces(first, text) * PIECE_CHARS / chars)
+        return before + HEADER_TOKENS + share * (tokens - MESSAGE_OVERHEAD)
 
     def computed(self, registry: BlockRegistry, history_tokens: int) -> None:
         """The server computed the prompt last matched (its first token came): from now on
         its keys are held. `history_tokens`: the history's tokens, all in that prompt.
 
+        Each of its messages the registry did not hold leaves its key, its header's, and its
+        first piece's (a long text's with the text), for a later match that stops inside it.
+
         Why at the first token and not at the send: a cache can reuse only what was computed;
         a request sent while another with the same prefix is still in prefill finds nothing.
         """
-        registry.add(self.keys[self.registered :], self._fresh)
-        self.registered = len(self.keys)
+        msgs = self.msgs
+        new, generation, start, at, head, first = self._last
+        n = len(msgs)
+        if start < self.held:
+            start = self.held
+        keys = [generation]
+        long: list[tuple[int, str]] = []
+        if start < n:  # history nobody registered: a reply, a cut history
+            todo = msgs[start:] + new
+            parent = msgs[start - 1][0] if start else 0
+        else:
+            todo = new[start - n :]
+            parent = new[start - n - 1][0] if start > n else msgs[-1][0] if n else 0
+        for key, role, text in todo:
+            if start == at and head:  # the message the match stopped in: hashed already
+                h, f = head, first
+            else:
+                h, f = hash((parent, role)), 0
+            keys += (key, h)
+            if len(text) > PIECE_CHARS:
+                long.append((f or hash((h, text[:PIECE_CHARS])), text))
+            elif text:
+                keys.append(f or hash((h, text)))
+            parent = key
+            start += 1
+        registry.add(keys, long)
         self._sent = True
-        if len(self.keys) > self.held:
-            self.held, self.held_tokens = len(self.keys), max(self.held_tokens, history_tokens)
+        if n > self.held or self.held_reply:
+            self.held, self.held_reply = n, False
+            if history_tokens > self.held_tokens:
+                self.held_tokens = history_tokens
 
     def answered(
         self,
-        new: Sequence[Mapping[str, Any]],
         reply: Mapping[str, Any],
         registry: BlockRegistry,
         held_tokens: int,
@@ -241,40 +333,37 @@ class PrefixChain:
         history. `generated`: the reply is the server's own (not a recorded one), so the
         server holds its text after the prompt; `held_tokens`: the tokens of that prompt, and
         of the reply if generated."""
-        fresh, sent = self._fresh, self._sent
-        self._fresh, self._sent = array("q"), False
-        keys = self.keys
-        for start, n in zip(self._new_starts, self._new_lens, strict=True):
-            self.starts.append(start)
-            self.lens.append(n)
-        keys.extend(fresh)  # the new messages and the generation prompt: the reply's header
-        self.starts.append(len(keys) - 1)
-        text = message_text(reply)
-        self.lens.append(len(text))
-        prompt = len(keys)
-        parent = _text_keys(keys[-1], text, keys)
-        keys.append(hash((parent, END)))
-        if not sent:
+        msgs = self.msgs
+        new, generation = self._last[0], self._last[1]
+        msgs += new
+        role, text = reply.get("role", GENERATION_ROLE), _text(reply)
+        msgs.append((0, role, text))
+        self._unkeyed = True
+        if not self._sent:
             return
-        self.registered = max(self.registered, prompt)
-        held = len(keys) - 1 if generated else prompt  # a reply is held but for its end
-        if held > self.held:
-            self.held, self.held_tokens = held, held_tokens
-        if generated and held > self.registered:
-            registry.add(keys[self.registered : held])
-            self.registered = held
+        self._sent = False
+        prompt = len(msgs) - 1
+        if prompt > self.held or (generated and not self.held_reply):
+            self.held, self.held_reply, self.held_tokens = prompt, generated, held_tokens
+        if generated and text:  # held but for its end marker: its header and first piece
+            keys: tuple[int, ...] = ()
+            if role == GENERATION_ROLE:  # its header is the generation prompt: registered
+                head = generation
+            else:
+                head = hash((msgs[-2][0], role))
+                keys = (head,)
+            if len(text) > PIECE_CHARS:
+                registry.add(keys, ((hash((head, text[:PIECE_CHARS])), text),))
+            else:
+                registry.add((*keys, hash((head, text))))
 
     def restart(self, messages: Iterable[Mapping[str, Any]], kept: int, kept_tokens: int) -> None:
         """The history was cut: rebuild the chain from `messages`; its first `kept` messages
         (`kept_tokens` tokens) are the start of the old history (the system prompt), and stay
         held."""
-        self.keys, self.starts, self.lens = array("q"), array("l"), array("l")
-        held = 0
-        for i, message in enumerate(messages):
+        self.msgs, self._unkeyed = [], False
+        for message in messages:
             self.append(message)
-            if i < kept:
-                held = len(self.keys)
-        if held < self.held:
-            self.held, self.held_tokens = held, kept_tokens
-        self.registered = min(self.registered, self.held)
-        self._fresh, self._sent = array("q"), False
+        if kept < self.held or (kept == self.held and self.held_reply):
+            self.held, self.held_reply, self.held_tokens = kept, False, kept_tokens
+        self._last, self._sent = _NO_MATCH, False
