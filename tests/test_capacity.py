@@ -40,7 +40,8 @@ workload: {type: synthetic, turns: 2, input_tokens: 32, output_tokens: 20}
 slo: {tiers: {default: {objectives: ["ttft p95 <= 100ms"]}}}
 """
 QUICK = ("--probe-duration", "2", "--warmup", "0.4", "--cooldown", "0.2", "--min-sessions", "3")
-PROBE_FILES = {"config.yaml", "events.db", "summary.json", "report.html", "console.txt"}
+PROBE_FILES = {"config.yaml", "events.db", "summary.json", "console.txt"}
+"""A probe's folder: no report.html unless --probe-html (`turnbench report` draws it)."""
 
 
 def search_dir(out: Path) -> Path:
@@ -109,8 +110,9 @@ def test_every_probe_is_a_run_folder(known: tuple[subprocess.CompletedProcess[st
     probes = record(out)["probes"]
     for i, probe in enumerate(probes, start=1):
         assert probe["folder"] == f"probe-{i:02d}-users-{probe['load']:g}"
-        assert {p.name for p in (folder / probe["folder"]).iterdir()} >= PROBE_FILES
+        assert {p.name for p in (folder / probe["folder"]).iterdir()} == PROBE_FILES
     assert (folder / "report.html").read_text().startswith("<!doctype html>")
+    assert f"href='{probes[0]['folder']}/summary.json'" in (folder / "report.html").read_text()
     assert "data:image/png;base64," in (folder / "report.html").read_text()
 
 
@@ -124,6 +126,7 @@ def test_a_probe_is_re_reported_from_its_events_db(
     proc = turnbench("report", str(probe), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == f"report: {probe / 'report.html'}"
+    assert (probe / "report.html").read_text().startswith("<!doctype html>")
     assert json.loads((probe / "summary.json").read_text())["slo"] == before["slo"]
 
 
@@ -135,7 +138,14 @@ def test_fails_already_at_the_first_load(sim_factory: Any, tmp_path: Path) -> No
     )  # fmt: skip
     sentence = assert_answered(proc, tmp_path / "out")
     assert re.fullmatch(r"fails already at 1 user: p90 TTFT 3\d\d ms > 100 ms", sentence), sentence
-    assert len(record(tmp_path / "out")["probes"]) == 1
+    probes = record(tmp_path / "out")["probes"]
+    # every request misses: it stops once even twice its rate so far could not make p90 pass
+    # (a probe that finished too few conversations before a check could tell is run again)
+    early = [p for p in probes if p["stopped_early"]]
+    assert early and all(p["end_reason"] == "early_stop" and not p["passed"] for p in early)
+    assert early[0]["stopped_early"].startswith("ttft p90 <= 100 ms: "), early[0]
+    assert len(probes) == 1 or probes[0]["superseded_by"] == probes[1]["folder"]
+    assert "stopped early: ttft p90" in proc.stdout
 
 
 def test_holds_at_the_max_and_says_a_start_was_warm(sim_factory: Any, tmp_path: Path) -> None:

@@ -465,6 +465,8 @@ CAPACITY_RECORDED: dict[str, tuple[tuple[str, ...], Any]] = {
     "--max-failures": (("criteria", "max_failures"), 1.0),
     "--tier": (("criteria", "tiers"), ["default"]),
     "--name": (("name",), "flagged"),
+    "--probe-html": (("plan", "probe_html"), True),
+    "--no-early-stop": (("plan", "early_stop"), False),
 }
 CAPACITY_CONFIG = {"--model": "model: turnbench-sim", "--api": "api: completions"}
 
@@ -498,6 +500,51 @@ def test_each_capacity_flag_alone(flag: str, tmp_path: Path, fast_sim: SimProces
     assert probe["folder"] == f"probe-01-{record['over']}-{record['space']['start']:g}"
     if flag in CAPACITY_CONFIG:
         assert CAPACITY_CONFIG[flag] in (folder / probe["folder"] / "config.yaml").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# turnbench sweep
+
+SWEEP_OPTIONS = _options("sweep")
+# Every case has these (one point of half a second); a flag under test replaces its own.
+SWEEP_BASE: dict[str, list[str]] = {"--users": ["1"], "--point-duration": ["0.5"]}
+SWEEP_NEEDS: dict[str, list[str]] = {
+    "--target": [],  # every case has it: the fast simulator
+    "--out": [],  # every case has it
+    "--users": ["1,2"],
+    "--rate": ["8"],
+    "--model": ["turnbench-sim"],
+    "--api": ["completions"],
+    "--name": ["flagged"],
+    "--as": ["runs", "--cooldown", "0"],
+    "--warmup": ["0.1"],  # shorter than the point
+    "--set": ["workload.turns=2"],
+}
+SWEEP_ALONE = {"--rate": "--users"}  # the points are given one way or the other
+
+
+@pytest.mark.parametrize("flag", sorted(set(SWEEP_OPTIONS) - SKIPPED))
+def test_each_sweep_flag_alone(flag: str, tmp_path: Path, fast_sim: SimProcess) -> None:
+    """A sweep of one point (stages) against the fast simulator: exit 0, the run's (or the
+    series') file last."""
+    values = _values(flag, SWEEP_OPTIONS[flag], _hints("sweep"), SWEEP_NEEDS)
+    base = {
+        f: v
+        for f, v in SWEEP_BASE.items()
+        if f != flag and f not in values and SWEEP_ALONE.get(flag) != f
+    }
+    out = tmp_path / "out"
+    args = ["sweep", "--target", fast_sim.url, "--out", str(out)]
+    args += [item for f, v in base.items() for item in (f, *v)]
+    if flag not in ("--target", "--out"):
+        args += [flag, *values]
+    proc = turnbench(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    last = proc.stdout.strip().splitlines()[-1]
+    file = folder / ("sweep.json" if "runs" in values else "report.html")
+    assert last == f"{file.stem if 'runs' in values else 'report'}: {file}"
 
 
 # ---------------------------------------------------------------------------------------------

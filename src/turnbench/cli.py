@@ -57,7 +57,11 @@ def _help(text: str, key: str) -> str:
     model: Any = RunConfig
     *sections, name = key.split(".")
     for section in sections:
-        model = model.model_fields[section].annotation
+        info = model.model_fields[section]
+        # a tagged union (load:) shows its default model's defaults
+        model = info.annotation
+        if not hasattr(model, "model_fields"):
+            model = type(info.get_default(call_default_factory=True))
     field = model.model_fields[name]
     default = field.get_default(call_default_factory=True)
     if default is None:
@@ -113,7 +117,11 @@ def run_command(
         "--model",
         help=_help("Model name, or auto (the first of /v1/models).", "target.model"),
     ),
-    api: str | None = typer.Option(None, "--api", help=_help("chat or completions.", "target.api")),
+    api: str | None = typer.Option(
+        None,
+        "--api",
+        help=_help("chat, completions, responses or anthropic (docs/apis.md).", "target.api"),
+    ),
     name: str | None = typer.Option(
         None, "--name", help=_help("Run name, part of the run folder's name.", "name")
     ),
@@ -331,7 +339,7 @@ def report_command(
 def _register(command: str | None) -> None:
     """Add the `sim` and `dataset` commands, unless another command runs: their modules import
     the simulator's server (aiohttp) and the dataset readers, time a run's start is spent on."""
-    if command in ("run", "report", "capacity", "export", "compare"):
+    if command in ("run", "report", "capacity", "sweep", "export", "compare"):
         return
     if command != "dataset":
         from turnbench.sim.cli import sim_command
@@ -373,4 +381,5 @@ def _spawn_light() -> None:
 
 
 import turnbench.cli_capacity  # noqa: E402  (declares `capacity` on `app`)
-import turnbench.cli_export  # noqa: E402, F401  (declares `export` and `compare` on `app`)
+import turnbench.cli_export  # noqa: E402  (declares `export` and `compare` on `app`)
+import turnbench.cli_sweep  # noqa: E402, F401  (declares `sweep` on `app`)

@@ -41,7 +41,9 @@ def capacity_command(
     model: str | None = typer.Option(
         None, "--model", help=r"Model name, or auto (the first of /v1/models). \[default: auto]"
     ),
-    api: str | None = typer.Option(None, "--api", help=r"chat or completions. \[default: chat]"),
+    api: str | None = typer.Option(
+        None, "--api", help=r"chat, completions, responses or anthropic. \[default: chat]"
+    ),
     name: str | None = typer.Option(
         None, "--name", help=r"Search name, part of its folder's name. \[default: run]"
     ),
@@ -106,6 +108,19 @@ def capacity_command(
     repeats: int = typer.Option(
         1, "--repeats", help="Extra probes of each end of the final bracket, for the spread."
     ),
+    probe_html: bool = typer.Option(
+        False,
+        "--probe-html",
+        help="Draw each probe's report.html (about 2 s a probe); by default a probe keeps "
+        "events.db and summary.json, and `turnbench report PROBE_DIR` draws it later.",
+    ),
+    no_early_stop: bool = typer.Option(
+        False,
+        "--no-early-stop",
+        help="Run every probe to its end, even one that has clearly failed (by default a "
+        "probe stops once so many requests missed a percentile SLO, or failed, that the rest "
+        "cannot make it pass).",
+    ),
     sets: list[str] = typer.Option(
         [],
         "--set",
@@ -147,6 +162,8 @@ def capacity_command(
             warmup_s=probe_duration / 4 if warmup is None else warmup,
             cooldown_s=cooldown,
             min_sessions=min_sessions,
+            probe_html=probe_html,
+            early_stop=not no_early_stop,
         )
         base_dir = config.resolve().parent if config else Path.cwd()
         search = run_search(cfg, plan, base_dir=base_dir, out=out, console=console)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from turnbench.cache.config import CacheConfig
 from turnbench.distributions import Distribution
 from turnbench.errors import InputError
+from turnbench.pacing.load import LoadConfig, StageConfig, UsersLoad
+from turnbench.pacing.modes import DEFAULT_MODE, MODES, keys_of, mode_taking
 from turnbench.slo import SloConfig
 from turnbench.workload.config import SyntheticWorkload, WorkloadConfig
 
@@ -47,6 +49,10 @@ class Timeouts(_Strict):
     total_s: float = Field(600.0, gt=0, description="Time for the whole request.")
 
 
+CachePoint = Literal["system", "tools", "last"]
+"""Where `target.cache_control` may put an Anthropic prompt-cache breakpoint."""
+
+
 class TargetConfig(_Strict):
     """The server under test."""
 
@@ -56,14 +62,30 @@ class TargetConfig(_Strict):
         "root (http://127.0.0.1:8000/v1); the root is found by probing /v1/models, then "
         "/models. Unset: start the built-in simulator on a free 127.0.0.1 port.",
     )
-    api: Literal["chat", "completions"] = Field(
-        "chat", description="chat: /chat/completions with messages; completions: rendered prompt."
+    api: Literal["chat", "completions", "responses", "anthropic"] = Field(
+        "chat",
+        description="chat: /chat/completions with messages; completions: the rendered prompt; "
+        "responses: OpenAI's /responses; anthropic: Anthropic's /messages (docs/apis.md).",
+    )
+    responses_state: Literal["stateless", "chained"] = Field(
+        "stateless",
+        description="api responses: stateless sends the whole conversation every turn; chained "
+        "sends only the new input and the previous reply's previous_response_id (the server "
+        "holds the history).",
+    )
+    cache_control: list[CachePoint] = Field(
+        default_factory=lambda: list(get_args(CachePoint)),
+        description="api anthropic: where prompt-cache breakpoints (cache_control ephemeral) "
+        "go: the system prompt, the tool list, the latest message; [] sends none.",
+    )
+    anthropic_version: str = Field(
+        "2023-06-01", description="api anthropic: the anthropic-version header."
     )
     model: str = Field("auto", description="Model name; `auto` takes the first of /v1/models.")
     api_key_env: str = Field(
         "OPENAI_API_KEY",
-        description="Environment variable holding the API key (sent as a Bearer token; "
-        "never written anywhere).",
+        description="Environment variable holding the API key (sent as a Bearer token, as "
+        "x-api-key for api anthropic; never written anywhere).",
     )
     headers: dict[str, str] = Field(
         default_factory=dict, description="Extra headers on every request."
@@ -220,71 +242,6 @@ class SessionConfig(_Strict):
         return SESSION_HEADER_PRESETS.get(self.session_header, self.session_header)
 
 
-class LoadConfig(_Strict):
-    """When sessions start and how many run at once (see docs/load-modes.md)."""
-
-    mode: Literal["parallel", "sequential", "session-rate", "users"] = Field(
-        "users",
-        description="parallel: all sessions start at t=0; sequential: one conversation after "
-        "another; session-rate: sessions arrive open-loop at `rate`; users: `users` "
-        "concurrent users, each playing one conversation after another (closed loop).",
-    )
-    sessions: int | None = Field(
-        None, ge=1, description="Sessions to play in all (parallel: how many start at t=0)."
-    )
-    rate: float | None = Field(None, gt=0, description="session-rate: sessions per second.")
-    arrival: Literal["poisson", "constant", "gamma", "trace"] = Field(
-        "poisson",
-        description="session-rate arrival process; trace: the dataset's recorded start times.",
-    )
-    burstiness: float = Field(
-        1.0, gt=0, description="gamma: shape (1 = poisson, < 1 burstier, > 1 more regular)."
-    )
-    time_scale: float = Field(
-        1.0, gt=0, description="trace arrivals: multiply recorded times by this."
-    )
-    users: int = Field(4, ge=1, description="users: concurrent users.")
-    max_sessions: int | None = Field(None, ge=1, description="Cap on concurrent sessions.")
-    max_in_flight: int | None = Field(None, ge=1, description="Cap on concurrent requests.")
-    duration_s: float | None = Field(None, gt=0, description="Stop starting work after this.")
-    max_requests: int | None = Field(None, ge=1, description="Stop after this many requests.")
-    warmup_s: float = Field(
-        0.0,
-        ge=0,
-        description="Requests intended before this are recorded as warm-up and "
-        "left out of the metrics.",
-    )
-    end: Literal["drain", "cut"] = Field(
-        "drain",
-        description="At the limit: drain (let sessions in flight finish, up to drain_timeout_s) "
-        "or cut (cancel them at once).",
-    )
-    drain_timeout_s: float = Field(30.0, ge=0, description="Longest drain at the end.")
-
-    @model_validator(mode="after")
-    def _check(self) -> LoadConfig:
-        if self.mode == "session-rate" and self.rate is None and self.arrival != "trace":
-            raise ValueError("mode session-rate needs `rate` (sessions per second)")
-        if self.mode != "session-rate" and self.rate is not None:
-            raise ValueError(f"`rate` is for mode session-rate, not {self.mode}")
-        return self
-
-    @property
-    def waits_for_session_ends(self) -> bool:
-        """Whether starting sessions depends on others ending: a closed-loop user starts its
-        next conversation, or a `max_sessions` place is freed. Then workers report every
-        session's end at once, else with their regular batches."""
-        return self.mode in ("users", "sequential") or self.max_sessions is not None
-
-    @property
-    def chains_sessions(self) -> bool:
-        """Whether a closed-loop user's next conversation goes, while the current one still
-        plays, to the worker playing it, to start there the moment it ends: the news of the
-        end need not reach the coordinator and come back first. Not with `max_sessions`: a
-        place would be held by a conversation that has not started."""
-        return self.mode in ("users", "sequential") and self.max_sessions is None
-
-
 class EngineConfig(_Strict):
     """Where sessions run: this process, worker processes, or Ray actors."""
 
@@ -328,13 +285,74 @@ class RunConfig(_Strict):
         description="Where conversations come from.",
     )
     session: SessionConfig = Field(default_factory=SessionConfig, description="Sessions.")
-    load: LoadConfig = Field(default_factory=LoadConfig, description="Load mode and limits.")
+    load: LoadConfig = Field(default_factory=UsersLoad, description="Load mode and limits.")
+    stages: list[StageConfig] | None = Field(
+        None,
+        min_length=1,
+        description="A run in stages, one after another, each with its own mode, parameters "
+        "and duration (warm-up, steps, ramps; docs/load-modes.md). Unset: one stage, `load:`.",
+    )
     cache: CacheConfig = Field(
         default_factory=CacheConfig, description="The prefix cache: ideal prefix and salt."
     )
     slo: SloConfig | None = Field(
         None, description="Service-level objectives in named tiers, judged as goodput."
     )
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> RunConfig:
+        if self.stages is None:
+            return self
+        # what a stage sets must stay at its default under load: (a dumped config, as the
+        # workers get, holds every key, so the keys set are not the test)
+        fields = type(self.load).model_fields
+        staged = ["mode", "duration_s", "sessions", *keys_of(self.load.mode_name)]
+        given = [
+            k for k in staged if getattr(self.load, k) != fields[k].get_default() and k != "mode"
+        ]
+        if self.load.mode_name != DEFAULT_MODE:
+            given.insert(0, "mode")
+        if given:
+            raise ValueError(
+                f"with stages, each stage has its own mode and duration: remove load.{given[0]}"
+                " (load keeps max_in_flight, max_sessions, max_requests, warmup_s, end and "
+                "drain_timeout_s)"
+            )
+        names = self.stage_names()
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
+            raise ValueError(f"two stages are named {twice!r}")
+        return self
+
+    def stage_names(self) -> list[str]:
+        """Each stage's name (`stage-N` where unset); `main` for a run with no stages."""
+        if self.stages is None:
+            return ["main"]
+        return [s.name or f"stage-{i}" for i, s in enumerate(self.stages, start=1)]
+
+    @property
+    def duration_s(self) -> float | None:
+        """When the run stops starting work: the sum of its stages, else `load.duration_s`."""
+        if self.stages is None:
+            return self.load.duration_s
+        return sum(s.duration_s or 0.0 for s in self.stages)
+
+    @property
+    def waits_for_session_ends(self) -> bool:
+        """Whether starting sessions depends on others ending: a closed-loop user starts its
+        next conversation, or a `max_sessions` place is freed. Then workers report every
+        session's end at once, else with their regular batches."""
+        modes = self.stages if self.stages is not None else [self.load]
+        return any(m.closed_loop for m in modes) or self.load.max_sessions is not None
+
+    @property
+    def chains_sessions(self) -> bool:
+        """Whether a closed-loop user's next conversation goes, while the current one still
+        plays, to the worker playing it, to start there the moment it ends: the news of the
+        end need not reach the coordinator and come back first. Not with `max_sessions` (a
+        place would be held by a conversation that has not started), nor in stages (a
+        stage's end must stop its users before their next conversation is handed over)."""
+        return self.stages is None and self.load.closed_loop and self.load.max_sessions is None
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data with every secret-looking header value removed."""
@@ -400,29 +418,40 @@ def _format_validation(
     first = err.errors()[0]
     parts: list[str] = []
     value: Any = data
-    for part in first["loc"]:
+    loc = first["loc"]
+    for i, part in enumerate(loc):
+        if _is_tag(loc, i):
+            continue  # the discriminator pydantic adds for a tagged union
         if (isinstance(value, dict) and part in value) or (
             isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
         ):
             container: Any = value
             value = container[part]
             parts.append(str(part))
-        elif isinstance(value, dict) and part in _UNION_TAGS:
-            continue  # the discriminator pydantic adds for a tagged union
         else:
             parts.append(str(part))
             value = None
     msg = first["msg"]
+    note = ""
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
-    elif first["type"] == "union_tag_invalid":
+        section = _mode_section(data, parts)
+        other = mode_taking(parts[-1]) if section is not None else None
+        if section is not None and other is not None:
+            mode = section.get("mode", DEFAULT_MODE)
+            note = f"; `{parts[-1]}` is for mode {other}, not {mode}"
+    elif first["type"] == "union_tag_invalid" and parts[:1] == ["workload"]:
         parts.append("type")
         value = first["ctx"]["tag"]
         msg = "unknown workload type; expected " + ", ".join(sorted(_UNION_TAGS))
+    elif first["type"] == "union_tag_invalid":
+        parts.append("mode")
+        value = first["ctx"]["tag"]
+        msg = "unknown load mode; expected " + ", ".join(MODES)
     shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
     more = f" (+{len(err.errors()) - 1} more errors)" if len(err.errors()) > 1 else ""
     return InputError(
-        f"{msg}{shown}{more}",
+        f"{msg}{shown}{note}{more}",
         file=source,
         line=_line_of(text, parts),
         field=".".join(parts) or None,
@@ -430,6 +459,27 @@ def _format_validation(
 
 
 _UNION_TAGS = frozenset({"synthetic", "dataset", "shared_prefix"})
+
+
+def _is_tag(loc: tuple[int | str, ...], i: int) -> bool:
+    """Whether `loc[i]` is the tag pydantic puts after a tagged union's key: after
+    `workload`, after `load`, and after a stage's index."""
+    before = loc[:i]
+    if before in (("workload",), ("load",)):
+        return True
+    return len(before) == 2 and before[0] == "stages" and isinstance(before[1], int)
+
+
+def _mode_section(data: dict[str, Any], parts: list[str]) -> dict[str, Any] | None:
+    """The `load:` section or the stage an error's key is in, if it is in one."""
+    node: Any = None
+    if len(parts) == 2 and parts[0] == "load":
+        node = data.get("load")
+    elif len(parts) == 3 and parts[0] == "stages" and parts[1].isdigit():
+        stages = data.get("stages")
+        if isinstance(stages, list) and int(parts[1]) < len(stages):
+            node = stages[int(parts[1])]
+    return node if isinstance(node, dict) else None
 
 
 def _infer_workload_type(data: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.text import Text
 
 from turnbench import __version__
+from turnbench.client.apis import api_for
 from turnbench.client.h1 import tls_context
 from turnbench.config import RunConfig
 from turnbench.engine.inprocess import InProcessLauncher
@@ -35,16 +36,18 @@ from turnbench.engine.worker import WorkerCore, WorkerSpec
 from turnbench.errors import EngineError, InputError, TargetError
 from turnbench.observe.scraper import metrics_url, scraping
 from turnbench.pacing.clock import RunClock
+from turnbench.pacing.ends import EarlyStop
 from turnbench.pacing.limits import ran_out_notice, resolve_limits
+from turnbench.pacing.stages import replays_trace, run_end
 from turnbench.record.recorder import EventRecorder
 from turnbench.report.files import default_console, write_report
 from turnbench.report.progress import show_progress
-from turnbench.target import Target, probe, start_builtin_sim
+from turnbench.target import Target, calibrate, probe, start_builtin_sim, unserved_api
+from turnbench.tokens import TextSizer
 from turnbench.workload.config import DatasetWorkload
 from turnbench.workload.conversation import Conversation
 from turnbench.workload.cycling import run_salt
 from turnbench.workload.dataset import load_dataset
-from turnbench.workload.lengths import TextSizer, calibrate
 from turnbench.workload.sources import conversations
 
 if TYPE_CHECKING:
@@ -62,7 +65,7 @@ def _open_workload(
     if first is None:
         raise InputError("the workload has no conversation to play", field="workload")
     stream = itertools.chain([first], stream)
-    if cfg.load.arrival != "trace" or cfg.load.mode != "session-rate":
+    if not replays_trace(cfg):
         return stream, None
     plans = sorted(stream, key=lambda c: c.start_s or 0.0)
     return iter(plans), [c.start_s or 0.0 for c in plans]
@@ -139,15 +142,16 @@ def _check_api_fits_workload(cfg: RunConfig, base_dir: Path) -> None:
         if _uses_tools(conversation):
             raise InputError(
                 f"conversation {conversation.id!r} has tool calls, which the completions API "
-                "cannot send; use `target.api: chat`",
+                "cannot send; use `target.api: chat` (or responses, anthropic)",
                 file=str(path),
                 field="target.api",
             )
 
 
 def _auth_headers(cfg: RunConfig) -> dict[str, str]:
+    """The API key's headers in the API's way (a Bearer token, Anthropic's `x-api-key`)."""
     key = os.environ.get(cfg.target.api_key_env)
-    return {"Authorization": f"Bearer {key}"} if key else {}
+    return api_for(cfg.target).auth(key) if key else {}
 
 
 def new_folder(cfg: RunConfig, out: Path | None, name: str | None = None) -> Path:
@@ -240,6 +244,7 @@ async def _run_async(
     console: Console,
     show_live: bool,
     began: Callable[[], None],
+    early_stop: EarlyStop | None = None,
 ) -> str:
     """Run on the run's own worker (`pool` None), on worker processes or on Ray actors.
 
@@ -253,16 +258,11 @@ async def _run_async(
             began()
             core.begin(time.time_ns())
             scheduler = Scheduler(
-                cfg.load,
-                cfg.seed,
-                InProcessLauncher(core),
-                stream,
-                core.clock,
-                start_times=start_times,
+                cfg, InProcessLauncher(core), stream, core.clock, start_times=start_times
             )
             async with _observe(cfg, specs[0], core.clock, recorder, console):
                 return await _drive(
-                    cfg, scheduler, scheduler.launcher, recorder, console, show_live
+                    cfg, scheduler, scheduler.launcher, recorder, console, show_live, early_stop
                 )
         finally:
             await core.close()
@@ -273,7 +273,7 @@ async def _run_async(
         clock,
         on_problem=lambda msg: console.print(f"[bold red]problem:[/] {msg}"),
         lead_s=pool.lead_s,
-        waits_for_ends=cfg.load.waits_for_session_ends,
+        waits_for_ends=cfg.waits_for_session_ends,
     )
     try:
         if isinstance(pool, ProcessPool):
@@ -283,9 +283,9 @@ async def _run_async(
         began()
         wall_ns, clock.origin_ns = time.time_ns(), time.monotonic_ns()
         launcher.begin(wall_ns)
-        scheduler = Scheduler(cfg.load, cfg.seed, launcher, stream, clock, start_times=start_times)
+        scheduler = Scheduler(cfg, launcher, stream, clock, start_times=start_times)
         async with _observe(cfg, specs[0], clock, recorder, console):
-            return await _drive(cfg, scheduler, launcher, recorder, console, show_live)
+            return await _drive(cfg, scheduler, launcher, recorder, console, show_live, early_stop)
     finally:
         clock.close()
         await pool.close()
@@ -298,9 +298,12 @@ async def _drive(
     recorder: EventRecorder,
     console: Console,
     show_live: bool,
+    early_stop: EarlyStop | None = None,
 ) -> str:
-    """Run the scheduler under the limits, the end policy and the signals."""
+    """Run the scheduler under the limits, the end policy and the signals; `early_stop`
+    is asked twice a second whether the outcome is already known (a capacity probe)."""
     loop = asyncio.get_running_loop()
+    end = run_end(cfg, early_stop)
     end_reason = "completed"
     timers: list[asyncio.TimerHandle] = []
 
@@ -320,8 +323,8 @@ async def _drive(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop, "interrupted")
-    if cfg.load.duration_s is not None:
-        timers.append(loop.call_later(cfg.load.duration_s, stop, "duration"))
+    if end.duration_s is not None:
+        timers.append(loop.call_later(end.duration_s, stop, "duration"))
 
     gone: list[bool] = []  # said that the target is gone
 
@@ -337,6 +340,12 @@ async def _drive(
             stop("target_unreachable")
         else:
             recorder.flush()  # rows of a quiet spell (long think times) reach the file too
+            if end.early_stop is not None and not scheduler.stopping:
+                why = end.early_stop.verdict(recorder.path, scheduler.clock() / 1e9)
+                if why is not None:
+                    console.print(f"[yellow]early stop:[/] {why}")
+                    recorder.notice("early_stop", why, scheduler.clock(), {})
+                    stop("early_stop")
             timers.append(loop.call_later(0.5, watch_recorder))
 
     watch_recorder()
@@ -395,11 +404,15 @@ def execute(
     out: Path | None = None,
     console: Console | None = None,
     live: bool = True,
+    html: bool = True,
+    early_stop: EarlyStop | None = None,
 ) -> Path:
     """Run a benchmark; return its run folder (config.yaml, events.db, summary.json).
 
     Everything that can refuse the run (the input, the server, the engine) is checked before
     the run folder is made; a failure after it and before the first session removes it.
+    `html=False`: no report.html (see `write_report`); `early_stop`: ends the run once it
+    says the outcome is known (its reason is a notice, the end reason `early_stop`).
     """
     console = console or default_console()
     cfg, said = resolve_limits(cfg)
@@ -470,7 +483,16 @@ def execute(
         discard = False
         try:
             run_async = _run_async(
-                cfg, specs, pool, stream, start_times, recorder, console, live, mark_begun
+                cfg,
+                specs,
+                pool,
+                stream,
+                start_times,
+                recorder,
+                console,
+                live,
+                mark_begun,
+                early_stop,
             )
             pool = None  # closed by the run
             reason = run(run_async)
@@ -485,7 +507,11 @@ def execute(
                 shutil.rmtree(run_dir, ignore_errors=True)
             else:
                 recorder.end_run(reason)
-        write_report(run_dir, console)
+        write_report(run_dir, console, html=html)
+        api = api_for(cfg.target)
+        unserved = unserved_api(run_dir / "events.db", api.name, target.url + api.path)
+        if unserved is not None:
+            raise TargetError(unserved)
         return run_dir
     finally:
         if procs is not None:

@@ -40,6 +40,11 @@ class Plan:
     warmup_s: float
     cooldown_s: float
     min_sessions: int
+    probe_html: bool = False
+    """Draw each probe's report.html (~2 s a probe); by default `turnbench report` does it
+    later from the probe's events.db."""
+    early_stop: bool = True
+    """Stop a probe once it has clearly failed (`capacity/early.py`)."""
 
     def check(self) -> None:
         """Refuse probe settings that cannot measure anything, in the words of the flags."""
@@ -63,6 +68,8 @@ class Plan:
             "warmup_s": self.warmup_s,
             "cooldown_s": self.cooldown_s,
             "min_sessions": self.min_sessions,
+            "probe_html": self.probe_html,
+            "early_stop": self.early_stop,
         }
 
 
@@ -87,9 +94,10 @@ def _said(probe: ProbeResult) -> str:
     verdict = "[green]pass[/]" if probe.passed else "[bold red]FAIL[/]"
     tokens = number(probe.figures["output_tokens_per_s"])
     warm = "; [yellow]cache warm at start[/]" if probe.warm else ""
+    early = f"\n  stopped early: {escape(probe.stopped_early)}" if probe.stopped_early else ""
     return (
         f"  {verdict}: {escape(checks)}; {tokens} output tok/s; "
-        f"{probe.finished} conversations finished{warm}"
+        f"{probe.finished} conversations finished{warm}{early}"
     )
 
 
@@ -119,7 +127,13 @@ class _Loop:
             highlight=False,
         )
         probe = run_probe(
-            self.cfg, spec, self.plan.criteria, search_dir=self.folder, base_dir=self.base_dir
+            self.cfg,
+            spec,
+            self.plan.criteria,
+            search_dir=self.folder,
+            base_dir=self.base_dir,
+            html=self.plan.probe_html,
+            early_stop=self.plan.early_stop,
         )
         self.probes.append(probe)
         self.console.print(_said(probe), highlight=False)
@@ -137,7 +151,8 @@ class _Loop:
         probe = self.run(spec)
         if probe.interrupted:
             return False
-        if probe.finished < plan.min_sessions and len(self.probes) < plan.space.max_probes:
+        short = probe.finished < plan.min_sessions and probe.stopped_early is None
+        if short and len(self.probes) < plan.space.max_probes:
             longer = spec.extended(len(self.probes) + 1, probe.finished, plan.min_sessions)
             probe.superseded_by = longer.name
             self.console.print(
@@ -226,7 +241,9 @@ def _write(
     if loop.folder.exists():
         write_record(loop.folder, record)
         if result is not None:
-            (loop.folder / "report.html").write_text(render_html(record), encoding="utf-8")
+            (loop.folder / "report.html").write_text(
+                render_html(record, loop.folder), encoding="utf-8"
+            )
     return record
 
 

@@ -1,10 +1,10 @@
 """One probe: the user's config at one load, run as an ordinary run folder, then judged.
 
-Why an ordinary run: a probe's folder holds config.yaml, events.db, summary.json and
-report.html like any run, so `turnbench report PROBE_DIR` re-reports (and re-judges) it;
-nothing in it depends on the search. Every probe draws its own cache salt (`cache.salt`, on
-by default), so no probe finds an earlier probe's prefixes in the server's cache.
-"""
+Why an ordinary run: a probe's folder holds config.yaml, events.db and summary.json like any
+run, so `turnbench report PROBE_DIR` re-reports (and re-judges) it, drawing its report.html
+(the search skips that ~2 s part unless `--probe-html`); nothing in it depends on the search.
+Every probe draws its own cache salt (`cache.salt`, on by default), so no probe finds an
+earlier probe's prefixes in the server's cache."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from turnbench.capacity.criteria import Check, Criteria, judge
+from turnbench.capacity.early import probe_stop
 from turnbench.capacity.search import Over
 from turnbench.config import RunConfig
 from turnbench.errors import InputError
+from turnbench.pacing.load import RUN_WIDE_KEYS
 
 MAX_EXTENSION = 4.0
 """A short probe is run again at most this many times longer (its measured part)."""
@@ -44,11 +46,13 @@ class ProbeSpec:
     role: str
     duration_s: float
     warmup_s: float
+    kind: str = "probe"
+    """What it is, the start of its folder's name: a search's `probe`, a sweep's `point`."""
 
     @property
     def name(self) -> str:
         """The probe's folder name: `probe-03-users-8`, `probe-04-rate-2.5`."""
-        return f"probe-{self.index:02d}-{self.over}-{self.load:g}"
+        return f"{self.kind}-{self.index:02d}-{self.over}-{self.load:g}"
 
     def extended(self, index: int, finished: int, min_sessions: int) -> ProbeSpec:
         """The same load run again for longer, sized by the conversations it finished:
@@ -63,25 +67,27 @@ def probe_config(cfg: RunConfig, spec: ProbeSpec) -> RunConfig:
     """The user's config with the probe's load: mode users (closed loop) or session-rate
     (open loop), its duration and warm-up, `end: cut` (a drain would lower the load being
     measured) and no session or request count, so the duration alone ends it."""
+    if cfg.stages is not None:
+        raise InputError(
+            "a capacity search probes one load at a time: remove the config's stages",
+            field="stages",
+        )
     data = cfg.model_dump()
-    load = data["load"]
-    load.update(
-        duration_s=spec.duration_s,
-        warmup_s=spec.warmup_s,
-        end="cut",
-        sessions=None,
-        max_requests=None,
-    )
+    given = data["load"]
+    load = {key: given[key] for key in RUN_WIDE_KEYS}
+    load.update(duration_s=spec.duration_s, warmup_s=spec.warmup_s, end="cut", max_requests=None)
     if spec.over == "users":
-        load.update(mode="users", users=int(spec.load), rate=None)
+        load.update(mode="users", users=int(spec.load))
     else:
-        if load["arrival"] == "trace":
+        if given.get("arrival") == "trace":
             raise InputError(
                 "a rate search draws arrivals at each probe's rate: load.arrival trace has "
                 "recorded times instead; use poisson, constant or gamma",
                 field="load.arrival",
             )
+        load.update({k: given[k] for k in ("arrival", "burstiness") if k in given})
         load.update(mode="session-rate", rate=spec.load)
+    data["load"] = load
     data["name"] = spec.name
     try:
         return RunConfig.model_validate(data)
@@ -105,6 +111,8 @@ class ProbeResult:
     warm_start: dict[str, Any] | None
     end_reason: str
     notes: list[str] = field(default_factory=list)
+    stopped_early: str | None = None
+    """Why the probe stopped before its end: it had clearly failed (None: it ran whole)."""
     superseded_by: str | None = None
     """The longer probe run in its place when this one finished too few conversations."""
 
@@ -139,6 +147,7 @@ class ProbeResult:
             "duration_s": self.spec.duration_s,
             "warmup_s": self.spec.warmup_s,
             "end_reason": self.end_reason,
+            "stopped_early": self.stopped_early,
             "passed": self.passed,
             "counts": self.counts,
             "superseded_by": self.superseded_by,
@@ -184,7 +193,11 @@ def result_of(
         }
         for name, tier in tiers.items()
     }
-    notes = [*summary["verdict"]["notes"], *(n["message"] for n in summary["notices"])]
+    early = [n["message"] for n in summary["notices"] if n["kind"] == "early_stop"]
+    notes = [
+        *summary["verdict"]["notes"],
+        *(n["message"] for n in summary["notices"] if n["kind"] != "early_stop"),
+    ]
     return ProbeResult(
         spec=spec,
         folder=folder,
@@ -195,16 +208,25 @@ def result_of(
         warm_start=(summary.get("cache") or {}).get("warm_start"),
         end_reason=summary["run"].get("end_reason") or "crashed",
         notes=notes,
+        stopped_early=early[0] if early else None,
     )
 
 
 def run_probe(
-    cfg: RunConfig, spec: ProbeSpec, criteria: Criteria, *, search_dir: Path, base_dir: Path
+    cfg: RunConfig,
+    spec: ProbeSpec,
+    criteria: Criteria,
+    *,
+    search_dir: Path,
+    base_dir: Path,
+    html: bool = False,
+    early_stop: bool = True,
 ) -> ProbeResult:
     """Run one probe into `search_dir/<probe name>/` and judge it.
 
     Its console output (the run's report) goes to console.txt in its folder rather than to
-    the terminal: the search prints one line per probe. `run.execute` names a run folder
+    the terminal: the search prints one line per probe. `early_stop`: stop it once it has
+    clearly failed (`capacity/early.py`). `run.execute` names a run folder
     `<timestamp>-<name>`; the probe's folder is renamed to its name alone once the run has
     closed every file, so the search folder lists its probes in order.
     """
@@ -212,8 +234,17 @@ def run_probe(
 
     text = io.StringIO()
     console = Console(file=text, width=120)
+    rule = None
+    if early_stop:
+        rule = probe_stop(cfg.slo, criteria, warmup_s=spec.warmup_s, duration_s=spec.duration_s)
     stamped = execute(
-        probe_config(cfg, spec), base_dir=base_dir, out=search_dir, console=console, live=False
+        probe_config(cfg, spec),
+        base_dir=base_dir,
+        out=search_dir,
+        console=console,
+        live=False,
+        html=html,
+        early_stop=rule,
     )
     folder = search_dir / spec.name
     stamped.rename(folder)

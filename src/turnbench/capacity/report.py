@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from pathlib import Path
 from typing import Any
 
 from turnbench.report.tables import TextTable, fmt
@@ -36,6 +37,8 @@ def _role(probe: dict[str, Any]) -> str:
         return f"{probe['role']}, short"
     if probe["end_reason"] == "interrupted":
         return f"{probe['role']}, interrupted"
+    if probe.get("stopped_early"):
+        return f"{probe['role']}, stopped early"
     return str(probe["role"])
 
 
@@ -74,7 +77,10 @@ def _plot(record: dict[str, Any]) -> bytes | None:
     probes = [p for p in record["probes"] if p["counts"]]
     if not probes:
         return None
-    from turnbench.report.plots import plt  # matplotlib: imported when a report is drawn
+    import matplotlib  # imported when a report is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     panels: list[tuple[str, list[float | None], float | None]] = [
         ("output tok/s", [p["output_tokens_per_s"] for p in probes], None)
@@ -114,13 +120,19 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def render_html(record: dict[str, Any]) -> str:
-    """The search's report.html: the answer, its details, the probes, the plot, one file."""
+def render_html(record: dict[str, Any], folder: Path | None = None) -> str:
+    """The search's report.html: the answer, its details, the probes, the plot, one file.
+
+    Each probe links to its report.html where `folder` (the search's) holds one, else to
+    its summary.json (probes skip their HTML unless `--probe-html`)."""
     answer = record.get("answer") or {}
     table = probes_table(record)
     cells = []
     for row, probe in zip(table.rows, record["probes"], strict=True):
-        link = f"<a href='{_e(probe['folder'])}/report.html'>{_e(probe['folder'])}</a>"
+        page = "report.html"
+        if folder is None or not (folder / probe["folder"] / page).exists():
+            page = "summary.json"
+        link = f"<a href='{_e(probe['folder'])}/{page}'>{_e(probe['folder'])}</a>"
         tail = "".join(f"<td>{_e(c)}</td>" for c in row[1:])
         cells.append(f"<tr><td>{link}</td>{tail}</tr>")
     png = _plot(record)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from turnbench.cache.ideal import BlockRegistry
 from turnbench.client import attempt as ak
-from turnbench.client.adapters import Adapter
+from turnbench.client.apis import Api, RequestView
 from turnbench.client.attempt import Attempt
 from turnbench.client.transport import Transport
 from turnbench.config import RunConfig
@@ -21,9 +22,10 @@ from turnbench.engine.live_latency import LiveLatency
 from turnbench.engine.outage import OutageGuard, unreachable
 from turnbench.pacing.clock import RunClock
 from turnbench.pacing.gates import Gate
+from turnbench.pacing.stages import Timeline
 from turnbench.record.schema import SessionRecord
 from turnbench.session import PlannedRequest, Session
-from turnbench.workload.lengths import TextSizer
+from turnbench.tokens.sizer import TextSizer
 
 NS = 1_000_000_000
 
@@ -60,7 +62,7 @@ class RunContext:
     cfg: RunConfig
     model: str
     transport: Transport
-    adapter: Adapter
+    api: Api
     recorder: Recorder
     clock: RunClock
     in_flight: Gate
@@ -84,13 +86,14 @@ class RunContext:
     outage: OutageGuard | None = None
     """Waits out an unreachable target (None: every failed attempt is a failed turn)."""
 
-    @property
-    def warmup_ns(self) -> int:
-        return int(self.cfg.load.warmup_s * NS)
+    @cached_property
+    def _timeline(self) -> Timeline:
+        return Timeline(self.cfg)
 
     def stage(self, t_ns: int) -> str:
-        """`warmup` for work intended before the warm-up ends, else `main`."""
-        return "warmup" if t_ns < self.warmup_ns else "main"
+        """`warmup` for work intended before the warm-up ends, else the stage in force
+        (`main` in a run with no stages)."""
+        return self._timeline.at(t_ns)
 
     def may_send(self) -> bool:
         """Whether a session may go on to another turn (the end policy allows it)."""
@@ -136,8 +139,9 @@ def _headers(
 
 
 def _body(ctx: RunContext, session: Session, planned: PlannedRequest) -> dict[str, Any]:
+    """The turn's body in the run's API; the run's options as OpenAI fields (the API maps)."""
     scfg = ctx.cfg.session
-    extra: dict[str, Any] = {"max_tokens": planned.max_tokens}
+    extra: dict[str, Any] = {}
     if scfg.ignore_eos:
         extra["ignore_eos"] = True
     if scfg.id_in_body == "user":
@@ -147,9 +151,17 @@ def _body(ctx: RunContext, session: Session, planned: PlannedRequest) -> dict[st
             "session_id": session.session_id,
             "turn": str(planned.turn_index + 1),
         }
-    if session.conversation.tools:
-        extra["tools"] = list(session.conversation.tools)
-    return ctx.adapter.body(ctx.model, planned.messages, extra)
+    tools = session.conversation.tools
+    view = RequestView(
+        model=ctx.model,
+        messages=planned.messages,
+        new_messages=planned.new_messages,
+        max_tokens=planned.max_tokens,
+        tools=list(tools) if tools else None,
+        extra=extra,
+        previous_id=session.previous_id,
+    )
+    return ctx.api.request(view)
 
 
 def _backoff_s(
@@ -219,7 +231,7 @@ async def _play_turn(
         rec.attempts += 1
         att.ideal_cached_tokens = session.sent(planned)
         try:
-            reply = await ctx.transport.send(ctx.adapter, body, headers, att, session.computed)
+            reply = await ctx.transport.send(ctx.api, body, headers, att, session.computed)
             if att.token_source == "chunks":  # no usage from the server: count locally if we can
                 counted = ctx.sizer.count_tokens(reply.text)
                 if counted is not None:
@@ -255,6 +267,7 @@ async def _play_turn(
             guard.succeeded()
         if att.status == ak.STATUS_OK:
             session.accept(planned, reply, att.prompt_tokens, att.completion_tokens)
+            session.previous_id = reply.response_id
             return True, end, token
         tries += 1
         if tries >= attempts:

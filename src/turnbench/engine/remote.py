@@ -91,7 +91,7 @@ class RemoteLauncher:
     ) -> None:
         """`lead_s`: how long before their due time sessions are handed to the workers, at
         least the hop to a worker (see `Scheduler.arrivals`). `waits_for_ends`: workers report
-        each session's end at once (`LoadConfig.waits_for_session_ends`)."""
+        each session's end at once (`RunConfig.waits_for_session_ends`)."""
         self.workers = [_WorkerState(c) for c in channels]
         self.lead_ns = int(lead_s * 1e9)
         self.waits_for_ends = waits_for_ends
@@ -138,7 +138,7 @@ class RemoteLauncher:
 
     chains = True
     """A user's next conversation can wait on the worker playing its current one
-    (`LoadConfig.chains_sessions` says when the scheduler does that)."""
+    (`RunConfig.chains_sessions` says when the scheduler does that)."""
 
     def launch(self, order: SessionStart) -> asyncio.Future[int]:
         """Hand the session to its worker; the future gives when it ended (run ns, as the

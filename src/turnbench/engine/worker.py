@@ -21,7 +21,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import msgspec
 
 from turnbench.cache.ideal import BlockRegistry
-from turnbench.client.adapters import adapter_for
+from turnbench.client.apis import api_for
 from turnbench.client.fetch import fetch_json
 from turnbench.client.transport import Transport
 from turnbench.config import RunConfig
@@ -32,8 +32,8 @@ from turnbench.pacing.gates import Gate
 from turnbench.record.recorder import Rows
 from turnbench.record.schema import SessionRecord, WorkerRecord
 from turnbench.session import Session
+from turnbench.tokens.sizer import TextSizer
 from turnbench.workload.conversation import Conversation
-from turnbench.workload.lengths import TextSizer
 
 
 @dataclass(frozen=True)
@@ -121,13 +121,13 @@ class WorkerCore:
         self._outbox = Rows()
         self._recorder: Recorder = recorder or self._outbox
         self._ships = recorder is None
-        self._waits_for_ends = self.cfg.load.waits_for_session_ends
+        self._waits_for_ends = self.cfg.waits_for_session_ends
         """Then a batch goes out the moment a session ends; otherwise once a batch period is
         soon enough, and far cheaper."""
-        self._chains = self._ships and self.cfg.load.chains_sessions
+        self._chains = self._ships and self.cfg.chains_sessions
         """Whether a session's successor may arrive after it ended (worker processes and
         actors in a closed loop; the run's own worker never gets one)."""
-        duration = self.cfg.load.duration_s
+        duration = self.cfg.duration_s
         self._run_end_ns = int(duration * 1e9) if duration is not None else 1 << 62
         """When the run ends by its duration (run ns): no conversation starts from then on,
         though the news of the end may not have arrived yet."""
@@ -167,7 +167,7 @@ class WorkerCore:
             cfg=cfg,
             model=spec.model,
             transport=self._transport,
-            adapter=adapter_for(cfg.target.api),
+            api=api_for(cfg.target),
             recorder=self._recorder,
             clock=clock,
             in_flight=Gate(spec.in_flight_limit, clock),

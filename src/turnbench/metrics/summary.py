@@ -27,6 +27,7 @@ from turnbench.metrics.columns import BATCH, read_matrix
 from turnbench.metrics.goodput import describe_slo
 from turnbench.metrics.outages import describe_outages, during, read_windows
 from turnbench.metrics.server import describe_server
+from turnbench.metrics.stages import describe_stages, frontier_of
 from turnbench.metrics.stats import describe
 from turnbench.record.journal import open_readonly
 
@@ -282,6 +283,7 @@ def summarize(db_path: Path) -> dict[str, Any]:
             conn, windows, (ok[:, 1], ok[:, 3]), float(load.get("warmup_s") or 0.0)
         )
         affinity = describe_affinity(conn)
+        stages = describe_stages(conn, config)
         server = describe_server(conn)
         cache = describe_cache(
             conn,
@@ -336,4 +338,6 @@ def summarize(db_path: Path) -> dict[str, Any]:
         "server": server,
         "slo": describe_slo(db_path, config.get("slo"), window_s),
         "cache": cache,
+        "stages": stages,
+        "frontier": frontier_of(stages),
     }

@@ -33,8 +33,8 @@ def resolve_limits(cfg: RunConfig) -> tuple[RunConfig, str | None]:
     every session at once, so it always needs a count.
     """
     load = cfg.load
-    if not endless(cfg) or load.sessions is not None:
-        return cfg, None
+    if not endless(cfg) or load.sessions is not None or cfg.stages is not None:
+        return cfg, None  # every stage has a duration, and a parallel one its count
     no_limit = load.duration_s is None and load.max_requests is None
     if not (no_limit or load.mode == "parallel"):
         return cfg, None
@@ -55,9 +55,9 @@ def ran_out_notice(
     load = cfg.load
     at_s = ran_out_ns / NS
     unmet = []
-    if load.duration_s is not None and at_s < load.duration_s:
-        unmet.append(f"the requested {load.duration_s:g} s")
-    if load.sessions is not None and started < load.sessions:
+    if cfg.duration_s is not None and at_s < cfg.duration_s:
+        unmet.append(f"the requested {cfg.duration_s:g} s")
+    if cfg.stages is None and load.sessions is not None and started < load.sessions:
         unmet.append(f"the requested {load.sessions} sessions")
     if load.max_requests is not None and not requests_reached:
         unmet.append(f"the requested {load.max_requests} requests")

@@ -1,0 +1,178 @@
+"""Figures per stage of a staged run (`stages:`), each over its steady-state window, and the
+Pareto frontier of the stages (or of a sweep's points): tokens/s per user against in total.
+
+The steady-state window of a stage leaves out its ramp-up and its drain by one rule: it
+starts the first time the requests in flight (of any stage, sampled every 10 ms) reach the
+stage's level, the median of that count over the stage, and it ends at the stage's end (its
+sessions' requests after it belong to the next stage, or are the run's drain). The figures
+are over the stage's successful requests that ended in that window (throughput is what was
+delivered in it); the counts are over all its requests. A row belongs to the stage in force
+when it was intended (`pacing/stages.py`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import numpy as np
+
+from turnbench.metrics.columns import read_matrix
+from turnbench.metrics.stats import describe
+
+MS = 1e6
+S = 1e9
+SAMPLE_NS = 10_000_000
+WINDOW_RULE = (
+    "from the first time the requests in flight reach the stage's median in-flight count "
+    "to the stage's end; figures over its successful requests that ended in it"
+)
+
+
+def stage_bounds(config: dict[str, Any]) -> list[tuple[str, dict[str, Any], int, int]] | None:
+    """(name, stage config, start ns, end ns) of each stage, from the resolved config; None
+    for a run with no `stages:`."""
+    stages = config.get("stages")
+    if not stages:
+        return None
+    out = []
+    start = 0
+    for i, stage in enumerate(stages, start=1):
+        end = start + int(float(stage["duration_s"]) * S)
+        out.append((stage.get("name") or f"stage-{i}", stage, start, end))
+        start = end
+    return out
+
+
+def _in_flight(conn: sqlite3.Connection, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample times over [start, end) and the requests in flight at each."""
+    spans = read_matrix(
+        conn,
+        "SELECT t_sent_ns, t_end_ns FROM requests WHERE t_sent_ns > 0 AND t_sent_ns < ? "
+        "AND t_end_ns > ?",
+        2,
+        (end, start),
+    )
+    times = np.arange(start, end, SAMPLE_NS, dtype=np.float64)
+    sent = np.sort(spans[:, 0])
+    ended = np.sort(spans[:, 1])
+    counts = np.searchsorted(sent, times, "right") - np.searchsorted(ended, times, "right")
+    return times, counts
+
+
+def steady_window(conn: sqlite3.Connection, start: int, end: int) -> tuple[int, int]:
+    """The stage's steady-state window (run ns), by the rule of the module's docstring."""
+    times, counts = _in_flight(conn, start, end)
+    if not counts.size:
+        return start, end
+    reached = np.flatnonzero(counts >= float(np.median(counts)))
+    return (int(times[reached[0]]) if reached.size else start), end
+
+
+def _figures(ok: np.ndarray, window_s: float) -> dict[str, Any]:
+    sent, first, end, out = ok.T
+    ttft = (first - sent) / MS
+    e2e = (end - sent) / MS
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(out > 1, (e2e - ttft) / (out - 1), np.nan)
+        speed = np.where((out > 1) & (end > first), (out - 1) / ((end - first) / S), np.nan)
+    tokens = float(np.nansum(out))
+    per_user = describe(speed)
+    return {
+        "requests_per_s": len(ok) / window_s if window_s else None,
+        "output_tokens_per_s": tokens / window_s if window_s else None,
+        "output_tokens_per_s_per_user": per_user["p50"],
+        "ttft_ms": describe(ttft),
+        "tpot_ms": describe(tpot),
+        "e2e_ms": describe(e2e),
+    }
+
+
+def _level(stage: dict[str, Any]) -> float | None:
+    mode = stage.get("mode", "users")
+    if mode == "users":
+        return float(stage.get("users", 4))
+    if mode == "sequential":
+        return 1.0
+    if mode == "session-rate":
+        return stage.get("rate")
+    return None
+
+
+def describe_stages(conn: sqlite3.Connection, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each stage's counts, window and figures; [] for a run with no `stages:`."""
+    out: list[dict[str, Any]] = []
+    for name, stage, start, end in stage_bounds(config) or []:
+        counts = dict(
+            conn.execute(
+                "SELECT status, COUNT(*) FROM requests WHERE stage = ? GROUP BY 1", (name,)
+            ).fetchall()
+        )
+        w_start, w_end = steady_window(conn, start, end)
+        ok = read_matrix(
+            conn,
+            "SELECT t_sent_ns, t_first_token_ns, t_end_ns, completion_tokens FROM requests "
+            "WHERE stage = ? AND status = 'ok' AND t_end_ns >= ? AND t_end_ns <= ?",
+            4,
+            (name, w_start, w_end),
+        )
+        window_s = (w_end - w_start) / S
+        out.append(
+            {
+                "name": name,
+                "mode": stage.get("mode", "users"),
+                "level": _level(stage),
+                "start_s": start / S,
+                "end_s": end / S,
+                "at_end": stage.get("at_end", "continue"),
+                "requests": {
+                    "ok": counts.get("ok", 0),
+                    "failed": counts.get("error", 0),
+                    "cancelled": counts.get("cancelled", 0),
+                },
+                "window": {
+                    "start_s": w_start / S,
+                    "end_s": w_end / S,
+                    "s": window_s,
+                    "requests": len(ok),
+                    "rule": WINDOW_RULE,
+                },
+                **_figures(ok, window_s),
+            }
+        )
+    return out
+
+
+def pareto(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points no other beats on both tokens/s per user and output tokens/s in total,
+    by total throughput ascending (the frontier of a throughput-interactivity plot)."""
+    known = [
+        p
+        for p in points
+        if p.get("output_tokens_per_s") is not None
+        and p.get("output_tokens_per_s_per_user") is not None
+    ]
+
+    def beaten(p: dict[str, Any]) -> bool:
+        return any(
+            q["output_tokens_per_s"] >= p["output_tokens_per_s"]
+            and q["output_tokens_per_s_per_user"] >= p["output_tokens_per_s_per_user"]
+            and (
+                q["output_tokens_per_s"] > p["output_tokens_per_s"]
+                or q["output_tokens_per_s_per_user"] > p["output_tokens_per_s_per_user"]
+            )
+            for q in known
+        )
+
+    front = [p for p in known if not beaten(p)]
+    return sorted(front, key=lambda p: p["output_tokens_per_s"])
+
+
+def frontier_of(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Pareto frontier as summary.json holds it: each point's name, level and the two
+    throughputs (empty with fewer than two points)."""
+    points = [p for p in points if p["name"] != "warmup"]  # left out, as everywhere
+    if len(points) < 2:
+        return []
+    keys = ("name", "mode", "level", "output_tokens_per_s", "output_tokens_per_s_per_user")
+    return [{k: p.get(k) for k in keys} for p in pareto(points)]
