@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REAL_SERVER_DIR ?= $(HOME)/.cache/turnbench/real-server
 SHARED := ../shared
 
-.PHONY: demo test lint typecheck pytest real-server bench clean
+.PHONY: demo test lint typecheck pytest real-server chromium bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,15 @@ typecheck: $(BIN)/.installed-dev
 pytest: $(BIN)/.installed-dev
 	TURNBENCH_REAL_SERVER=$(REAL_SERVER_DIR) $(BIN)/pytest
 
-test: lint typecheck real-server pytest
+# Debian's chromium for the report's browser tests (tests/test_report_browser.py); Playwright
+# drives it and never downloads a browser of its own.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+		else echo "no /usr/bin/chromium: run 'sudo apt-get install -y chromium' (browser tests skip)"; fi; \
+	fi
+
+test: lint typecheck real-server chromium pytest
 
 # Client throughput benchmark (nginx + wrk from Debian, ~6 min): bench/README.md.
 bench: $(BIN)/.installed

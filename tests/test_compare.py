@@ -8,7 +8,6 @@ against a brute-force resampling of the same data.
 
 from __future__ import annotations
 
-import base64
 import re
 import shutil
 from collections.abc import Iterator
@@ -148,8 +147,8 @@ def test_console_shows_each_difference_and_the_noise_mark(
 
 
 def test_html_page_is_self_contained(runs: dict[str, Path], tmp_path: Path) -> None:
-    """Tables and three PNG plots inlined; nothing fetched; a folder name is escaped; the path
-    is the last line."""
+    """Tables and the overlaid plots, Bokeh inlined; nothing fetched; a folder name is
+    escaped; the path is the last line (tests/test_report_browser.py opens it in a browser)."""
     odd = tmp_path / "<script>alert(1)"
     shutil.copytree(runs["a"], odd)
     page = tmp_path / "compare.html"
@@ -158,16 +157,11 @@ def test_html_page_is_self_contained(runs: dict[str, Path], tmp_path: Path) -> N
     assert proc.stdout.strip().splitlines()[-1] == f"compare: {page}"
     text = page.read_text(encoding="utf-8")
     assert text.lower().startswith("<!doctype html")
-    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', text)
-    assert [alt for alt, _ in images] == [
-        "TTFT p50 and p90 by turn index, every run",
-        "TTFT and E2E CDFs, every run",
-        "throughput over time, every run",
-    ]
-    for _, data in images:
-        assert base64.b64decode(data).startswith(b"\x89PNG")
-    assert "<script" not in text and "&lt;script&gt;" in text
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", text)
+    panels = re.findall(r"<div class='panel' id='panel-(\w+)'>", text)
+    assert panels == ["per_turn", "cdf_ttft", "cdf_e2e", "throughput"]
+    assert "/* BEGIN bokeh.min.js */" in text
+    assert "<script>alert(1)" not in text and "&lt;script&gt;alert(1)" in text
+    assert not re.search(r"""<script[^>]*\ssrc=|<link[^>]*\shref=""", text)
     assert "turn 2 p90" in text and "workload.turns" in text
 
 

@@ -309,7 +309,9 @@ def test_a_run_against_the_simulator_records_its_metrics_on_the_run_clock(
     assert "Server (from /metrics: turnbench sim, vLLM names)" in result.output
     assert "note:" not in result.output
     html = (result.path / "report.html").read_text()
-    assert "client TTFT and server metrics over time" in html
+    # the server's panels, on the client's time axis (their titles are in Bokeh's JSON)
+    assert "Server: requests running and waiting" in html
+    assert "Server: KV cache and prefix cache" in html
     resolved = (result.path / "config.yaml").read_text()
     assert f"metrics_url: {sim.url}/metrics" in resolved
 

@@ -2,7 +2,7 @@
 side by side (docs/export.md, docs/compare.md).
 
 Why a module of its own: `cli.py` declares the commands that run and report one run; these two
-read finished runs only, and import numpy, pyarrow or matplotlib only when they run.
+read finished runs only, and import numpy, pyarrow or bokeh only when they run.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def compare_command(
     ),
 ) -> None:
     """Compare runs side by side, against the first, marking differences within noise."""
-    # numpy, matplotlib: imported when a comparison is made, not for --help
+    # numpy, bokeh: imported when a comparison is made, not for --help
     from turnbench.metrics.series import series
     from turnbench.report.compare import compare
     from turnbench.report.compare_html import render

@@ -1,4 +1,4 @@
-"""The prefix cache in one PNG: ideal against realised by turn, and kept over run time.
+"""The prefix cache in two figures: ideal against realised by turn, and kept over run time.
 
 Why these two: by turn shows what the workload offers to cache and how much of it the server
 kept; over run time shows when it stopped keeping it (the eviction cliff, marked).
@@ -8,46 +8,124 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib.pyplot as plt
+from bokeh.models import ColumnDataSource
+from bokeh.models.annotations import Span
 
 from turnbench.metrics.cache import KEPT_THRESHOLD
-from turnbench.report.plots import _SIZE, _png
+from turnbench.report.figures import (
+    FAILED,
+    MUTED,
+    OK,
+    TOKENS,
+    finish_legend,
+    hover,
+    hover_steps,
+    new_figure,
+    unit_range,
+    zero_based,
+)
 
 
-def cache_plot(cache: dict[str, Any] | None) -> bytes | None:
-    """Mean ideal and realised cached tokens per turn (left), Σ realised / Σ ideal per time
-    bin with the cliff marked (right); None without an ideal."""
+def cache_by_turn(cache: dict[str, Any] | None) -> Any:
+    """Mean prompt, ideal cached and realised cached tokens per turn; None without an ideal."""
     turns = (cache or {}).get("per_turn") or []
-    if cache is None or not turns:
+    if not turns:
         return None
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=_SIZE)
-    x = [t["turn"] for t in turns]
-    ax.plot(x, [t["mean_prompt_tokens"] for t in turns], ":", label="prompt", color="tab:gray")
-    ax.plot(x, [t["mean_ideal_tokens"] for t in turns], "-o", ms=3, label="ideal cached")
-    realised = [(t["turn"], t["mean_realised_tokens"]) for t in turns]
-    kept = [(turn, v) for turn, v in realised if v is not None]
-    if kept:
-        ax.plot([p[0] for p in kept], [p[1] for p in kept], "--s", ms=3, label="realised cached")
-    ax.set_xlabel("turn")
-    ax.set_ylabel("mean tokens")
-    ax.set_ylim(bottom=0)
-    ax.set_title("Cached tokens by turn")
-    ax.legend(fontsize=8)
+    src = ColumnDataSource(
+        {
+            "turn": [t["turn"] for t in turns],
+            "n": [t["requests"] for t in turns],
+            "prompt": [t["mean_prompt_tokens"] for t in turns],
+            "ideal": [t["mean_ideal_tokens"] for t in turns],
+            "realised": [
+                t["mean_realised_tokens"] if t["mean_realised_tokens"] is not None else float("nan")
+                for t in turns
+            ],
+        }
+    )
+    p = new_figure("Cached tokens by turn: ideal against realised", "turn", "mean tokens")
+    p.line("turn", "prompt", source=src, color=MUTED, line_dash="dotted", legend_label="prompt")
+    ideal = p.line("turn", "ideal", source=src, color=OK, line_width=2, legend_label="ideal cached")
+    p.scatter("turn", "ideal", source=src, color=OK, size=5, legend_label="ideal cached")
+    p.line(
+        "turn",
+        "realised",
+        source=src,
+        color=TOKENS,
+        line_width=2,
+        line_dash="dashed",
+        legend_label="realised cached",
+    )
+    p.scatter(
+        "turn",
+        "realised",
+        source=src,
+        color=TOKENS,
+        marker="square",
+        size=5,
+        legend_label="realised cached",
+    )
+    zero_based(p)
+    p.xaxis.ticker.min_interval = 1
+    hover(
+        p,
+        [ideal],
+        [
+            ("turn", "@turn (@n requests)"),
+            ("prompt", "@prompt{0,0}"),
+            ("ideal", "@ideal{0,0}"),
+            ("realised", "@realised{0,0}"),
+        ],
+        mode="vline",
+    )
+    finish_legend(p)
+    return p
+
+
+def cache_over_time(cache: dict[str, Any] | None, x_range: Any) -> Any:
+    """Σ realised / Σ ideal per time bin, the cliff threshold and the cliff itself."""
+    if cache is None:
+        return None
     width = cache["over_time"]["bin_s"]
     bins = [b for b in cache["over_time"]["bins"] if b["kept"] is not None]
-    if bins:
-        ax2.step(  # each bin's value held to its end, the last one's too
-            [b["start_s"] for b in bins] + [bins[-1]["start_s"] + width],
-            [b["kept"] * 100 for b in bins] + [bins[-1]["kept"] * 100],
-            where="post",
-            label="kept % (realised / ideal)",
-        )
-    ax2.axhline(KEPT_THRESHOLD * 100, color="tab:gray", ls=":", lw=1, label="cliff threshold")
+    if not bins:
+        return None
+    src = ColumnDataSource(
+        {
+            "t": [b["start_s"] for b in bins],
+            "kept": [b["kept"] * 100 for b in bins],
+            "n": [b["requests"] for b in bins],
+        }
+    )
+    p = new_figure(
+        f"Prefix cache kept over time ({width:.1f} s bins)",
+        "run time (s)",
+        "kept % (realised / ideal)",
+        height=240,
+        x_range=x_range,
+        y_range=unit_range(),
+    )
+    p.step("t", "kept", source=src, mode="after", color=TOKENS, line_width=2, legend_label="kept %")
+    p.add_layout(
+        Span(location=KEPT_THRESHOLD * 100, dimension="width", line_color=MUTED, line_dash="dotted")
+    )
     if cache["cliff"] is not None:
-        ax2.axvline(cache["cliff"]["time_s"], color="tab:red", ls="--", label="eviction cliff")
-    ax2.set_xlabel("run time (s)")
-    ax2.set_ylabel("%")
-    ax2.set_ylim(bottom=0)
-    ax2.set_title(f"Kept over time ({width:.1f} s bins)")
-    ax2.legend(fontsize=8, loc="lower left")
-    return _png(fig)
+        p.add_layout(
+            Span(
+                location=cache["cliff"]["time_s"],
+                dimension="height",
+                line_color=FAILED,
+                line_dash="dashed",
+                line_width=2,
+            )
+        )
+        p.title.text += f"; eviction cliff at {cache['cliff']['time_s']:.1f} s"
+    hover_steps(
+        p,
+        src,
+        "t",
+        "kept",
+        [("bin from", "@t{0.0} s"), ("kept", "@kept{0.0} %"), ("requests", "@n")],
+    )
+    finish_legend(p, "bottom_left")
+    return p

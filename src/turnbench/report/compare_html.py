@@ -1,121 +1,154 @@
-"""The comparison as one self-contained HTML page: the console's tables and overlaid plots of
-every run (per-turn TTFT, TTFT and E2E CDFs, throughput over time), PNGs inlined.
+"""The comparison as one self-contained HTML page: the console's tables and interactive plots
+of every run overlaid (per-turn TTFT, TTFT and E2E CDFs, throughput over time), one colour per
+run, Bokeh inlined as in report.html.
 
 Why like report.html: it opens offline from the file and fetches nothing; every text that came
-from a run (folder names, config values, error kinds) is escaped.
+from a run (folder names, config values, error kinds) is escaped. Clicking a run in a legend
+hides it, so two of five runs can be set side by side.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from bokeh.models import ColumnDataSource
 
 from turnbench.report.compare import Comparison
 from turnbench.report.compare_tables import LEGEND, all_tables
-from turnbench.report.html import CSS, escape, table_html
-
-_SIZE = (7.5, 3.6)
-
-
-def _png(fig: Figure, alt: str) -> str:
-    """The figure as an inline <img>."""
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode()
-    return f'<p><img alt="{escape(alt)}" src="data:image/png;base64,{data}"></p>'
+from turnbench.report.figures import (
+    PALETTE,
+    finish_legend,
+    hover,
+    new_figure,
+    page,
+    zero_based,
+)
+from turnbench.report.html import document, escape, table_html
 
 
-def per_turn_plot(c: Comparison) -> str:
+def _colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def per_turn_plot(c: Comparison) -> Any:
     """TTFT p50 (solid) and p90 (dashed) by turn index, one colour per run."""
-    fig, ax = plt.subplots(figsize=_SIZE)
-    drawn = False
-    for run in c.runs:
+    p = new_figure("TTFT by turn index (p50 solid, p90 dashed)", "turn", "TTFT (ms)", height=340)
+    drawn = []
+    for i, run in enumerate(c.runs):
         rows = [t for t in run.summary["per_turn"] if t["ttft_ms"]["count"]]
         if not rows:
             continue
-        x = [t["turn"] for t in rows]
-        (line,) = ax.plot(
-            x, [t["ttft_ms"]["p50"] for t in rows], "-o", ms=3, label=f"{run.letter} p50"
+        src = ColumnDataSource(
+            {
+                "turn": [t["turn"] for t in rows],
+                "p50": [t["ttft_ms"]["p50"] for t in rows],
+                "p90": [t["ttft_ms"]["p90"] for t in rows],
+                "n": [t["ok"] for t in rows],
+                "run": [run.letter] * len(rows),
+            }
         )
-        ax.plot(
-            x,
-            [t["ttft_ms"]["p90"] for t in rows],
-            "--o",
-            ms=3,
-            color=line.get_color(),
-            label=f"{run.letter} p90",
+        label = f"{run.letter}: {run.path.name}"
+        drawn.append(
+            p.line("turn", "p50", source=src, color=_colour(i), line_width=2, legend_label=label)
         )
-        drawn = True
+        p.scatter("turn", "p50", source=src, color=_colour(i), size=5, legend_label=label)
+        p.line("turn", "p90", source=src, color=_colour(i), line_dash="dashed", legend_label=label)
     if not drawn:
-        plt.close(fig)
-        return ""
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("turn")
-    ax.set_ylabel("TTFT (ms)")
-    ax.set_title("TTFT by turn index")
-    ax.legend(fontsize=8)
-    return _png(fig, "TTFT p50 and p90 by turn index, every run")
+        return None
+    p.xaxis.ticker.min_interval = 1
+    zero_based(p)
+    hover(
+        p,
+        drawn,
+        [("run", "@run"), ("turn", "@turn (@n ok)"), ("TTFT", "p50 @p50{0.0} / p90 @p90{0.0} ms")],
+        mode="vline",
+    )
+    finish_legend(p)
+    return p
 
 
-def cdf_plot(c: Comparison, series: list[dict[str, Any]]) -> str:
-    """TTFT and E2E CDFs (from the send), one line per run."""
-    if not any(s["cdf"].get("e2e_ms") for s in series):
-        return ""
-    fig, axes = plt.subplots(1, 2, figsize=_SIZE)
-    for axis, key, title in zip(axes, ("ttft_ms", "e2e_ms"), ("TTFT", "E2E"), strict=True):
-        for run, s in zip(c.runs, series, strict=True):
-            points = s["cdf"].get(key) or []
-            if points:
-                axis.plot([p[0] for p in points], [p[1] for p in points], label=run.letter)
-        axis.set_xlabel("ms")
-        axis.set_ylabel("fraction of requests")
-        axis.set_title(f"{title} CDF")
-        axis.legend(fontsize=8)
-    return _png(fig, "TTFT and E2E CDFs, every run")
+def cdf_plot(c: Comparison, series: list[dict[str, Any]], metric: str) -> Any:
+    """One latency's CDF (from the send), one line per run."""
+    key = f"{metric}_ms"
+    if not any(s["cdf"].get(key) for s in series):
+        return None
+    p = new_figure(f"{metric.upper()} CDF", "ms", "fraction of requests", height=300)
+    drawn = []
+    for i, (run, s) in enumerate(zip(c.runs, series, strict=True)):
+        points = s["cdf"].get(key) or []
+        if points:
+            src = ColumnDataSource(
+                {
+                    "ms": [q[0] for q in points],
+                    "f": [q[1] for q in points],
+                    "run": [run.letter] * len(points),
+                }
+            )
+            drawn.append(
+                p.line(
+                    "ms", "f", source=src, color=_colour(i), line_width=2, legend_label=run.letter
+                )
+            )
+    hover(
+        p,
+        drawn,
+        [("run", "@run"), ("latency", "@ms{0.0} ms"), ("fraction", "@f{0.000}")],
+        mode="vline",
+    )
+    finish_legend(p, "bottom_right")
+    return p
 
 
-def throughput_plot(c: Comparison, series: list[dict[str, Any]]) -> str:
+def throughput_plot(c: Comparison, series: list[dict[str, Any]]) -> Any:
     """Successful requests per second over each run's own time, one line per run."""
     if not any(s["throughput"] for s in series):
-        return ""
-    fig, ax = plt.subplots(figsize=_SIZE)
-    for run, s in zip(c.runs, series, strict=True):
+        return None
+    p = new_figure("Throughput over time (by completion second)", "run time (s)", "ok requests/s")
+    drawn = []
+    for i, (run, s) in enumerate(zip(c.runs, series, strict=True)):
         points = s["throughput"]
         if points:
-            ax.plot([p["t"] for p in points], [p["ok"] for p in points], label=run.letter)
-    ax.set_xlabel("run time (s)")
-    ax.set_ylabel("ok requests/s")
-    ax.set_ylim(bottom=0)
-    ax.set_title("Throughput over time (by completion second)")
-    ax.legend(fontsize=8)
-    return _png(fig, "throughput over time, every run")
+            src = ColumnDataSource(
+                {
+                    "t": [q["t"] for q in points],
+                    "ok": [q["ok"] for q in points],
+                    "run": [run.letter] * len(points),
+                }
+            )
+            drawn.append(
+                p.line(
+                    "t", "ok", source=src, color=_colour(i), line_width=2, legend_label=run.letter
+                )
+            )
+    zero_based(p)
+    hover(p, drawn, [("run", "@run"), ("t", "@t s"), ("ok", "@ok requests/s")], mode="vline")
+    finish_legend(p)
+    return p
 
 
 def render(c: Comparison, series: list[dict[str, Any]]) -> str:
     """The whole page; `series` are the runs' `metrics.series` (plots), in the runs' order."""
     letters = ", ".join(f"{r.letter}: {r.path.name}" for r in c.runs)
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>turnbench compare {escape(letters)}</title>",
-        f"<style>{CSS}</style></head><body>",
-        f"<h1>turnbench compare</h1><p>{escape(letters)}</p>",
-    ]
-    parts += [f"<div class='warn'>note: {escape(note)}</div>" for note in c.notes]
-    parts += [table_html(t) for t in all_tables(c)]
-    parts.append(f"<p>{escape(LEGEND)}</p>")
+    figures = {
+        "per_turn": per_turn_plot(c),
+        "cdf_ttft": cdf_plot(c, series, "ttft"),
+        "cdf_e2e": cdf_plot(c, series, "e2e"),
+        "throughput": throughput_plot(c, series),
+    }
+    script, divs = page({k: f for k, f in figures.items() if f is not None})
+    panels = {k: f"<div class='panel' id='panel-{k}'>{d}</div>" for k, d in divs.items()}
+    body = [f"<h1>turnbench compare</h1><p class='meta'>{escape(letters)}</p>"]
+    body += [f"<div class='warn'>note: {escape(note)}</div>" for note in c.notes]
+    body.append("<h2>Plots</h2>")
+    body.append(
+        "<p class='hint'>Hover for values; drag to pan, scroll to zoom; click a run in a legend "
+        "to hide it.</p>"
+    )
+    body.append(panels.get("per_turn", ""))
+    body.append(f"<div class='pair'>{panels.get('cdf_ttft', '')}{panels.get('cdf_e2e', '')}</div>")
+    body.append(panels.get("throughput", ""))
+    body += [table_html(t) for t in all_tables(c)]
+    body.append(f"<p>{escape(LEGEND)}</p>")
     if not c.config_diff:
-        parts.append("<p>Configs: the same in every run.</p>")
-    parts.append("<h2>Plots</h2>")
-    parts += [per_turn_plot(c), cdf_plot(c, series), throughput_plot(c, series)]
-    parts.append("</body></html>")
-    return "".join(parts)
+        body.append("<p>Configs: the same in every run.</p>")
+    return document(f"turnbench compare {letters}", body, script)

@@ -46,7 +46,7 @@ NS = "ns since run start"
 REQUEST_COLUMNS = (
     _c("id", "int", "", "row number in events.db"),
     _c("run_id", "text", "", "the run folder's name"),
-    _c("stage", "text", "", "`warmup` or `main`"),
+    _c("stage", "text", "", "`warmup`, `main`, or the name of its stage (`stages:`)"),
     _c("worker", "int", "", "worker process that sent it"),
     _c("session_id", "text", "", "session"),
     _c("conversation_id", "text", "", "workload conversation"),

@@ -21,24 +21,36 @@ def default_console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=120)
 
 
-def write_report(run_dir: Path, console: Console | None = None) -> dict[str, Any]:
+def write_report(
+    run_dir: Path, console: Console | None = None, *, html: bool = True
+) -> dict[str, Any]:
     """(Re)build summary.json and report.html from events.db; print the console report,
-    then the report's path as the last line."""
+    then the report's path as the last line.
+
+    `html=False` (a capacity probe, a sweep point) skips report.html, the one costly part
+    (~2 s): the folder keeps events.db and summary.json, and `turnbench report` draws it
+    later; the last line then names summary.json."""
     db = run_dir / "events.db"
     if not db.exists():
         raise InputError("no events.db in this folder", file=str(run_dir))
-    # numpy, matplotlib: imported when a report is written, not before a run starts
+    # numpy, bokeh: imported when a report is written, not before a run starts
     from turnbench.metrics.series import series
     from turnbench.metrics.summary import summarize
     from turnbench.report.console import print_report
     from turnbench.report.html import render as render_html
+    from turnbench.report.lanes import lane_rows
+    from turnbench.report.load_series import load_series
 
     console = console or default_console()
     summary = summarize(db)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    report = run_dir / "report.html"
-    report.write_text(render_html(summary, series(db)), encoding="utf-8")
+    report = run_dir / ("report.html" if html else "summary.json")
+    if html:
+        page = render_html(summary, series(db), load_series(db), lane_rows(db), run_dir)
+        report.write_text(page, encoding="utf-8")
     print_report(summary, console)
+    if html:
+        console.print(f"report.html: {report.stat().st_size / 1e6:.2f} MB", highlight=False)
     # the last line of every run and report: where to look (a path, never wrapped)
     console.print(f"report: {report}", soft_wrap=True, highlight=False)
     return summary

@@ -1,67 +1,122 @@
-"""The server's metrics over time, under the client's TTFT, on one time axis (one PNG).
+"""The server's own metrics over time, on the same time axis as the client's plots.
 
-Why one figure with a shared axis: "why did TTFT rise at 40 s?" is answered by what sits
-right below it — a queue that grew, a KV cache that filled, a prefix cache that stopped
-hitting — with no lining up of separate plots by eye.
+Why the shared axis: "why did TTFT rise at 40 s?" is answered by what sits right below it — a
+queue that grew, a KV cache that filled, a prefix cache that stopped hitting — and zooming one
+plot zooms them all, with no lining up by eye.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import matplotlib.pyplot as plt
+import numpy as np
+from bokeh.models import ColumnDataSource
 
-from turnbench.report.plots import _SIZE, Span, _png, _shade
+from turnbench.report.figures import (
+    FAILED,
+    PALETTE,
+    Span,
+    finish_legend,
+    hover,
+    new_figure,
+    rebin,
+    shade,
+    unit_range,
+    zero_based,
+)
+
+_KEYS = ("running", "waiting", "preemptions", "kv_usage", "prefix_hit_rate", "external_hit_rate")
 
 
-def _line(ax: Any, points: list[dict[str, Any]], key: str, label: str, scale: float = 1) -> bool:
-    """Plot one per-second figure where it has values; False when it has none."""
-    kept = [(p["t"], p[key] * scale) for p in points if p[key] is not None]
-    if kept:
-        ax.plot([t for t, _ in kept], [v for _, v in kept], label=label, marker=".", ms=3)
-    return bool(kept)
+def _columns(points: list[dict[str, Any]]) -> dict[str, Any]:
+    t = np.array([p["t"] for p in points], dtype=float)
+    cols = {
+        k: np.array([np.nan if p[k] is None else p[k] for p in points], dtype=float) for k in _KEYS
+    }
+    for k in ("kv_usage", "prefix_hit_rate", "external_hit_rate"):
+        cols[k] = cols[k] * 100
+    return rebin(t, cols)
 
 
-def server_over_time(
-    server: dict[str, Any] | None, ttft_samples: list[tuple[float, float, int]], spans: list[Span]
-) -> bytes | None:
-    """Client TTFT at send time, then the server's running and waiting requests, then its
-    KV-cache usage and prefix-cache hit rate, per second of the run; None without scrapes."""
+def server_queue(server: dict[str, Any] | None, spans: list[Span], x_range: Any) -> Any:
+    """The server's running and waiting requests (and preemptions) per second."""
     points = (server or {}).get("per_second") or []
     if not points:
         return None
-    fig, (top, mid, low) = plt.subplots(3, 1, figsize=(_SIZE[0], _SIZE[1] * 2), sharex=True)
-    for ax in (top, mid, low):
-        _shade(ax, spans)
-    if ttft_samples:
-        top.scatter(
-            [s[0] for s in ttft_samples], [s[1] for s in ttft_samples], s=4, alpha=0.5, c="tab:blue"
-        )
-    top.set_ylabel("client TTFT (ms)")
-    top.set_title("Client TTFT and the server's own metrics over time")
-    _line(mid, points, "running", "running")
-    _line(mid, points, "waiting", "waiting")
-    if any(p["preemptions"] for p in points):
-        mid.bar(
-            [p["t"] + 0.5 for p in points],
-            [p["preemptions"] or 0 for p in points],
+    src = ColumnDataSource(_columns(points))
+    p = new_figure(
+        "Server: requests running and waiting",
+        "run time (s)",
+        "requests",
+        height=240,
+        x_range=x_range,
+    )
+    shade(p, spans)
+    run = p.line("t", "running", source=src, color=PALETTE[0], line_width=2, legend_label="running")
+    p.line("t", "waiting", source=src, color=PALETTE[1], line_width=2, legend_label="waiting")
+    if any(q["preemptions"] for q in points):
+        p.vbar(
+            x="t",
+            top="preemptions",
             width=0.8,
-            color="tab:red",
+            source=src,
+            color=FAILED,
             alpha=0.5,
-            label="preemptions",
+            legend_label="preemptions",
         )
-    mid.set_ylabel("requests")
-    mid.set_ylim(bottom=0)
-    mid.legend(loc="upper left", fontsize=8)
+    zero_based(p)
+    hover(
+        p,
+        [run],
+        [
+            ("t", "@t{0} s"),
+            ("running", "@running{0.0}"),
+            ("waiting", "@waiting{0.0}"),
+            ("preemptions", "@preemptions{0}"),
+        ],
+        mode="vline",
+    )
+    finish_legend(p)
+    return p
+
+
+def server_cache(server: dict[str, Any] | None, spans: list[Span], x_range: Any) -> Any:
+    """The server's KV-cache usage and prefix-cache hit rates per second, in %."""
+    points = (server or {}).get("per_second") or []
+    if not points:
+        return None
+    cols = _columns(points)
     shown = [
-        _line(low, points, "kv_usage", "KV-cache usage %", 100),
-        _line(low, points, "prefix_hit_rate", "prefix-cache hit rate %", 100),
-        _line(low, points, "external_hit_rate", "external prefix-cache hit rate %", 100),
+        (k, label)
+        for k, label in (
+            ("kv_usage", "KV-cache usage %"),
+            ("prefix_hit_rate", "prefix-cache hit rate %"),
+            ("external_hit_rate", "external prefix-cache hit rate %"),
+        )
+        if not np.isnan(cols[k]).all()
     ]
-    if any(shown):
-        low.legend(loc="upper left", fontsize=8)
-    low.set_ylabel("%")
-    low.set_ylim(0, 105)
-    low.set_xlabel("run time (s)")
-    low.set_xlim(left=0)
-    return _png(fig)
+    if not shown:
+        return None
+    src = ColumnDataSource(cols)
+    p = new_figure(
+        "Server: KV cache and prefix cache",
+        "run time (s)",
+        "%",
+        height=240,
+        x_range=x_range,
+        y_range=unit_range(),
+    )
+    shade(p, spans)
+    lines = [
+        p.line("t", k, source=src, color=PALETTE[i + 2], line_width=2, legend_label=label)
+        for i, (k, label) in enumerate(shown)
+    ]
+    zero_based(p)
+    hover(
+        p,
+        lines[:1],
+        [("t", "@t{0} s"), *((label, f"@{k}{{0.0}}") for k, label in shown)],
+        mode="vline",
+    )
+    finish_legend(p, "bottom_left")
+    return p

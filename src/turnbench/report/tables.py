@@ -242,9 +242,61 @@ def affinity(summary: dict[str, Any]) -> TextTable | None:
     return TextTable("Session affinity", None, rows)
 
 
+def stage_load(mode: str, level: float | None) -> str:
+    """A stage's (or a sweep point's) load in a few characters: `4 users`, `2.5/s`."""
+    if level is None:
+        return mode
+    return f"{level:g}/s" if mode == "session-rate" else f"{level:g} user{'s' * (level != 1)}"
+
+
+def stages(summary: dict[str, Any]) -> TextTable | None:
+    """One row per stage of a staged run: its load, its steady-state window, and its
+    figures over that window; None for a run with no `stages:`."""
+    points = summary.get("stages") or []
+    if not points:
+        return None
+    rows = [
+        [
+            p["name"],
+            stage_load(p["mode"], p["level"]),
+            f"{p['start_s']:.1f}-{p['end_s']:.1f}",
+            f"{p['window']['start_s']:.1f}-{p['window']['end_s']:.1f}",
+            fmt(p["requests"]["ok"]),
+            fmt(p["requests"]["failed"] + p["requests"]["cancelled"]),
+            fmt(p["requests_per_s"], 2),
+            fmt(p["output_tokens_per_s"]),
+            fmt(p["output_tokens_per_s_per_user"]),
+            fmt(p["ttft_ms"]["p90"]),
+            fmt(p["tpot_ms"]["p90"]),
+        ]
+        for p in points
+    ]
+    header = [
+        "stage", "load", "time s", "window s", "ok", "failed/cut", "req/s", "out tok/s",
+        "tok/s/user p50", "TTFT p90 ms", "TPOT p90 ms",
+    ]  # fmt: skip
+    return TextTable("Stages (figures over each stage's steady-state window)", header, rows)
+
+
+def frontier(summary: dict[str, Any]) -> TextTable | None:
+    """The Pareto frontier of the stages: no other stage beats one of them on both tokens/s
+    per user and tokens/s in total; None with fewer than two stages."""
+    front = summary.get("frontier") or []
+    if not front:
+        return None
+    rows = [
+        [p["name"], stage_load(p["mode"], p["level"]), fmt(p["output_tokens_per_s"]),
+         fmt(p["output_tokens_per_s_per_user"])]
+        for p in front
+    ]  # fmt: skip
+    header = ["stage", "load", "out tok/s", "tok/s/user p50"]
+    return TextTable("Pareto frontier (tokens/s per user against in total)", header, rows)
+
+
 def all_tables(summary: dict[str, Any]) -> list[TextTable]:
-    """Every table of the report, in order (the Outages, SLOs, Goodput, Session affinity,
-    Prefix cache and Server tables only when there is something to show)."""
+    """Every table of the report, in order (the Outages, Stages, Pareto frontier, SLOs,
+    Goodput, Session affinity, Prefix cache and Server tables only when there is something
+    to show)."""
     from turnbench.report.cache import cache_tables  # they build on this module's tables
     from turnbench.report.goodput import goodput_tables
     from turnbench.report.server import server_table
@@ -252,9 +304,11 @@ def all_tables(summary: dict[str, Any]) -> list[TextTable]:
     down = outages(summary)
     sticky = affinity(summary)
     server = server_table(summary)
+    staged = [t for t in (stages(summary), frontier(summary)) if t is not None]
     return [
         headline(summary),
         *([down] if down else []),
+        *staged,
         requests(summary),
         turns(summary),
         conversations(summary),
