@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from cli_options import turnbench
+from conftest import SimProcess
 from runs import RunResult, run_bench
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,6 +38,8 @@ HOSTILE = "<script>window.__pwned=1</script>"
 MARKUP = "<img src=x onerror=window.__pwned=2>"
 REPORT_PANELS = {
     "stages",
+    "curve_ttft",
+    "curve_tpot",
     "throughput",
     "concurrency",
     "lag",
@@ -53,6 +56,7 @@ REPORT_PANELS = {
     "cdf_e2e",
 }
 COMPARE_PANELS = {"per_turn", "cdf_ttft", "cdf_e2e", "throughput"}
+SWEEP_PANELS = {"curve_ttft", "curve_tpot", "frontier"}
 
 
 def _missing(reason: str) -> None:
@@ -194,7 +198,10 @@ def test_report_draws_every_panel_offline_and_hovers(
     assert any(a["status"] == "error" for a in attempts)  # the lanes have failures to show
     assert any(a["attempt"] > 1 and a["status"] == "ok" for a in attempts)
     shot = _artifact(tmp_path, "report.png")
-    page = _check_page(browser, run.path / "report.html", REPORT_PANELS, shot)
+    stages = run.summary["stages"]  # conversations/h: drawn when both stages completed some
+    drawn = all(s["conversations_per_h_per_user"] is not None for s in stages)
+    panels = REPORT_PANELS | ({"conversations"} if drawn else set())
+    page = _check_page(browser, run.path / "report.html", panels, shot)
     for panel in ("per_turn", "throughput", "concurrency"):
         assert re.search(r"\d", _hover_value(page, panel)), panel
     assert page.evaluate("() => window.__pwned") is None  # the model name did not run
@@ -275,3 +282,40 @@ def test_compare_page_draws_every_panel_offline_and_hovers(
     for panel in ("per_turn", "cdf_ttft"):
         assert re.search(r"\d", _hover_value(page, panel)), panel
     page.context.close()
+
+
+def test_sweep_page_draws_every_panel_offline_and_hovers(
+    browser: Any, fast_sim: SimProcess, tmp_path: Path
+) -> None:
+    """A series sweep's sweep.html: both curves with their SLO lines and the frontier."""
+    (tmp_path / "s.yaml").write_text(
+        "target: {metrics_interval_s: 0}\nsession: {ignore_eos: true}\n"
+        "workload: {type: synthetic, turns: 2, input_tokens: 16, output_tokens: 4}\n"
+        "slo: {tiers: {fast: {objectives: ['ttft p90 <= 2s', 'tpot p90 <= 1s']}}}\n"
+    )
+    proc = turnbench(
+        "sweep", "s.yaml", "--target", fast_sim.url, "--users", "1,3", "--as", "runs",
+        "--point-duration", "1", "--cooldown", "0", "--out", "out", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    (folder,) = (tmp_path / "out").iterdir()
+    shot = _artifact(tmp_path, "sweep.png")
+    page = _check_page(browser, folder / "sweep.html", SWEEP_PANELS, shot)
+    page.locator("#panel-curve_ttft").scroll_into_view_if_needed()
+    dot = page.evaluate(POINT_AT, "Throughput-latency: p90 TTFT")
+    page.mouse.move(dot["x"], dot["y"])
+    page.wait_for_timeout(300)
+    shown = [t.inner_text() for t in page.locator(".bk-tooltip-content").all() if t.is_visible()]
+    assert shown and "point-01-users-1" in shown[0] and re.search(r"[\d.]+ ms", shown[0]), shown
+    page.context.close()
+
+
+POINT_AT = """(title) => {
+    const fv = Bokeh.index.all_views().find(v => v.model.type === 'Figure'
+        && String(v.model.title.text).startsWith(title));
+    const d = fv.model.renderers.find(r => r.glyph && r.glyph.type === 'Scatter').data_source.data;
+    const box = fv.canvas_view.el.getBoundingClientRect();
+    return {x: box.left + fv.frame.x_scale.compute(d.x[0]),
+            y: box.top + fv.frame.y_scale.compute(d.y[0])};
+}"""
+"""Where a figure's first point is on the screen, from Bokeh's own scales."""

@@ -8,8 +8,10 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from cli_options import turnbench
@@ -174,8 +177,47 @@ def _staged(tmp_path: Path, sim: SimProcess, *, cut: bool) -> Any:
                 {"name": "open", "mode": "session-rate", "rate": 8, "arrival": "constant",
                  "duration_s": 1.0},
             ],
+            "slo": {"tiers": EASY_AND_IMPOSSIBLE},
         },
     )  # fmt: skip
+
+
+EASY_AND_IMPOSSIBLE = {
+    "easy": {"objectives": ["ttft p90 <= 60s", "tpot p90 <= 60s"]},
+    "impossible": {"objectives": ["ttft p50 <= 0.001ms"]},
+}
+"""Two tiers every request meets and none can (1 µs to the first token, over real HTTP)."""
+
+
+def _check_stage_goodput(result: Any) -> None:
+    """Each stage's goodput in both tiers against its own rows in events.db, and the stages'
+    judged requests adding up to the run's (the warm-up stage judged on nothing, as the run
+    leaves it out)."""
+    summary = result.summary
+    for tier in EASY_AND_IMPOSSIBLE:
+        totals = 0
+        for stage in summary["stages"]:
+            good = stage["goodput"][tier]
+            judged = result.rows(
+                "SELECT status FROM requests WHERE stage = ? AND status IN ('ok', 'error')",
+                stage["name"],
+            )
+            requests = good["requests"]["all"]
+            expected = 0 if stage["name"] == "warmup" else len(judged)
+            assert requests["total"] == expected, (tier, stage["name"])
+            assert requests["good"] <= stage["requests"]["ok"]
+            totals += requests["total"]
+            if stage["name"] == "warmup":
+                continue
+            ratio = 1.0 if tier == "easy" else 0.0
+            assert requests["ratio"] == ratio and good["output_tokens"]["all"]["ratio"] == ratio
+            if tier == "impossible":
+                assert good["conversations"]["good"] == 0
+            assert requests["per_s"] == pytest.approx(
+                requests["good"] / (stage["end_s"] - stage["start_s"])
+            )
+        assert totals == summary["slo"]["tiers"][tier]["requests"]["all"]["total"], tier
+    assert "good % easy" in result.output and "good % impossible" in result.output
 
 
 def test_a_staged_run_holds_each_stages_load_and_reports_each_stage(
@@ -203,6 +245,31 @@ def test_a_staged_run_holds_each_stages_load_and_reports_each_stage(
     assert stages["five"]["level"] == 5 and stages["open"]["mode"] == "session-rate"
     for s in stages.values():
         assert s["start_s"] <= s["window"]["start_s"] < s["window"]["end_s"] == s["end_s"]
+        done = result.rows(
+            "SELECT t_end_ns - t_start_ns FROM sessions WHERE outcome = 'completed' "
+            "AND t_end_ns BETWEEN ? AND ?",
+            s["window"]["start_s"] * NS,
+            s["window"]["end_s"] * NS,
+        )
+        assert s["conversations_per_h"] == pytest.approx(len(done) * 3600 / s["window"]["s"])
+        turns = {t["turn"]: t for t in s["by_turn"]}
+        for k in (1, 2, 3):  # the synthetic conversations have 3 turns
+            ttfts = [
+                (r[1] - r[0]) / 1e6
+                for r in result.rows(
+                    "SELECT t_sent_ns, t_first_token_ns FROM requests WHERE stage = ? "
+                    "AND status = 'ok' AND turn_index = ? AND t_end_ns BETWEEN ? AND ?",
+                    s["name"], k, s["window"]["start_s"] * NS, s["window"]["end_s"] * NS,
+                )
+            ]  # fmt: skip
+            assert turns[k]["ttft_ms"]["count"] == len(ttfts), (s["name"], k)
+            if ttfts:
+                assert turns[k]["ttft_ms"]["p90"] == pytest.approx(float(np.percentile(ttfts, 90)))
+        assert turns[4]["ttft_ms"]["count"] == 0
+        if done:  # one user's rate: 3600 / the median length
+            assert 3600 / s["conversations_per_h_per_user"] == pytest.approx(
+                statistics.median(d[0] / NS for d in done)
+            )
     # throughput rises with the users (each request takes the same time on this simulator)
     assert stages["five"]["requests_per_s"] > stages["two"]["requests_per_s"]
     assert summary["requests"]["warmup"] == len(result.rows(
@@ -211,6 +278,12 @@ def test_a_staged_run_holds_each_stages_load_and_reports_each_stage(
     assert {p["name"] for p in summary["frontier"]} <= {"two", "five", "open"}
     assert "Stages (figures over each stage's steady-state window)" in result.output
     assert "Pareto frontier" in result.output
+    _check_stage_goodput(result)
+    page = (result.path / "report.html").read_text(encoding="utf-8")
+    for panel in ("curve_ttft", "curve_tpot"):  # the throughput-latency curves of the stages
+        assert f"id='panel-{panel}'" in page, panel
+    assert "turn 1 p90" in page and "turn 3 p90" in page  # and per turn index
+    assert "SLO easy: ttft p90 &lt;= 60000 ms" in page  # the SLO line (Bokeh escapes `<`)
 
 
 def test_at_a_continue_boundary_sessions_play_on_into_the_next_stage(
@@ -255,7 +328,7 @@ workload: {type: synthetic, turns: 2, input_tokens: 16, output_tokens: 4}
 def test_a_sweep_as_runs_writes_each_point_and_the_frontier(
     tmp_path: Path, fast_sim: SimProcess
 ) -> None:
-    (tmp_path / "s.yaml").write_text(SWEEP_CONFIG)
+    (tmp_path / "s.yaml").write_text(SWEEP_CONFIG + SWEEP_SLO)
     proc = turnbench(
         "sweep", "s.yaml", "--target", fast_sim.url, "--users", "1..4x2", "--as", "runs",
         "--point-duration", "1", "--cooldown", "0", "--out", "out", cwd=tmp_path,
@@ -269,9 +342,20 @@ def test_a_sweep_as_runs_writes_each_point_and_the_frontier(
         assert not (folder / p["folder"] / "report.html").exists()
         assert p["output_tokens_per_s"] > 0 and p["ttft_ms"]["p90"] is not None
     assert record["frontier"] and "Pareto frontier" in proc.stdout
-    assert (
-        proc.stdout.strip().splitlines()[-1] == f"sweep: {Path('out') / folder.name / 'sweep.json'}"
-    )
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == f"sweep: {Path('out') / folder.name / 'sweep.json'}"
+    assert lines[-2] == f"sweep.html: {Path('out') / folder.name / 'sweep.html'}"
+    page = (folder / "sweep.html").read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]+src=[\"']?https?://", page)  # self-contained
+    for panel in ("curve_ttft", "curve_tpot", "frontier"):
+        assert f"id='panel-{panel}'" in page, panel
+    assert "SLO fast: ttft p90 &lt;= 30000 ms" in page and "SLO fast: tpot p99" in page
+    assert all(p["name"] in page for p in record["points"])
+
+
+SWEEP_SLO = """
+slo: {tiers: {fast: {objectives: ["ttft p90 <= 30s", "tpot p99 <= 20s"]}}}
+"""
 
 
 def test_a_sweep_as_stages_is_one_run(tmp_path: Path, fast_sim: SimProcess) -> None:

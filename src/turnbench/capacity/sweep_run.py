@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from turnbench.capacity.probe import probe_config
 from turnbench.capacity.sweep import Sweep, point_spec, run_series, staged_config
+from turnbench.capacity.sweep_page import write_sweep_html
 from turnbench.capacity.sweep_report import (
     frontier_table,
     points_table,
@@ -89,6 +90,9 @@ def _as_runs(
     record = sweep_record(cfg.name, cfg.target.url, sweep, points, ended=ended)
     path = write_sweep(folder, record)
     _print(record, console)
+    slo = cfg.slo.model_dump(mode="json") if cfg.slo else None
+    page = write_sweep_html(folder, record, slo)
+    console.print(f"sweep.html: {page}", soft_wrap=True, highlight=False)
     console.print(f"sweep: {path}", soft_wrap=True, highlight=False)
     return ended
 

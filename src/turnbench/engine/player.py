@@ -95,6 +95,10 @@ class RunContext:
         (`main` in a run with no stages)."""
         return self._timeline.at(t_ns)
 
+    def cut_at(self, t_ns: int) -> int | None:
+        """When a session started at `t_ns` is cut with its stage (None: never)."""
+        return self._timeline.cut_at(t_ns)
+
     def may_send(self) -> bool:
         """Whether a session may go on to another turn (the end policy allows it)."""
         return not self.drained and (not self.stopping or self.cfg.load.end == "drain")
@@ -307,11 +311,16 @@ async def play_session(
     scfg = ctx.cfg.session
     t_next = t_intended_ns
     token: str | None = None
+    cut_ns = ctx.cut_at(t_intended_ns)
     try:
         outcome = "completed"
         for index in range(len(session.turns)):
             if index:
                 t_next += int(session.think_time_s(index) * NS)
+            if cut_ns is not None and t_next >= cut_ns:  # due after its stage's cut
+                await ctx.clock.sleep_until(cut_ns)
+                outcome = "unfinished"
+                break
             if not ctx.may_send():
                 outcome = "unfinished"
                 break

@@ -70,10 +70,18 @@ def _metric_values(cols: np.ndarray) -> dict[str, np.ndarray]:
     return {"ttft": ttft, "e2e": e2e, "tpot": tpot, "output_tokens_per_s": speed}
 
 
-def read_sessions(conn: sqlite3.Connection) -> Sessions:
-    """Every main-stage session of the run."""
+def _of_stage(stage: str | None) -> tuple[str, tuple[str, ...]]:
+    """The extra condition (and its parameter) that keeps one stage's rows; none for the run."""
+    return ("", ()) if stage is None else (" AND stage = ?", (stage,))
+
+
+def read_sessions(conn: sqlite3.Connection, stage: str | None = None) -> Sessions:
+    """Every main-stage session of the run, or those that started in `stage`."""
+    cond, params = _of_stage(stage)
     rows = conn.execute(
-        "SELECT session_id, outcome, t_end_ns - t_start_ns FROM sessions WHERE stage != 'warmup'"
+        "SELECT session_id, outcome, t_end_ns - t_start_ns FROM sessions "
+        f"WHERE stage != 'warmup'{cond}",
+        params,
     ).fetchall()
     return Sessions(
         ids=[r[0] for r in rows],
@@ -82,11 +90,18 @@ def read_sessions(conn: sqlite3.Connection) -> Sessions:
     )
 
 
-def read_requests(conn: sqlite3.Connection, sessions: Sessions, with_gaps: bool) -> Requests:
-    """The judged attempts, read in batches; chunk gaps only when `with_gaps`."""
+def read_requests(
+    conn: sqlite3.Connection, sessions: Sessions, with_gaps: bool, stage: str | None = None
+) -> Requests:
+    """The judged attempts, read in batches; chunk gaps only when `with_gaps`; only those
+    intended in `stage` when given (an attempt of a session of another stage is judged as a
+    request but left out of the conversations, which are `sessions`')."""
     index = {sid: i for i, sid in enumerate(sessions.ids)}
     gaps_col = ", chunk_gaps" if with_gaps else ""
-    cursor = conn.execute(f"SELECT session_id, {_COLUMNS}{gaps_col} FROM requests WHERE {JUDGED}")
+    cond, params = _of_stage(stage)
+    cursor = conn.execute(
+        f"SELECT session_id, {_COLUMNS}{gaps_col} FROM requests WHERE {JUDGED}{cond}", params
+    )
     cols: list[np.ndarray] = []
     codes: list[int] = []
     gaps: list[np.ndarray] = []
@@ -263,13 +278,21 @@ def describe_slo(
         cfg = SloConfig.model_validate(slo)
     except ValidationError as e:
         raise InputError(f"the run's slo section is not valid: {e.errors()[0]['msg']}") from None
-    with_gaps = any(o.metric == "itl" for t in cfg.tiers.values() for o in t.objectives)
     conn = open_readonly(db_path)
     try:
-        sessions = read_sessions(conn)
-        req = read_requests(conn, sessions, with_gaps)
+        return judge_all(conn, cfg, window_s)
     finally:
         conn.close()
+
+
+def judge_all(
+    conn: sqlite3.Connection, cfg: SloConfig, window_s: float, stage: str | None = None
+) -> dict[str, Any]:
+    """Every tier judged on the run's judged attempts and sessions, or on one stage's (the
+    attempts intended in it, the sessions that started in it: `metrics/stages.py`)."""
+    with_gaps = any(o.metric == "itl" for t in cfg.tiers.values() for o in t.objectives)
+    sessions = read_sessions(conn, stage)
+    req = read_requests(conn, sessions, with_gaps, stage)
     return {
         "window_s": window_s,
         "tiers": {name: judge_tier(t, req, sessions, window_s) for name, t in cfg.tiers.items()},

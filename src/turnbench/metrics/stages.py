@@ -16,13 +16,19 @@ import sqlite3
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from turnbench.metrics.columns import read_matrix
+from turnbench.metrics.goodput import judge_all
 from turnbench.metrics.stats import describe
+from turnbench.slo import SloConfig
 
 MS = 1e6
 S = 1e9
 SAMPLE_NS = 10_000_000
+BY_TURN = (1, 2, 3, 4)
+"""The turn indexes whose figures a stage also gives on their own (the first, where the
+prompt is cold, and the next few, where a prefix cache pays or not)."""
 WINDOW_RULE = (
     "from the first time the requests in flight reach the stage's median in-flight count "
     "to the stage's end; figures over its successful requests that ended in it"
@@ -88,6 +94,16 @@ def _figures(ok: np.ndarray, window_s: float) -> dict[str, Any]:
     }
 
 
+def _conversations(durations_s: np.ndarray, window_s: float) -> dict[str, Any]:
+    """Conversations/h in total (those completed in the window, of any stage) and per user:
+    3600 / their median length, what one user playing them back to back gets through."""
+    median = float(np.median(durations_s)) if durations_s.size else 0.0
+    return {
+        "conversations_per_h": len(durations_s) * 3600 / window_s if window_s else None,
+        "conversations_per_h_per_user": 3600 / median if median > 0 else None,
+    }
+
+
 def _level(stage: dict[str, Any]) -> float | None:
     mode = stage.get("mode", "users")
     if mode == "users":
@@ -100,7 +116,14 @@ def _level(stage: dict[str, Any]) -> float | None:
 
 
 def describe_stages(conn: sqlite3.Connection, config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each stage's counts, window and figures; [] for a run with no `stages:`."""
+    """Each stage's counts, window, figures (tokens, conversations) and goodput; [] for a
+    run with no `stages:`.
+    Goodput is judged on all the stage's attempts (its rates over the stage's whole length),
+    None when the run has no valid SLOs (`describe_slo` names what is wrong with them)."""
+    try:
+        slo = SloConfig.model_validate(config["slo"]) if config.get("slo") else None
+    except ValidationError:
+        slo = None
     out: list[dict[str, Any]] = []
     for name, stage, start, end in stage_bounds(config) or []:
         counts = dict(
@@ -111,12 +134,19 @@ def describe_stages(conn: sqlite3.Connection, config: dict[str, Any]) -> list[di
         w_start, w_end = steady_window(conn, start, end)
         ok = read_matrix(
             conn,
-            "SELECT t_sent_ns, t_first_token_ns, t_end_ns, completion_tokens FROM requests "
-            "WHERE stage = ? AND status = 'ok' AND t_end_ns >= ? AND t_end_ns <= ?",
-            4,
+            "SELECT t_sent_ns, t_first_token_ns, t_end_ns, completion_tokens, turn_index "
+            "FROM requests WHERE stage = ? AND status = 'ok' AND t_end_ns >= ? AND t_end_ns <= ?",
+            5,
             (name, w_start, w_end),
         )
         window_s = (w_end - w_start) / S
+        done = read_matrix(
+            conn,
+            "SELECT t_end_ns - t_start_ns FROM sessions WHERE outcome = 'completed' "
+            "AND t_end_ns >= ? AND t_end_ns <= ?",
+            1,
+            (w_start, w_end),
+        )[:, 0]
         out.append(
             {
                 "name": name,
@@ -137,35 +167,37 @@ def describe_stages(conn: sqlite3.Connection, config: dict[str, Any]) -> list[di
                     "requests": len(ok),
                     "rule": WINDOW_RULE,
                 },
-                **_figures(ok, window_s),
+                **_figures(ok[:, :4], window_s),
+                "by_turn": [
+                    {"turn": k, **_figures(ok[ok[:, 4] == k, :4], window_s)} for k in BY_TURN
+                ],
+                **_conversations(done / S, window_s),
+                "goodput": judge_all(conn, slo, (end - start) / S, name)["tiers"] if slo else None,
             }
         )
     return out
 
 
-def pareto(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The points no other beats on both tokens/s per user and output tokens/s in total,
-    by total throughput ascending (the frontier of a throughput-interactivity plot)."""
-    known = [
-        p
-        for p in points
-        if p.get("output_tokens_per_s") is not None
-        and p.get("output_tokens_per_s_per_user") is not None
-    ]
+def pareto(
+    points: list[dict[str, Any]],
+    total: str = "output_tokens_per_s",
+    per_user: str = "output_tokens_per_s_per_user",
+) -> list[dict[str, Any]]:
+    """The points no other beats on both the per-user figure and the total one (tokens/s,
+    or conversations/h), by the total ascending (the frontier of a throughput-interactivity
+    plot)."""
+    known = [p for p in points if p.get(total) is not None and p.get(per_user) is not None]
 
     def beaten(p: dict[str, Any]) -> bool:
         return any(
-            q["output_tokens_per_s"] >= p["output_tokens_per_s"]
-            and q["output_tokens_per_s_per_user"] >= p["output_tokens_per_s_per_user"]
-            and (
-                q["output_tokens_per_s"] > p["output_tokens_per_s"]
-                or q["output_tokens_per_s_per_user"] > p["output_tokens_per_s_per_user"]
-            )
+            q[total] >= p[total]
+            and q[per_user] >= p[per_user]
+            and (q[total] > p[total] or q[per_user] > p[per_user])
             for q in known
         )
 
     front = [p for p in known if not beaten(p)]
-    return sorted(front, key=lambda p: p["output_tokens_per_s"])
+    return sorted(front, key=lambda p: p[total])
 
 
 def frontier_of(points: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -71,12 +71,20 @@ class Timeline:
         plan = steps(cfg)
         self.names = [s.name for s in plan]
         self.starts = [s.start_ns for s in plan]
+        self._cuts = [s.end_ns if s.cut and s is not plan[-1] else None for s in plan]
 
     def at(self, t_ns: int) -> str:
         """The label of work intended at `t_ns` (run ns)."""
         if t_ns < self.warmup_ns:
             return WARMUP
         return self.names[max(0, bisect.bisect_right(self.starts, t_ns) - 1)]
+
+    def cut_at(self, t_ns: int) -> int | None:
+        """When a session started at `t_ns` is cut (its stage's end, `at_end: cut`), None
+        when it may play on. Why the session itself knows: the coordinator's cut reaches a
+        worker some milliseconds late, and a turn due in that gap would be sent in the next
+        stage."""
+        return self._cuts[max(0, bisect.bisect_right(self.starts, t_ns) - 1)]
 
 
 def replays_trace(cfg: RunConfig) -> bool:

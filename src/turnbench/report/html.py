@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from turnbench.report import cache_plot, plots, server_plot, stage_plot
+from turnbench.report import cache_plot, plots, server_plot, stage_plot, sweep_plot
 from turnbench.report.answer import answer_html
 from turnbench.report.figures import head_script, outage_spans, page, time_range
 from turnbench.report.lanes import lanes_figure
@@ -93,6 +93,12 @@ def _users(summary: dict[str, Any]) -> int | None:
     return users if load.get("mode") == "users" and isinstance(users, int) else None
 
 
+def _sweep_curves(stages: list[dict[str, Any]], slo: dict[str, Any] | None) -> dict[str, Any]:
+    """The throughput-latency curves of a run of 2+ stages (a warm-up stage left out)."""
+    points = [s for s in stages if s["name"] != "warmup"]
+    return sweep_plot.curves(points, slo) if len(points) >= 2 else {}
+
+
 def _figures(
     summary: dict[str, Any], series: dict[str, Any], load: dict[str, Any], lanes: list[Any]
 ) -> dict[str, list[tuple[str, Any]]]:
@@ -101,7 +107,10 @@ def _figures(
     x = time_range()
     stages = summary.get("stages") or []
     return {
-        "Per stage": [("stages", stage_plot.stages_figure(stages, summary.get("frontier") or []))],
+        "Per stage": [
+            ("stages", stage_plot.stages_figure(stages, summary.get("frontier") or [])),
+            *_sweep_curves(stages, summary["config"].get("slo")).items(),
+        ],
         "Over time": [
             ("throughput", plots.throughput(series["throughput"], spans, x)),
             ("concurrency", plots.concurrency(load["concurrency"], _users(summary), spans, x)),

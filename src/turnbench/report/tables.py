@@ -251,10 +251,12 @@ def stage_load(mode: str, level: float | None) -> str:
 
 def stages(summary: dict[str, Any]) -> TextTable | None:
     """One row per stage of a staged run: its load, its steady-state window, and its
-    figures over that window; None for a run with no `stages:`."""
+    figures over that window (and its request goodput %, a column per SLO tier); None for a
+    run with no `stages:`."""
     points = summary.get("stages") or []
     if not points:
         return None
+    tiers = list(points[0].get("goodput") or {})
     rows = [
         [
             p["name"],
@@ -268,14 +270,21 @@ def stages(summary: dict[str, Any]) -> TextTable | None:
             fmt(p["output_tokens_per_s_per_user"]),
             fmt(p["ttft_ms"]["p90"]),
             fmt(p["tpot_ms"]["p90"]),
+            *(_good_pct(p, tier) for tier in tiers),
         ]
         for p in points
     ]
     header = [
         "stage", "load", "time s", "window s", "ok", "failed/cut", "req/s", "out tok/s",
-        "tok/s/user p50", "TTFT p90 ms", "TPOT p90 ms",
+        "tok/s/user p50", "TTFT p90 ms", "TPOT p90 ms", *(f"good % {t}" for t in tiers),
     ]  # fmt: skip
     return TextTable("Stages (figures over each stage's steady-state window)", header, rows)
+
+
+def _good_pct(stage: dict[str, Any], tier: str) -> str:
+    """The stage's request goodput in a tier, % of its judged requests."""
+    ratio = stage["goodput"][tier]["requests"]["all"]["ratio"]
+    return "-" if ratio is None else f"{100 * ratio:.1f}"
 
 
 def frontier(summary: dict[str, Any]) -> TextTable | None:
