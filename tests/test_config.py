@@ -9,7 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from turnbench.config import RunConfig, load_config
+from turnbench.config import RunConfig
+from turnbench.config_load import load_config
 from turnbench.errors import InputError
 
 KEYS = [

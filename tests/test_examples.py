@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from turnbench.config import load_config
+from turnbench.config_load import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

@@ -17,7 +17,8 @@ import yaml
 
 from cli_options import turnbench
 from conftest import SimProcess
-from turnbench.config import RunConfig, load_config
+from turnbench.config import RunConfig
+from turnbench.config_load import load_config
 from turnbench.errors import InputError
 from turnbench.slo import METRICS, Objective, SloConfig, with_flags
 

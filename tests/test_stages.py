@@ -26,7 +26,8 @@ from cli_options import turnbench
 from conftest import SimProcess
 from runs import peak_concurrency, run_bench
 from turnbench.capacity.sweep import parse_points
-from turnbench.config import RunConfig, load_config
+from turnbench.config import RunConfig
+from turnbench.config_load import load_config
 from turnbench.errors import InputError
 from turnbench.metrics.stages import pareto
 from turnbench.pacing.arrivals import AllAtOnce, Constant, Recorded

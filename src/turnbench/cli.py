@@ -247,7 +247,7 @@ def run_command(
     live: bool = typer.Option(True, "--live/--no-live", help="Show live progress."),
 ) -> None:
     """Run a multi-turn benchmark and write runs/<timestamp>-<name>/."""
-    from turnbench.config import load_config
+    from turnbench.config_load import load_config
     from turnbench.errors import EngineError, TargetError
     from turnbench.run import execute
     from turnbench.slo import with_flags

@@ -133,7 +133,7 @@ def capacity_command(
     from turnbench.capacity.criteria import build
     from turnbench.capacity.driver import Plan, print_search, run_search
     from turnbench.capacity.search import Space
-    from turnbench.config import load_config
+    from turnbench.config_load import load_config
     from turnbench.errors import EngineError, TargetError
     from turnbench.report.files import default_console
     from turnbench.slo import with_flags

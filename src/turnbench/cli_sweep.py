@@ -88,7 +88,7 @@ def sweep_command(
     latency, and the Pareto frontier of tokens/s per user against tokens/s in total."""
     from turnbench.capacity.sweep import Over, Sweep, parse_points
     from turnbench.capacity.sweep_run import run_sweep
-    from turnbench.config import load_config
+    from turnbench.config_load import load_config
     from turnbench.errors import EngineError, TargetError
     from turnbench.report.files import default_console
 

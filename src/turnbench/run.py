@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import os
 import shutil
 import signal
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -26,7 +23,6 @@ from rich.text import Text
 
 from turnbench import __version__
 from turnbench.client.apis import api_for
-from turnbench.client.h1 import tls_context
 from turnbench.config import RunConfig
 from turnbench.engine.inprocess import InProcessLauncher
 from turnbench.engine.procs import ProcessPool
@@ -38,120 +34,26 @@ from turnbench.observe.scraper import metrics_url, scraping
 from turnbench.pacing.clock import RunClock
 from turnbench.pacing.ends import EarlyStop
 from turnbench.pacing.limits import ran_out_notice, resolve_limits
-from turnbench.pacing.stages import replays_trace, run_end
+from turnbench.pacing.stages import run_end
 from turnbench.record.recorder import EventRecorder
 from turnbench.report.files import default_console, write_report
 from turnbench.report.progress import show_progress
-from turnbench.target import Target, calibrate, probe, start_builtin_sim, unserved_api
+from turnbench.run_inputs import (
+    auth_headers,
+    check_api_fits_workload,
+    open_workload,
+    read_ca_pem,
+    text_sizer,
+)
+from turnbench.target import Target, probe, start_builtin_sim, unserved_api
 from turnbench.tokens import TextSizer
-from turnbench.workload.config import DatasetWorkload
 from turnbench.workload.conversation import Conversation
 from turnbench.workload.cycling import run_salt
-from turnbench.workload.dataset import load_dataset
-from turnbench.workload.sources import conversations
 
 if TYPE_CHECKING:
     from turnbench.engine.ray_actors import RayPool
 
     Pool = ProcessPool | RayPool
-
-
-def _open_workload(
-    cfg: RunConfig, base_dir: Path, sizer: TextSizer
-) -> tuple[Iterator[Conversation], list[float] | None]:
-    """The conversation stream, checked up front; recorded start times for trace arrivals."""
-    stream = conversations(cfg.workload, seed=cfg.seed, base_dir=base_dir, sizer=sizer)
-    first = next(stream, None)
-    if first is None:
-        raise InputError("the workload has no conversation to play", field="workload")
-    stream = itertools.chain([first], stream)
-    if not replays_trace(cfg):
-        return stream, None
-    plans = sorted(stream, key=lambda c: c.start_s or 0.0)
-    return iter(plans), [c.start_s or 0.0 for c in plans]
-
-
-def _ca_pem(cfg: RunConfig, base_dir: Path) -> str | None:
-    """The text of `target.ca_bundle` (None when unset), read and checked before the run.
-
-    Why the text and not the path: the probe, the calibration and every worker (a Ray actor
-    on another machine too) build their TLS contexts from it, so the file is read once, here,
-    and a missing or bad one stops the run before it starts, naming the file.
-    """
-    path = cfg.target.ca_bundle
-    if path is None:
-        return None
-    file = Path(path) if Path(path).is_absolute() else base_dir / path
-
-    def bad(message: str) -> InputError:
-        return InputError(message, file=str(file), field="target.ca_bundle")
-
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as err:
-        raise bad(f"cannot read the CA bundle: {err.strerror or err}") from None
-    except UnicodeDecodeError:
-        raise bad("the CA bundle is not PEM text") from None
-    try:
-        certificates = tls_context(True, text).cert_store_stats()["x509"]
-    except ssl.SSLError:
-        certificates = 0
-    if not certificates:
-        raise bad("the CA bundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
-    return text
-
-
-async def _sizer(
-    cfg: RunConfig, target: Target, headers: dict[str, str], base_dir: Path, ca_pem: str | None
-) -> TextSizer:
-    """Size texts for the server's tokenizer: tokenizer.json, else /tokenize, else approximate.
-
-    Why after the probe: /tokenize is the probed server's; the workload is opened after this,
-    since a source's texts (system prompts, trace blocks) are written to length with it.
-    """
-    path = cfg.target.tokenizer_json
-    if path is not None and not Path(path).is_absolute():
-        path = str(base_dir / path)
-    return await calibrate(
-        target.url,
-        target.model,
-        headers,
-        tokenizer_json=path,
-        verify_tls=cfg.target.verify_tls,
-        ca_pem=ca_pem,
-    )
-
-
-def _uses_tools(conversation: Conversation) -> bool:
-    if conversation.tools:
-        return True
-    return any(
-        m.get("role") == "tool" or m.get("tool_calls")
-        for turn in conversation.turns
-        for m in (*turn.messages, *((turn.reply,) if turn.reply else ()))
-    )
-
-
-def _check_api_fits_workload(cfg: RunConfig, base_dir: Path) -> None:
-    """The completions API has no tool calls: refuse a dataset with tool turns up front."""
-    workload = cfg.workload
-    if cfg.target.api != "completions" or not isinstance(workload, DatasetWorkload):
-        return
-    path = workload.path if workload.path.is_absolute() else base_dir / workload.path
-    for conversation in load_dataset(path, workload.format, workload).conversations:
-        if _uses_tools(conversation):
-            raise InputError(
-                f"conversation {conversation.id!r} has tool calls, which the completions API "
-                "cannot send; use `target.api: chat` (or responses, anthropic)",
-                file=str(path),
-                field="target.api",
-            )
-
-
-def _auth_headers(cfg: RunConfig) -> dict[str, str]:
-    """The API key's headers in the API's way (a Bearer token, Anthropic's `x-api-key`)."""
-    key = os.environ.get(cfg.target.api_key_env)
-    return api_for(cfg.target).auth(key) if key else {}
 
 
 def new_folder(cfg: RunConfig, out: Path | None, name: str | None = None) -> Path:
@@ -191,7 +93,7 @@ def _specs(
             max_context_tokens=max_ctx,
             in_flight_limit=in_flight[i],
             max_requests=requests[i],
-            auth_headers=_auth_headers(cfg),
+            auth_headers=auth_headers(cfg),
             sizer=sizer,
             ca_pem=ca_pem,
             salt=salt,
@@ -418,9 +320,9 @@ def execute(
     cfg, said = resolve_limits(cfg)
     if said is not None:
         console.print(said)
-    _check_api_fits_workload(cfg, base_dir)
-    ca_pem = _ca_pem(cfg, base_dir)
-    headers = {**cfg.target.headers, **_auth_headers(cfg)}
+    check_api_fits_workload(cfg, base_dir)
+    ca_pem = read_ca_pem(cfg, base_dir)
+    headers = {**cfg.target.headers, **auth_headers(cfg)}
     run = _event_loop_runner()
     target: Target | None = None
     builtin = None
@@ -439,8 +341,8 @@ def execute(
         target.builtin = builtin
         if builtin is None:
             console.print(f"API root: {target.url} (model {target.model})")
-        sizer = run(_sizer(cfg, target, headers, base_dir, ca_pem))
-        stream, start_times = _open_workload(cfg, base_dir, sizer)
+        sizer = run(text_sizer(cfg, target, headers, base_dir, ca_pem))
+        stream, start_times = open_workload(cfg, base_dir, sizer)
         if not cfg.target.verify_tls:
             console.print("[yellow]warning:[/] TLS certificates are not verified")
         max_ctx = cfg.session.max_context_tokens or target.max_model_len
