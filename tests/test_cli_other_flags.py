@@ -519,6 +519,7 @@ SWEEP_NEEDS: dict[str, list[str]] = {
     "--as": ["runs", "--cooldown", "0"],
     "--warmup": ["0.1"],  # shorter than the point
     "--set": ["workload.turns=2"],
+    "--slo": ["ttft.p90=10s"],
 }
 SWEEP_ALONE = {"--rate": "--users"}  # the points are given one way or the other
 

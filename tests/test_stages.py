@@ -342,6 +342,14 @@ def test_a_sweep_as_runs_writes_each_point_and_the_frontier(
         assert (folder / p["folder"] / "events.db").exists()
         assert not (folder / p["folder"] / "report.html").exists()
         assert p["output_tokens_per_s"] > 0 and p["ttft_ms"]["p90"] is not None
+        assert p["window"]["start_s"] >= 0.25 and p["conversations_per_h"] is not None
+        assert [t["turn"] for t in p["by_turn"]] == [1, 2, 3, 4]
+        assert p["by_turn"][0]["ttft_ms"]["count"] > 0
+        assert p["by_turn"][3]["ttft_ms"]["count"] == 0  # 2 turns a conversation
+        assert set(p["goodput"]) == {"fast"}
+    objectives = record["slo"]["tiers"]["fast"]["objectives"]
+    assert [(o["metric"], o["threshold"]) for o in objectives] == [("ttft", 30000), ("tpot", 20000)]
+    assert "good" in proc.stdout and "conv" in proc.stdout  # (headers wrap on a narrow pipe)
     assert record["frontier"] and "Pareto frontier" in proc.stdout
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == f"sweep: {Path('out') / folder.name / 'sweep.json'}"

@@ -15,6 +15,7 @@ import typer
 from turnbench.cli import app
 from turnbench.cli_format import Command, fail, flag_error
 from turnbench.errors import InputError
+from turnbench.slo import FLAG_HELP as SLO_HELP
 
 INTERRUPTED_EXIT = 130
 STOPPED_EXIT = 2
@@ -48,7 +49,9 @@ def sweep_command(
     model: str | None = typer.Option(
         None, "--model", help=r"Model name, or auto (the first of /v1/models). \[default: auto]"
     ),
-    api: str | None = typer.Option(None, "--api", help=r"chat or completions. \[default: chat]"),
+    api: str | None = typer.Option(
+        None, "--api", help=r"chat, completions, responses or anthropic. \[default: chat]"
+    ),
     name: str | None = typer.Option(
         None, "--name", help=r"Sweep name, part of its folder's name. \[default: run]"
     ),
@@ -76,6 +79,7 @@ def sweep_command(
     cooldown: float = typer.Option(
         3.0, "--cooldown", metavar="SECONDS", help="runs: pause between two points."
     ),
+    slo: list[str] = typer.Option([], "--slo", metavar="SLO", help=SLO_HELP, show_default=False),
     sets: list[str] = typer.Option(
         [],
         "--set",
@@ -91,6 +95,7 @@ def sweep_command(
     from turnbench.config_load import load_config
     from turnbench.errors import EngineError, TargetError
     from turnbench.report.files import default_console
+    from turnbench.slo import with_flags
 
     if (users is None) == (rate is None):
         raise fail("give the points as --users POINTS or --rate POINTS (one of them)")
@@ -114,6 +119,7 @@ def sweep_command(
         )
         sweep.check()
         cfg = load_config(config, overrides, sets)
+        cfg.slo = with_flags(cfg.slo, slo)
         base_dir = config.resolve().parent if config else Path.cwd()
         ended = run_sweep(cfg, sweep, base_dir=base_dir, out=out, console=console)
     except InputError as e:

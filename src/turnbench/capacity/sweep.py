@@ -140,22 +140,21 @@ def point_spec(sweep: Sweep, index: int, value: float) -> ProbeSpec:
     return ProbeSpec(index, sweep.over, value, "point", sweep.point_s, sweep.warmup_s, kind="point")
 
 
-def point_figures(summary: dict[str, Any]) -> dict[str, Any]:
-    """One point's throughput and latency from its summary.json (as a stage's are), with
-    the tokens/s per user as 1000 / the median TPOT (each request's decode speed)."""
-    requests = summary["requests"]
-    tpot = requests["tpot_ms"]
-    return {
-        "requests_ok": requests["ok"],
-        "requests_failed": requests["failed"],
-        "window_s": requests["window_s"],
-        "requests_per_s": requests["throughput"]["requests_per_s"],
-        "output_tokens_per_s": requests["throughput"]["output_tokens_per_s"],
-        "output_tokens_per_s_per_user": 1000 / tpot["p50"] if tpot.get("p50") else None,
-        "ttft_ms": requests["ttft_ms"],
-        "tpot_ms": tpot,
-        "e2e_ms": requests["e2e_ms"],
-    }
+def point_figures(folder: Path, spec: ProbeSpec) -> dict[str, Any]:
+    """One point's figures from its events.db, as a stage's are (`describe_point`: counts,
+    steady-state window, throughputs, latency, per turn, conversations/h, goodput per tier),
+    over its part after the warm-up."""
+    from turnbench.metrics.stages import describe_point
+    from turnbench.record.journal import open_readonly
+
+    conn = open_readonly(folder / "events.db")
+    try:
+        (config_json,) = conn.execute("SELECT config_json FROM runs").fetchone()
+        return describe_point(
+            conn, json.loads(config_json), int(spec.warmup_s * 1e9), int(spec.duration_s * 1e9)
+        )
+    finally:
+        conn.close()
 
 
 def run_series(
@@ -193,7 +192,7 @@ def run_series(
             "mode": "users" if sweep.over == "users" else "session-rate",
             "level": value,
             "end_reason": summary["run"].get("end_reason") or "crashed",
-            **point_figures(summary),
+            **point_figures(target, spec),
         }
         yield point
         if point["end_reason"] == "interrupted":

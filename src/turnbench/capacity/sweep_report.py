@@ -15,20 +15,28 @@ from typing import Any
 
 from turnbench.capacity.sweep import Sweep
 from turnbench.metrics.stages import frontier_of
-from turnbench.report.tables import TextTable, fmt, stage_load
+from turnbench.report.tables import TextTable, fmt, good_pct, stage_load
 
 SWEEP_JSON = "sweep.json"
 VERSION = 1
 
 
 def sweep_record(
-    name: str, target: str | None, sweep: Sweep, points: list[dict[str, Any]], *, ended: str
+    name: str,
+    target: str | None,
+    sweep: Sweep,
+    points: list[dict[str, Any]],
+    *,
+    ended: str,
+    slo: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The record of a series sweep: its settings, every finished point, the frontier."""
+    """The record of a series sweep: its settings and SLOs, every finished point, the
+    frontier."""
     return {
         "version": VERSION,
         "name": name,
         "target": target,
+        "slo": slo,
         "over": sweep.over,
         "shape": sweep.shape,
         "planned": list(sweep.points),
@@ -51,22 +59,27 @@ def write_sweep(folder: Path, record: dict[str, Any]) -> Path:
 
 
 def points_table(record: dict[str, Any]) -> TextTable:
-    """One row per finished point: its load, throughputs and latency percentiles."""
+    """One row per finished point: its load, throughputs, latency percentiles, and its
+    request goodput % (a column per SLO tier), over its steady-state window as a stage's."""
+    points = record["points"]
+    tiers = list((points[0].get("goodput") or {}) if points else {})
     rows = [
         [
             p["name"], stage_load(p["mode"], p["level"]),
-            fmt(p["requests_ok"]), fmt(p["requests_failed"]),
+            fmt(p["requests"]["ok"]), fmt(p["requests"]["failed"] + p["requests"]["cancelled"]),
             fmt(p["requests_per_s"], 2), fmt(p["output_tokens_per_s"]),
-            fmt(p["output_tokens_per_s_per_user"]), fmt(p["ttft_ms"]["p50"]),
-            fmt(p["ttft_ms"]["p90"]), fmt(p["tpot_ms"]["p90"]), fmt(p["e2e_ms"]["p90"]),
+            fmt(p["output_tokens_per_s_per_user"]), fmt(p["conversations_per_h"]),
+            fmt(p["ttft_ms"]["p50"]), fmt(p["ttft_ms"]["p90"]), fmt(p["tpot_ms"]["p90"]),
+            fmt(p["e2e_ms"]["p90"]), *(good_pct(p, tier) for tier in tiers),
         ]
-        for p in record["points"]
+        for p in points
     ]  # fmt: skip
     header = [
-        "point", "load", "ok", "failed", "req/s", "out tok/s", "tok/s/user p50",
+        "point", "load", "ok", "failed/cut", "req/s", "out tok/s", "tok/s/user p50", "conv/h",
         "TTFT p50 ms", "TTFT p90 ms", "TPOT p90 ms", "E2E p90 ms",
+        *(f"good % {t}" for t in tiers),
     ]  # fmt: skip
-    return TextTable("Sweep points", header, rows)
+    return TextTable("Sweep points (figures over each point's steady-state window)", header, rows)
 
 
 def frontier_table(record: dict[str, Any]) -> TextTable | None:

@@ -66,12 +66,14 @@ def _as_runs(
     console.print(f"sweep folder: {folder}", soft_wrap=True, highlight=False)
     points: list[dict[str, Any]] = []
     ended = "completed"
+    slo = cfg.slo.model_dump(mode="json") if cfg.slo else None
     try:
         for point in run_series(cfg, sweep, folder=folder, base_dir=base_dir, console=console):
             points.append(point)
             if point["end_reason"] == "interrupted":
                 ended = "interrupted"
-            write_sweep(folder, sweep_record(cfg.name, cfg.target.url, sweep, points, ended=ended))
+            record = sweep_record(cfg.name, cfg.target.url, sweep, points, ended=ended, slo=slo)
+            write_sweep(folder, record)
     except KeyboardInterrupt:
         ended = "interrupted"
         console.print("[yellow]interrupted[/]: the sweep stops; finished points are kept")
@@ -87,10 +89,9 @@ def _as_runs(
     if not points:
         shutil.rmtree(folder, ignore_errors=True)
         return ended
-    record = sweep_record(cfg.name, cfg.target.url, sweep, points, ended=ended)
+    record = sweep_record(cfg.name, cfg.target.url, sweep, points, ended=ended, slo=slo)
     path = write_sweep(folder, record)
     _print(record, console)
-    slo = cfg.slo.model_dump(mode="json") if cfg.slo else None
     page = write_sweep_html(folder, record, slo)
     console.print(f"sweep.html: {page}", soft_wrap=True, highlight=False)
     console.print(f"sweep: {path}", soft_wrap=True, highlight=False)

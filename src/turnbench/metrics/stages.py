@@ -115,67 +115,87 @@ def _level(stage: dict[str, Any]) -> float | None:
     return None
 
 
+def _slo_of(config: dict[str, Any]) -> SloConfig | None:
+    try:
+        return SloConfig.model_validate(config["slo"]) if config.get("slo") else None
+    except ValidationError:
+        return None
+
+
+def _span(
+    conn: sqlite3.Connection, slo: SloConfig | None, stage: str | None, start: int, end: int
+) -> dict[str, Any]:
+    """The counts, steady-state window, figures and goodput of the attempts of one stage (or,
+    `stage` None, of every attempt after the warm-up) intended in [start, end)."""
+    where, args = ("stage = ?", (stage,)) if stage is not None else ("stage != 'warmup'", ())
+    counts = dict(
+        conn.execute(
+            f"SELECT status, COUNT(*) FROM requests WHERE {where} GROUP BY 1", args
+        ).fetchall()
+    )
+    w_start, w_end = steady_window(conn, start, end)
+    ok = read_matrix(
+        conn,
+        "SELECT t_sent_ns, t_first_token_ns, t_end_ns, completion_tokens, turn_index "
+        f"FROM requests WHERE {where} AND status = 'ok' AND t_end_ns >= ? AND t_end_ns <= ?",
+        5,
+        (*args, w_start, w_end),
+    )
+    window_s = (w_end - w_start) / S
+    done = read_matrix(
+        conn,
+        "SELECT t_end_ns - t_start_ns FROM sessions WHERE outcome = 'completed' "
+        "AND t_end_ns >= ? AND t_end_ns <= ?",
+        1,
+        (w_start, w_end),
+    )[:, 0]
+    return {
+        "requests": {
+            "ok": counts.get("ok", 0),
+            "failed": counts.get("error", 0),
+            "cancelled": counts.get("cancelled", 0),
+        },
+        "window": {
+            "start_s": w_start / S,
+            "end_s": w_end / S,
+            "s": window_s,
+            "requests": len(ok),
+            "rule": WINDOW_RULE,
+        },
+        **_figures(ok[:, :4], window_s),
+        "by_turn": [{"turn": k, **_figures(ok[ok[:, 4] == k, :4], window_s)} for k in BY_TURN],
+        **_conversations(done / S, window_s),
+        "goodput": judge_all(conn, slo, (end - start) / S, stage)["tiers"] if slo else None,
+    }
+
+
 def describe_stages(conn: sqlite3.Connection, config: dict[str, Any]) -> list[dict[str, Any]]:
     """Each stage's counts, window, figures (tokens, conversations) and goodput; [] for a
     run with no `stages:`.
     Goodput is judged on all the stage's attempts (its rates over the stage's whole length),
     None when the run has no valid SLOs (`describe_slo` names what is wrong with them)."""
-    try:
-        slo = SloConfig.model_validate(config["slo"]) if config.get("slo") else None
-    except ValidationError:
-        slo = None
-    out: list[dict[str, Any]] = []
-    for name, stage, start, end in stage_bounds(config) or []:
-        counts = dict(
-            conn.execute(
-                "SELECT status, COUNT(*) FROM requests WHERE stage = ? GROUP BY 1", (name,)
-            ).fetchall()
-        )
-        w_start, w_end = steady_window(conn, start, end)
-        ok = read_matrix(
-            conn,
-            "SELECT t_sent_ns, t_first_token_ns, t_end_ns, completion_tokens, turn_index "
-            "FROM requests WHERE stage = ? AND status = 'ok' AND t_end_ns >= ? AND t_end_ns <= ?",
-            5,
-            (name, w_start, w_end),
-        )
-        window_s = (w_end - w_start) / S
-        done = read_matrix(
-            conn,
-            "SELECT t_end_ns - t_start_ns FROM sessions WHERE outcome = 'completed' "
-            "AND t_end_ns >= ? AND t_end_ns <= ?",
-            1,
-            (w_start, w_end),
-        )[:, 0]
-        out.append(
-            {
-                "name": name,
-                "mode": stage.get("mode", "users"),
-                "level": _level(stage),
-                "start_s": start / S,
-                "end_s": end / S,
-                "at_end": stage.get("at_end", "continue"),
-                "requests": {
-                    "ok": counts.get("ok", 0),
-                    "failed": counts.get("error", 0),
-                    "cancelled": counts.get("cancelled", 0),
-                },
-                "window": {
-                    "start_s": w_start / S,
-                    "end_s": w_end / S,
-                    "s": window_s,
-                    "requests": len(ok),
-                    "rule": WINDOW_RULE,
-                },
-                **_figures(ok[:, :4], window_s),
-                "by_turn": [
-                    {"turn": k, **_figures(ok[ok[:, 4] == k, :4], window_s)} for k in BY_TURN
-                ],
-                **_conversations(done / S, window_s),
-                "goodput": judge_all(conn, slo, (end - start) / S, name)["tiers"] if slo else None,
-            }
-        )
-    return out
+    slo = _slo_of(config)
+    return [
+        {
+            "name": name,
+            "mode": stage.get("mode", "users"),
+            "level": _level(stage),
+            "start_s": start / S,
+            "end_s": end / S,
+            "at_end": stage.get("at_end", "continue"),
+            **_span(conn, slo, name, start, end),
+        }
+        for name, stage, start, end in stage_bounds(config) or []
+    ]
+
+
+def describe_point(
+    conn: sqlite3.Connection, config: dict[str, Any], start_ns: int, end_ns: int
+) -> dict[str, Any]:
+    """A whole run's figures as a stage's (one point of a sweep played as runs): its
+    attempts after the warm-up, over the steady-state window of [start_ns, end_ns), so the
+    points of a series and the stages of a staged sweep are measured by one rule."""
+    return _span(conn, _slo_of(config), None, start_ns, end_ns)
 
 
 def pareto(

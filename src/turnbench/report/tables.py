@@ -270,7 +270,7 @@ def stages(summary: dict[str, Any]) -> TextTable | None:
             fmt(p["output_tokens_per_s_per_user"]),
             fmt(p["ttft_ms"]["p90"]),
             fmt(p["tpot_ms"]["p90"]),
-            *(_good_pct(p, tier) for tier in tiers),
+            *(good_pct(p, tier) for tier in tiers),
         ]
         for p in points
     ]
@@ -281,8 +281,8 @@ def stages(summary: dict[str, Any]) -> TextTable | None:
     return TextTable("Stages (figures over each stage's steady-state window)", header, rows)
 
 
-def _good_pct(stage: dict[str, Any], tier: str) -> str:
-    """The stage's request goodput in a tier, % of its judged requests."""
+def good_pct(stage: dict[str, Any], tier: str) -> str:
+    """The stage's (or sweep point's) request goodput in a tier, % of its judged requests."""
     ratio = stage["goodput"][tier]["requests"]["all"]["ratio"]
     return "-" if ratio is None else f"{100 * ratio:.1f}"
 
