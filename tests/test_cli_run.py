@@ -129,7 +129,7 @@ def test_ctrl_c_leaves_a_valid_events_db_and_a_report(tmp_path: Path) -> None:
     time.sleep(3)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 130, stderr  # reported, and a script sees it was cut short
     (run,) = _run_dirs(out)
     conn = sqlite3.connect(run / "events.db")
     statuses = dict(conn.execute("SELECT status, COUNT(*) FROM requests GROUP BY status"))
@@ -178,10 +178,31 @@ def test_a_second_ctrl_c_cuts_a_draining_run_at_once(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)  # second: cut now
     stdout, stderr = proc.communicate(timeout=60)
     assert time.monotonic() - t0 < 15
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 130, stderr
     (run,) = _run_dirs(out)
     conn = sqlite3.connect(run / "events.db")
     statuses = dict(conn.execute("SELECT status, COUNT(*) FROM requests GROUP BY status"))
     conn.close()
     assert statuses == {"cancelled": 3}, statuses
     assert "Per turn" in stdout
+
+
+@pytest.mark.parametrize("after_s", [0.05, 0.3, 0.6, 1.0, 1.5])
+def test_ctrl_c_at_any_moment_of_the_start_exits_130_without_a_traceback(
+    tmp_path: Path, after_s: float
+) -> None:
+    """While the CLI loads, the config is read, the simulator starts or the run begins: one
+    quiet exit 130 (and a report if the run had begun), never a traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "turnbench", "run", "--duration", "3", "--out", "o"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    assert len(stderr.strip().splitlines()) <= 1, stderr

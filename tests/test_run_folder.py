@@ -78,7 +78,7 @@ def test_sigterm_mid_run_leaves_one_database_file(tmp_path: Path) -> None:
     assert is_wal(next(out.glob("*/events.db")))  # readers may look while it runs
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 130, stderr
     run = _only_run(out)
     assert _folder(run) == RUN_FOLDER
     conn = sqlite3.connect(run / "events.db")

@@ -16,6 +16,7 @@ import typer
 
 from turnbench import __version__
 from turnbench.cli_format import Command, Group, fail, flag_error, run_app
+from turnbench.entry import INTERRUPTED_EXIT
 from turnbench.errors import InputError
 from turnbench.slo import FLAG_HELP as SLO_HELP
 
@@ -307,9 +308,14 @@ def run_command(
     except (TargetError, EngineError) as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:  # before the run began (probe, dataset); after it, a report
-        raise fail("interrupted before the run started; nothing was written") from None
-    if _end_reason(folder) == "target_unreachable":
+        raise fail(
+            "interrupted before the run started; nothing was written", INTERRUPTED_EXIT
+        ) from None
+    reason = _end_reason(folder)
+    if reason == "target_unreachable":
         raise typer.Exit(1)  # the report of what ran is written; a script must still see it
+    if reason == "interrupted":
+        raise typer.Exit(INTERRUPTED_EXIT)  # reported, as capacity and sweep are: still 130
 
 
 def _end_reason(folder: Path) -> str | None:

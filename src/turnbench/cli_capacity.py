@@ -13,10 +13,10 @@ import typer
 
 from turnbench.cli import app
 from turnbench.cli_format import Command, fail, flag_error
+from turnbench.entry import INTERRUPTED_EXIT
 from turnbench.errors import InputError
 from turnbench.slo import FLAG_HELP as SLO_HELP
 
-INTERRUPTED_EXIT = 130
 STOPPED_EXIT = 2
 """A search a target or engine error stopped after some probes: reported, but no answer."""
 # Each single-value flag shared with `turnbench run` and the config key it sets.
@@ -172,7 +172,9 @@ def capacity_command(
     except (TargetError, EngineError) as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:
-        raise fail("interrupted before the search started; nothing was written") from None
+        raise fail(
+            "interrupted before the search started; nothing was written", INTERRUPTED_EXIT
+        ) from None
     print_search(search, console)
     if search.answer.kind == "interrupted":
         raise typer.Exit(INTERRUPTED_EXIT)

@@ -39,10 +39,11 @@ class Group(TyperGroup):
         return _mark_switches(super().get_params(ctx))
 
 
-def fail(message: str) -> typer.Exit:
-    """Print a user error on one line to stderr; the caller raises the returned exit (code 2)."""
+def fail(message: str, code: int = USAGE_EXIT) -> typer.Exit:
+    """Print a user error on one line to stderr; the caller raises the returned exit (code 2
+    unless told)."""
     typer.echo(f"error: {message}", err=True)
-    return typer.Exit(USAGE_EXIT)
+    return typer.Exit(code)
 
 
 def run_app(app: typer.Typer, args: list[str] | None = None) -> int:

@@ -14,10 +14,10 @@ import typer
 
 from turnbench.cli import app
 from turnbench.cli_format import Command, fail, flag_error
+from turnbench.entry import INTERRUPTED_EXIT
 from turnbench.errors import InputError
 from turnbench.slo import FLAG_HELP as SLO_HELP
 
-INTERRUPTED_EXIT = 130
 STOPPED_EXIT = 2
 """A series a target or engine error stopped after some points: reported, but not whole."""
 _FLAG_KEYS = {
@@ -127,7 +127,9 @@ def sweep_command(
     except (TargetError, EngineError) as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:
-        raise fail("interrupted before the sweep started; nothing was written") from None
+        raise fail(
+            "interrupted before the sweep started; nothing was written", INTERRUPTED_EXIT
+        ) from None
     if ended == "interrupted":
         raise typer.Exit(INTERRUPTED_EXIT)
     if ended == "stopped":
