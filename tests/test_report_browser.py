@@ -57,6 +57,7 @@ REPORT_PANELS = {
 }
 COMPARE_PANELS = {"per_turn", "cdf_ttft", "cdf_e2e", "throughput"}
 SWEEP_PANELS = {"curve_ttft", "curve_tpot", "frontier"}
+CAPACITY_PANELS = {"tokens", "check0"}
 
 
 def _missing(reason: str) -> None:
@@ -319,3 +320,30 @@ POINT_AT = """(title) => {
             y: box.top + fv.frame.y_scale.compute(d.y[0])};
 }"""
 """Where a figure's first point is on the screen, from Bokeh's own scales."""
+
+
+def test_capacity_report_draws_its_plots_offline_and_hovers(
+    browser: Any, fast_sim: SimProcess, tmp_path: Path
+) -> None:
+    """A capacity search's report.html: output tokens/s and the TTFT check against load,
+    each probe coloured by its verdict, hover naming the probe."""
+    (tmp_path / "c.yaml").write_text(
+        "target: {metrics_interval_s: 0}\nsession: {ignore_eos: true}\n"
+        "workload: {type: synthetic, turns: 2, input_tokens: 16, output_tokens: 4}\n"
+    )
+    proc = turnbench(
+        "capacity", "c.yaml", "--target", fast_sim.url, "--slo", "ttft.p90=10s", "--max", "2",
+        "--probe-duration", "1", "--cooldown", "0", "--min-sessions", "1", "--out", "out",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    (folder,) = (tmp_path / "out").iterdir()
+    shot = _artifact(tmp_path, "capacity.png")
+    page = _check_page(browser, folder / "report.html", CAPACITY_PANELS, shot)
+    page.locator("#panel-tokens").scroll_into_view_if_needed()
+    dot = page.evaluate(POINT_AT, "output tok/s against load")
+    page.mouse.move(dot["x"], dot["y"])
+    page.wait_for_timeout(300)
+    shown = [t.inner_text() for t in page.locator(".bk-tooltip-content").all() if t.is_visible()]
+    assert shown and "01 (start)" in shown[0] and "pass" in shown[0], shown
+    page.context.close()
