@@ -93,6 +93,33 @@ class Session:
             self._append({"role": "system", "content": system}, _system_size(system))
         if registry is not None:
             self._chain = PrefixChain(self.history[0] if self.history else None)
+        self.task_id = session_id
+        """The agent task it belongs to (the root session's id); a root is its own."""
+        self.parent_id: str | None = None
+        self.depth = 0
+        self.branch = 0
+        self.kind = "session"
+        """session (a root), subagent or fork."""
+
+    def fork(self, session_id: str, conversation: Conversation, rng: random.Random) -> Session:
+        """A child session that starts from this one's history as it stands now (a parallel
+        fork of the context): its own turns, one request in flight of its own."""
+        child = Session(
+            session_id,
+            conversation,
+            self.cfg,
+            max_context_tokens=self.max_context_tokens,
+            rng=rng,
+            sizer=self.sizer,
+            registry=self.registry,
+        )
+        child.history = list(self.history)
+        child._sizes = list(self._sizes)
+        child._size = self._size
+        child._scale = self._scale
+        if child._chain is not None:
+            child._chain.restart(child.history, 0, 0)
+        return child
 
     @property
     def turns(self) -> tuple[Turn, ...]:
@@ -111,14 +138,23 @@ class Session:
     def _prompt_tokens(self, extra: int) -> int:
         return round((self._size + extra + GENERATION_OVERHEAD) * self._scale)
 
-    def think_time_s(self, turn_index: int) -> float:
-        """Pause before `turn_index`, counted from the end of the previous reply."""
+    def wait_s(self, turn_index: int) -> tuple[float, bool]:
+        """Pause before `turn_index`, counted from when the last thing it waits for ended (the
+        previous reply, or sub-agents it joins), and whether it is a tool's latency (the turn
+        carries the tool's results) rather than think time.
+
+        A tool's latency is part of the workload, so it applies even where the dataset's
+        think times are replaced (`dataset_think_time: false`).
+        """
         if turn_index == 0:
-            return 0.0
-        recorded = self.turns[turn_index].think_time_s
+            return 0.0, False
+        turn = self.turns[turn_index]
+        if turn.tool_time_s is not None:
+            return max(0.0, turn.tool_time_s), True
+        recorded = turn.think_time_s
         if recorded is not None and self.cfg.dataset_think_time:
-            return max(0.0, recorded)
-        return self.cfg.think_time.sample(self.rng)
+            return max(0.0, recorded), False
+        return self.cfg.think_time.sample(self.rng), False
 
     def build(self, turn_index: int) -> PlannedRequest | None:
         """The request of `turn_index` from the history as it is now; None if the context is
@@ -139,6 +175,8 @@ class Session:
             else:  # the salt is one more word: one more token for the simulator
                 new = ({"role": "user", "content": f"{salt} {text}"},)
                 new_sizes = (self._local(n) + count_tokens(salt),)
+        if turn.compact:
+            self._compact()
         max_tokens = turn.max_tokens or self.cfg.max_tokens
         new_size = sum(new_sizes)
         limit = self.max_context_tokens
@@ -194,6 +232,17 @@ class Session:
         later requests may find it cached."""
         if self._chain is not None and self.registry is not None:
             self._chain.computed(self.registry, round(self._size * self._scale))
+
+    def _compact(self) -> None:
+        """Context compaction: everything but the system prompt leaves the history."""
+        first = 1 if self.history and self.history[0].get("role") == "system" else 0
+        self.dropped_messages += len(self.history) - first
+        del self.history[first:]
+        del self._sizes[first:]
+        self._size = sum(self._sizes)
+        if self._chain is not None:
+            kept_tokens = round(self._sizes[0] * self._scale) if first else 0
+            self._chain.restart(self.history, first, kept_tokens)
 
     def _drop_oldest_turn(self) -> bool:
         """Drop the oldest user message and everything up to the next user message; the

@@ -82,7 +82,8 @@ def _panels(record: dict[str, Any]) -> list[tuple[str, str, list[float | None], 
 def figures(record: dict[str, Any]) -> dict[str, Any]:
     """Each panel against load (Bokeh): passing probes green, failing red, the threshold
     dashed, the answer's load dotted; hover names each probe. None with no judged probe."""
-    from bokeh.models import ColumnDataSource, Span  # imported when a report is drawn
+    from bokeh.models import ColumnDataSource  # imported when a report is drawn
+    from bokeh.models.annotations import Span
 
     from turnbench.report.figures import finish_legend, hover, new_figure, zero_based
 

@@ -68,3 +68,14 @@ class Attempt(msgspec.Struct, gc=False, array_like=True):
     this worker had it computed, or generated it as a reply), in whole `cache.block_size`
     blocks, in the server's tokens (`cache/ideal.py`); None when not computed
     (`cache.ideal: false`)."""
+    task_id: str = ""
+    """The agent task (the root session of its tree; a plain conversation is its own)."""
+    parent_session_id: str | None = None
+    """The session that started this one (agents); None for a root."""
+    depth: int = 0
+    """Sub-agent depth: 0 for a root, 1 for its children, and so on."""
+    branch: int = 0
+    """The session's number among its parent's children (1-based); 0 for a root."""
+    tool_wait_ns: int = 0
+    """Of the wait before this turn was due, the tool's latency (the turn carries its
+    results); 0 when the wait was think time or none."""

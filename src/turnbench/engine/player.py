@@ -20,12 +20,14 @@ from turnbench.client.transport import Transport
 from turnbench.config import RunConfig
 from turnbench.engine.live_latency import LiveLatency
 from turnbench.engine.outage import OutageGuard, unreachable
+from turnbench.engine.tree import Children
 from turnbench.pacing.clock import RunClock
 from turnbench.pacing.gates import Gate
 from turnbench.pacing.stages import Timeline
 from turnbench.record.schema import SessionRecord
 from turnbench.session import PlannedRequest, Session
 from turnbench.tokens.sizer import TextSizer
+from turnbench.workload.conversation import Child
 
 NS = 1_000_000_000
 
@@ -184,6 +186,7 @@ async def _play_turn(
     rec: SessionRecord,
     held_ns: int,
     token: str | None,
+    tool_wait_ns: int = 0,
 ) -> tuple[bool | None, int, str | None]:
     """Send a turn (with retries under the `retry` policy); return (ok, end time in ns, the
     router's session token as it now stands).
@@ -196,6 +199,7 @@ async def _play_turn(
     `held_ns` is time a cap already held this turn back (the session cap, for a first turn).
     `token`: the latest session token a response of this session carried
     (`session.session_token_header`); a newer one replaces it, for a retry too.
+    `tool_wait_ns`: the tool latency the turn waited for, recorded on its first attempt.
     """
     scfg = ctx.cfg.session
     attempts = scfg.retry.max_attempts if scfg.on_failure == "retry" else 1
@@ -229,6 +233,11 @@ async def _play_turn(
             t_intended_ns=t_intended,
             context_messages=len(planned.messages),
             dropped_messages=planned.dropped_messages,
+            task_id=session.task_id,
+            parent_session_id=session.parent_id,
+            depth=session.depth,
+            branch=session.branch,
+            tool_wait_ns=tool_wait_ns if number == 1 else 0,
         )
         att.gate_wait_ns = held_ns + await ctx.in_flight.acquire()
         held_ns = 0
@@ -280,10 +289,22 @@ async def _play_turn(
 
 
 async def play_session(
-    ctx: RunContext, session: Session, t_intended_ns: int, gate_wait_ns: int = 0
+    ctx: RunContext,
+    session: Session,
+    t_intended_ns: int,
+    gate_wait_ns: int = 0,
+    *,
+    child: Child | None = None,
+    cut_ns: int | None = None,
 ) -> SessionRecord | None:
-    """Play every turn of `session` from its due time; a session that started leaves a
-    `sessions` row, even when cancelled.
+    """Play every turn of `session` from its due time, and its children (sub-agents, forks)
+    as its plan places them; a session that started leaves a `sessions` row, even when
+    cancelled, written once its children have ended too.
+
+    A turn is due its wait (think or tool time) after the last thing it depends on ended: the
+    previous reply, and the children it joins; never before its recorded offset (`at_s`).
+    `child`: the plan's placement of this session under its parent (None for a root, whose
+    stage cut, `cut_ns`, is its own and passes to its children).
 
     None: the session was handed over ahead of time and the run ended (or was cut) before
     it was due, so it never started.
@@ -291,6 +312,7 @@ async def play_session(
     await ctx.clock.sleep_until(t_intended_ns)
     if ctx.stopped_at_ns is not None and t_intended_ns >= ctx.stopped_at_ns:
         return None
+    root = child is None
     rec = SessionRecord(
         session_id=session.session_id,
         conversation_id=session.conversation.id,
@@ -306,17 +328,36 @@ async def play_session(
         attempts=0,
         dropped_messages=0,
         outcome="unfinished",
+        task_id=session.task_id,
+        parent_session_id=session.parent_id,
+        depth=session.depth,
+        branch=session.branch,
+        kind=session.kind,
+        after_turn=None if child is None else child.after_turn + 1,
+        join_turn=None if child is None or child.join_turn is None else child.join_turn + 1,
+        children=0,
     )
-    ctx.stats.sessions_active += 1
+    if root:
+        ctx.stats.sessions_active += 1
+        cut_ns = ctx.cut_at(t_intended_ns)
     scfg = ctx.cfg.session
-    t_next = t_intended_ns
+    t_ready = t_intended_ns  # when the last thing the next turn depends on ended
     token: str | None = None
-    cut_ns = ctx.cut_at(t_intended_ns)
+    children = Children(ctx, session, t_intended_ns, cut_ns, play_session)
     try:
         outcome = "completed"
+        children.start_after(-1, t_ready)
         for index in range(len(session.turns)):
+            t_next, tool_ns = t_ready, 0
             if index:
-                t_next += int(session.think_time_s(index) * NS)
+                t_next = max(t_ready, await children.join(index))
+                wait_s, tool = session.wait_s(index)
+                wait_ns = int(wait_s * NS)
+                t_next += wait_ns
+                tool_ns = wait_ns if tool else 0
+            at_s = session.turns[index].at_s
+            if at_s is not None:
+                t_next = max(t_next, t_intended_ns + int(at_s * NS))
             if cut_ns is not None and t_next >= cut_ns:  # due after its stage's cut
                 await ctx.clock.sleep_until(cut_ns)
                 outcome = "unfinished"
@@ -330,10 +371,14 @@ async def play_session(
                 outcome = "context_full"
                 break
             held = gate_wait_ns if index == 0 else 0
-            ok, t_next, token = await _play_turn(ctx, session, planned, t_next, rec, held, token)
+            ok, t_ready, token = await _play_turn(
+                ctx, session, planned, t_next, rec, held, token, tool_ns
+            )
             if ok is None:
                 outcome = "unfinished"
                 break
+            rec.tool_wait_ns += tool_ns
+            children.start_after(index, t_ready)
             if ok:
                 rec.turns_ok += 1
                 continue
@@ -348,13 +393,17 @@ async def play_session(
                 outcome = "unfinished"
                 break
         rec.outcome = outcome
+        await children.finish()
         return rec
     except asyncio.CancelledError:
         rec.outcome = "unfinished"
+        await children.cancel()
         raise
     finally:
         rec.t_end_ns = ctx.clock()
         rec.dropped_messages = session.dropped_messages
+        rec.children = len(children.tasks)
         ctx.recorder.record(rec)
-        ctx.stats.sessions_active -= 1
-        ctx.stats.sessions_done += 1
+        if root:
+            ctx.stats.sessions_active -= 1
+            ctx.stats.sessions_done += 1

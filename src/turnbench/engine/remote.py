@@ -224,6 +224,7 @@ class RemoteLauncher:
                     attempts=0,
                     dropped_messages=0,
                     outcome="unfinished",
+                    task_id=f"s{index}",
                 )
             )
             self._settle(index, now)

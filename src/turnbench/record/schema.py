@@ -31,6 +31,26 @@ class SessionRecord(msgspec.Struct, gc=False, array_like=True):
     dropped_messages: int
     outcome: str
     """completed, aborted, context_full or unfinished."""
+    task_id: str = ""
+    """The agent task: the root session of its tree (a plain conversation is its own)."""
+    parent_session_id: str | None = None
+    """The session that started this one (agents); None for a root."""
+    depth: int = 0
+    """0 for a root, 1 for its sub-agents and forks, and so on."""
+    branch: int = 0
+    """Its number among its parent's children (1-based); 0 for a root."""
+    kind: str = "session"
+    """session (a root), subagent (its own context) or fork (a copy of its parent's)."""
+    after_turn: int | None = None
+    """The parent's turn (1-based, as `requests.turn_index`) whose end it started after; 0:
+    with the parent; None for a root."""
+    join_turn: int | None = None
+    """The parent's turn that waited for it to end; None: nobody waited (a background child,
+    or a root)."""
+    children: int = 0
+    """Sub-agents and forks it started."""
+    tool_wait_ns: int = 0
+    """Time its turns waited for tools (the sum of its requests' `tool_wait_ns`)."""
 
 
 class WorkerRecord(msgspec.Struct, gc=False, array_like=True):
