@@ -56,7 +56,7 @@ REPORT_PANELS = {
     "cdf_e2e",
 }
 COMPARE_PANELS = {"per_turn", "cdf_ttft", "cdf_e2e", "throughput"}
-SWEEP_PANELS = {"curve_ttft", "curve_tpot", "frontier"}
+SWEEP_PANELS = {"curve_ttft", "curve_tpot", "frontier", "conversations"}
 CAPACITY_PANELS = {"tokens", "check0"}
 
 

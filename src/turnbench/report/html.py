@@ -87,12 +87,6 @@ NO_LOAD: dict[str, Any] = {
 """Load series with nothing in them: their panels are left out."""
 
 
-def _users(summary: dict[str, Any]) -> int | None:
-    load = summary["config"].get("load") or {}
-    users = load.get("users")
-    return users if load.get("mode") == "users" and isinstance(users, int) else None
-
-
 def _sweep_curves(stages: list[dict[str, Any]], slo: dict[str, Any] | None) -> dict[str, Any]:
     """The throughput-latency curves of a run of 2+ stages (a warm-up stage left out)."""
     points = [s for s in stages if s["name"] != "warmup"]
@@ -113,7 +107,7 @@ def _figures(
         ],
         "Over time": [
             ("throughput", plots.throughput(series["throughput"], spans, x)),
-            ("concurrency", plots.concurrency(load["concurrency"], _users(summary), spans, x)),
+            ("concurrency", plots.concurrency(load["concurrency"], spans, x)),
             ("lag", plots.schedule_lag(load["lag"], spans, x)),
             ("errors", plots.errors(load["errors"], load["bin_s"], spans, x)),
             ("ttft_time", plots.ttft_over_time(series["ttft_samples"], spans, x)),

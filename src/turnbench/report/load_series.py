@@ -9,6 +9,7 @@ counting) and every scatter at most `MAX_SAMPLES` points.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from turnbench.metrics.columns import read_matrix
+from turnbench.metrics.stages import stage_bounds
 from turnbench.metrics.summary import MAIN, MS, S
 from turnbench.record.journal import open_readonly
 from turnbench.report.figures import MAX_BINS
@@ -49,19 +51,54 @@ def _sent(conn: sqlite3.Connection) -> np.ndarray:
     )
 
 
-def _concurrency(conn: sqlite3.Connection, req: np.ndarray, width: float) -> dict[str, Any]:
-    """Requests in flight and sessions open at the start of each bin, the warm-up's too (they
-    load the server all the same)."""
+def _users_at(config: dict[str, Any], at: np.ndarray) -> np.ndarray | None:
+    """The users configured at each instant (NaN where a stage is not a users stage); None
+    for a run with no closed-loop load at all."""
+    bounds = stage_bounds(config)
+    if bounds is None:
+        load = config.get("load") or {}
+        users = load.get("users")
+        if load.get("mode") != "users" or not isinstance(users, int):
+            return None
+        return np.full(len(at), float(users))
+    out = np.full(len(at), np.nan)
+    for _, stage, start, end in bounds:
+        if stage.get("mode", "users") == "users":
+            out[(at >= start / S) & (at < end / S)] = float(stage.get("users", 4))
+    return None if np.isnan(out).all() else out
+
+
+def _concurrency(
+    conn: sqlite3.Connection, req: np.ndarray, width: float, config: dict[str, Any]
+) -> dict[str, Any]:
+    """Requests in flight, sessions open and (an agent run) agent tasks open at the start of
+    each bin, the warm-up's too (they load the server all the same); and the users the config
+    (or each stage) holds."""
     ses = read_matrix(conn, "SELECT t_start_ns, t_end_ns FROM sessions", 2)
     if not len(req):
         return {"t": [], "in_flight": [], "sessions": []}
     end = float(req[:, 1].max()) / S
     at = np.arange(0.0, end + width, width)
-    return {
+    out: dict[str, Any] = {
         "t": at,
         "in_flight": _open_at(req[:, 0] / S, req[:, 1] / S, at),
         "sessions": _open_at(ses[:, 0] / S, ses[:, 1] / S, at) if len(ses) else at * 0,
     }
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(sessions)")}
+    if (
+        "parent_session_id" in columns
+        and conn.execute(
+            "SELECT 1 FROM sessions WHERE parent_session_id IS NOT NULL LIMIT 1"
+        ).fetchone()
+    ):
+        roots = read_matrix(
+            conn, "SELECT t_start_ns, t_end_ns FROM sessions WHERE parent_session_id IS NULL", 2
+        )
+        out["tasks"] = _open_at(roots[:, 0] / S, roots[:, 1] / S, at)
+    users = _users_at(config, at)
+    if users is not None:
+        out["users"] = users
+    return out
 
 
 def _lag(req: np.ndarray, width: float) -> dict[str, Any]:
@@ -127,9 +164,11 @@ def load_series(db_path: Path) -> dict[str, Any]:
     try:
         width = _bin_width(conn)
         sent = _sent(conn)
+        (config_json,) = conn.execute("SELECT config_json FROM runs").fetchone() or ("{}",)
+        config = json.loads(config_json or "{}")
         return {
             "bin_s": width,
-            "concurrency": _concurrency(conn, sent, width),
+            "concurrency": _concurrency(conn, sent, width, config),
             "lag": _lag(sent, width),
             "errors": _errors(conn, width),
             "ttft_by_context": _ttft_by_context(conn),

@@ -81,46 +81,43 @@ def throughput(points: list[dict[str, Any]], spans: list[Span], x_range: Any) ->
     return p
 
 
-def concurrency(data: dict[str, Any], users: int | None, spans: list[Span], x_range: Any) -> Any:
-    """Requests in flight and sessions open over time; the configured users as a line."""
+def concurrency(data: dict[str, Any], spans: list[Span], x_range: Any) -> Any:
+    """Requests in flight, sessions open (agent tasks open too, in an agent run) and the
+    users configured over time (each stage's own, a step where a stage changes them)."""
     if not len(data["t"]):
         return None
     src = ColumnDataSource(data)
     p = new_figure("Concurrency over time", TIME, "count", height=260, x_range=x_range)
     shade(p, spans)
-    p.step(
-        "t",
-        "in_flight",
-        source=src,
-        mode="after",
-        color=OK,
-        line_width=2,
-        legend_label="requests in flight",
-    )
-    p.step(
-        "t",
-        "sessions",
-        source=src,
-        mode="after",
-        color=PALETTE[1],
-        line_width=2,
-        legend_label="sessions open",
-    )
-    if users:
-        p.line(
-            [0, float(data["t"][-1])],
-            [users, users],
-            color=MUTED,
-            line_dash="dashed",
-            legend_label=f"users configured ({users})",
-        )
+    series = [
+        ("in_flight", OK, "requests in flight"),
+        ("sessions", PALETTE[1], "sessions open"),
+        ("tasks", PALETTE[2], "agent tasks open"),
+    ]
+    for key, colour, label in series:
+        if key in data:
+            p.step(
+                "t", key, source=src, mode="after", color=colour, line_width=2,
+                legend_label=label,
+            )  # fmt: skip
+    if "users" in data:
+        p.step(
+            "t", "users", source=src, mode="after", color=MUTED, line_dash="dashed",
+            line_width=2, legend_label="users configured",
+        )  # fmt: skip
     zero_based(p)
     hover_steps(
         p,
         src,
         "t",
         "in_flight",
-        [("t", "@t{0.0} s"), ("in flight", "@in_flight"), ("sessions", "@sessions")],
+        [
+            ("t", "@t{0.0} s"),
+            ("in flight", "@in_flight"),
+            ("sessions", "@sessions"),
+            *([("agent tasks", "@tasks")] if "tasks" in data else []),
+            *([("users", "@users")] if "users" in data else []),
+        ],
     )
     finish_legend(p)
     return p
