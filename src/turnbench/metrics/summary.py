@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from turnbench.metrics.affinity import describe_affinity
+from turnbench.metrics.agents import agents_of
 from turnbench.metrics.cache import describe_cache, warm_start_note
 from turnbench.metrics.columns import BATCH, read_matrix
 from turnbench.metrics.goodput import describe_slo
@@ -337,6 +338,7 @@ def summarize(db_path: Path) -> dict[str, Any]:
         "affinity": affinity,
         "server": server,
         "slo": describe_slo(db_path, config.get("slo"), window_s),
+        "agents": agents_of(db_path, window_s),
         "cache": cache,
         "stages": stages,
         "frontier": frontier_of(stages),

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from turnbench.report import cache_plot, plots, server_plot, stage_plot, sweep_plot
+from turnbench.report import agents, cache_plot, plots, server_plot, stage_plot, sweep_plot
 from turnbench.report.answer import answer_html
 from turnbench.report.figures import head_script, outage_spans, page, time_range
 from turnbench.report.lanes import lanes_figure
@@ -116,6 +116,10 @@ def _figures(
             ("cache_time", cache_plot.cache_over_time(summary.get("cache"), x)),
         ],
         "Conversations": [("lanes", lanes_figure(lanes) if lanes else None)],
+        "Agent tasks": [
+            ("agent_split", agents.split_figure(summary.get("agents"))),
+            ("agent_ttft_depth", agents.ttft_depth_figure(summary.get("agents"))),
+        ],
         "By turn and context": [
             ("per_turn", plots.per_turn(summary["per_turn"])),
             ("ttft_context", plots.ttft_by_context(load["ttft_by_context"])),

@@ -304,9 +304,10 @@ def frontier(summary: dict[str, Any]) -> TextTable | None:
 
 def all_tables(summary: dict[str, Any]) -> list[TextTable]:
     """Every table of the report, in order (the Outages, Stages, Pareto frontier, SLOs,
-    Goodput, Session affinity, Prefix cache and Server tables only when there is something
-    to show)."""
-    from turnbench.report.cache import cache_tables  # they build on this module's tables
+    Goodput, Agent tasks, Session affinity, Prefix cache and Server tables only when there is
+    something to show)."""
+    from turnbench.report.agents import agent_tables  # they build on this module's tables
+    from turnbench.report.cache import cache_tables
     from turnbench.report.goodput import goodput_tables
     from turnbench.report.server import server_table
 
@@ -322,6 +323,7 @@ def all_tables(summary: dict[str, Any]) -> list[TextTable]:
         turns(summary),
         conversations(summary),
         *goodput_tables(summary),
+        *agent_tables(summary),
         *([sticky] if sticky else []),
         *cache_tables(summary),
         *([server] if server else []),
