@@ -15,7 +15,7 @@ from turnbench.sim.faults import FaultInjector
 from turnbench.sim.prefix_cache import PrefixCache, block_hashes
 from turnbench.sim.scheduler import QueueFull, Scheduler
 from turnbench.sim.textgen import natural_length, plan_reply, reply_rng
-from turnbench.tokens.template import count_tokens
+from turnbench.tokens.template import count_tokens, tokens
 
 
 def test_prefix_cache_matches_whole_blocks_and_evicts_lru() -> None:
@@ -38,6 +38,18 @@ def test_block_hash_chain_continues() -> None:
     toks = [str(i) for i in range(64)]
     keys = block_hashes(toks, 16)
     assert block_hashes(toks[32:], 16, keys[1]) == keys[2:]
+
+
+_PIECES = st.sampled_from(
+    ["<|im_start|>", "<|im_end|>", "<|", "|>", "<", "|", ">", "_", "a", "é", "٣", "語", " ", "\n",
+     "\u00a0", "\u2028", "\x1c", ",", "{", '"', "model", "tok_en"]
+)  # fmt: skip
+
+
+@given(st.lists(st.one_of(_PIECES, st.text(max_size=3)), max_size=40).map("".join))
+def test_count_tokens_is_the_number_of_tokens(text: str) -> None:
+    """The fast count (C-level passes, no token list) agrees with the tokenizer itself."""
+    assert count_tokens(text) == len(tokens(text))
 
 
 @given(

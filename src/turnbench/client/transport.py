@@ -29,6 +29,9 @@ _ERROR_BODY_LIMIT = 2000
 _RECONNECTS = 2
 _ERROR_BODY_CAP = 65536
 _CONTEXT_WORDS = ("maximum context length", "context length", "exceed_context_size", "too long")
+_JOIN_BELOW = 65536
+"""A body under this many bytes goes out joined to its head (one buffer, one write); a longer
+one (an agent's long context) is written beside it, not copied (`h1.Connection.begin`)."""
 _READ_LENGTHS = frozenset((len(b"transfer-encoding"), len(b"retry-after")))
 """Lengths of the response headers every exchange reads (see `h1.Exchange.header_lengths`)."""
 
@@ -311,16 +314,12 @@ class Transport:
         """
         pool = self._pool
         payload = msgspec.json.encode(body)
-        request = (
-            request_head(
-                "POST",
-                pool.prefix + api.path,
-                pool.host_header,
-                {**self._headers, **headers},
-                len(payload),
-            )
-            + payload
-        )
+        request = request_head(
+            "POST", pool.prefix + api.path, pool.host_header, {**self._headers, **headers},
+            len(payload),
+        )  # fmt: skip
+        if len(payload) < _JOIN_BELOW:  # one buffer: the cheapest write
+            request, payload = request + payload, b""
         att.t_sent_ns = self._clock()
         stream: _Stream | None = None
         try:
@@ -345,7 +344,7 @@ class Transport:
                     self._lengths,
                 )
                 stream.on_first = first_token
-                outcome = await self._exchange(conn, stream, request)
+                outcome = await self._exchange(conn, stream, request, payload)
                 if outcome == _KEEP:
                     pool.release(conn)
                     break
@@ -376,9 +375,11 @@ class Transport:
             att.token_source = "chunks"
         return reply
 
-    async def _exchange(self, conn: Connection, stream: _Stream, request: bytes) -> str:
+    async def _exchange(
+        self, conn: Connection, stream: _Stream, request: bytes, body: bytes
+    ) -> str:
         """Run one exchange on a connection; a cancelled task cuts the connection."""
-        conn.begin(stream, request)
+        conn.begin(stream, request, body)
         try:
             return await stream.done
         except asyncio.CancelledError:

@@ -4,8 +4,9 @@ Why rendered with the chat template: a Messages conversation must meet the prefi
 batch, the timing model and the faults exactly as the same conversation sent to chat
 completions would. `system` is a system message; text blocks are joined; `tool_use` blocks
 render after the text as compact JSON (`{"id","input","name"}`), as an assistant's `tool_calls`
-do; a `tool_result` renders as its text. `cache_control` markers are accepted and ignored:
-the simulator's prefix cache is automatic, as vLLM's.
+do; a `tool_result` renders as its text; `thinking` and `redacted_thinking` blocks are
+accepted and not rendered. `cache_control` markers are accepted and ignored: the simulator's
+prefix cache is automatic, as vLLM's.
 
 The prompt split of the usage (see `wire.Usage`): `cache_read_input_tokens` are the tokens
 found in the prefix cache, `cache_creation_input_tokens` the tokens of the other full blocks
@@ -49,6 +50,11 @@ ERROR_TYPES: dict[int, str] = {
 """Anthropic's error `type` by HTTP status; the SDK picks its exception by the status."""
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
+
+_THINKING = {"thinking": "thinking", "redacted_thinking": "data"}
+"""Thinking block types and the string field each must carry. An agent with extended thinking
+sends its earlier thinking back; it is not rendered (no prompt tokens), as Anthropic drops
+earlier turns' thinking from the context, and the simulator writes none of its own."""
 
 _encode = msgspec.json.encode
 
@@ -96,8 +102,12 @@ def _content(content: object, where: str) -> tuple[str, list[dict[str, Any]]]:
             if not isinstance(block.get("tool_use_id"), str):
                 raise RequestError(f"{at}.tool_use_id: expected a string")
             texts.append(_block_texts(block.get("content"), f"{at}.content"))
+        elif kind in _THINKING:
+            field = _THINKING[kind]
+            if not isinstance(block.get(field), str):
+                raise RequestError(f"{at}.{field}: expected a string")
         else:
-            supported = "text, tool_use, tool_result"
+            supported = "text, tool_use, tool_result, thinking, redacted_thinking"
             raise RequestError(f"{at}: block type {kind!r} is not supported ({supported})")
     return "".join(texts), calls
 

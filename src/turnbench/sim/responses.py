@@ -111,7 +111,8 @@ def _item(item: object, where: str) -> Message:
 
     Why tool calls: an agent's Responses history carries `function_call` and
     `function_call_output` items; they render as chat completions renders an assistant's
-    `tool_calls` and a `tool` message, so both APIs cost the same tokens.
+    `tool_calls` and a `tool` message, so both APIs cost the same tokens (`input_messages`
+    joins a call to the assistant message or calls right before it: parallel calls).
     """
     if not isinstance(item, dict):
         raise RequestError(f"{where} must be an object", param="input")
@@ -146,7 +147,16 @@ def input_messages(value: object) -> list[Message]:
         return [{"role": "user", "content": value}]
     if not isinstance(value, list) or not value:
         raise RequestError("'input' must be a string or a non-empty list of items", param="input")
-    return [_item(item, f"input[{i}]") for i, item in enumerate(value)]
+    out: list[Message] = []
+    for i, item in enumerate(value):
+        message = _item(item, f"input[{i}]")
+        last = out[-1] if out else None
+        if "tool_calls" in message and last is not None and last["role"] == "assistant":
+            # parallel calls (and the text before them) are one assistant turn, as in chat
+            last["tool_calls"] = [*last.get("tool_calls", ()), *message["tool_calls"]]
+            continue
+        out.append(message)
+    return out
 
 
 class ResponsesApi:

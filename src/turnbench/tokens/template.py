@@ -25,6 +25,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 TOKEN_RE = re.compile(r"<\|[a-z_]+\|>|\w+|[^\w\s]")
+_OTHER_RE = re.compile(r"[^\w\s]")
+"""One character that is neither a word character nor white space: a token of its own."""
+_MARKER_RE = re.compile(r"<\|[a-z_]+\|>")
 
 MESSAGE_OVERHEAD = 3
 """Tokens a chat message costs beyond its content: `<|im_start|>`, the role, `<|im_end|>`."""
@@ -51,8 +54,19 @@ def tokens(text: str) -> list[str]:
 
 
 def count_tokens(text: str) -> int:
-    """Count the simulator's tokens in a text."""
-    return sum(1 for _ in TOKEN_RE.finditer(text))
+    """Count the simulator's tokens in a text: `len(tokens(text))`, without making them.
+
+    Why not count `TOKEN_RE`'s matches: the client counts every new message at send time
+    (`session.Session.build`), and an agent's tool result or a sub-agent's first context is
+    tens of thousands of tokens; a match object per token cost 0.3-0.4 µs a token, 15-20 ms for
+    50k. Here C-level passes do it: each other character is a token and becomes a space, the
+    word runs left are what `str.split` splits (re's `\\s` is `str.isspace`), and a special
+    marker, counted as its four characters `<`, `|`, `|`, `>` and its name, is one token.
+    """
+    spaced, others = _OTHER_RE.subn(" ", text)
+    if not others:
+        return len(text.split())
+    return len(spaced.split()) + others - 4 * len(_MARKER_RE.findall(text))
 
 
 def message_text(message: Mapping[str, Any]) -> str:
