@@ -45,6 +45,7 @@ NEEDS: dict[str, list[str]] = {
     "--dataset-format": ["messages", "--dataset", "{messages}"],
     "--messages-key": ["traj", "--dataset", "{traj}"],
     "--shared-prefix": ["2:2"],
+    "--agent": ["1:1", "--sessions", "4"],  # alone: 100 agents' tool waits, 45 s
     "--workers": ["2"],
     "--engine": ["local"],
     "--ray-address": ["auto", "--engine", "ray"],

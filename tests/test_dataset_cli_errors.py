@@ -119,7 +119,7 @@ def _files(tmp: Path) -> None:
 
 ERROR_CASES = {
     "missing file": (["dataset", "inspect", "{tmp}/missing.jsonl"], "missing.jsonl: cannot read"),
-    "directory": (["dataset", "inspect", "{tmp}/dir"], "dir: cannot read dataset"),
+    "directory": (["dataset", "inspect", "{tmp}/dir"], "dir: the folder holds no .json or .jsonl"),
     "empty file": (["dataset", "inspect", "{tmp}/empty.jsonl"], "empty.jsonl: the dataset"),
     "not JSON": (["dataset", "inspect", "{tmp}/typo.yaml"], "typo.yaml:1: bad JSON"),
     "not UTF-8": (["dataset", "inspect", "{tmp}/latin1.jsonl"], "latin1.jsonl:1: not UTF-8"),

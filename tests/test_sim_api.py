@@ -22,7 +22,7 @@ from turnbench.tokens.template import count_chat_tokens, count_tokens, make_text
 @pytest.fixture(scope="module")
 def shared_sim() -> Iterator[SimProcess]:
     """One zero-delay simulator for the whole module (startup costs about a second)."""
-    s = start_sim("--zero-delay", "--seed", "7")
+    s = start_sim("--zero-delay", "--seed", "7", "--max-model-len", "8192")
     yield s
     s.stop()
 

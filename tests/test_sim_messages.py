@@ -205,7 +205,7 @@ def test_errors(fast_sim: SimProcess) -> None:
     with pytest.raises(anthropic.NotFoundError) as unknown:
         c.messages.create(model="claude-x", max_tokens=5, messages=hi)  # type: ignore[arg-type]
     assert unknown.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
-    long = [{"role": "user", "content": make_text(8190, random.Random(0))}]
+    long = [{"role": "user", "content": make_text(131_070, random.Random(0))}]  # > 128k
     with pytest.raises(anthropic.BadRequestError, match="maximum context length"):
         c.messages.create(model=MODEL, max_tokens=100, messages=long)  # type: ignore[arg-type]
     assert metric(fast_sim, "turnbench_sim_requests_total", outcome="error") - before == 5

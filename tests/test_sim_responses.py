@@ -192,7 +192,7 @@ def test_errors(fast_sim: SimProcess) -> None:
         c.responses.create(model=MODEL, input="hi", max_output_tokens=0)
     with pytest.raises(openai.NotFoundError):
         c.responses.create(model="other-model", input="hi")
-    long_input = make_text(9000, random.Random(0))
+    long_input = make_text(132_000, random.Random(0))  # beyond the 128k context
     with pytest.raises(openai.BadRequestError, match="maximum context length"):
         c.responses.create(model=MODEL, input=long_input)
     assert metric(fast_sim, "turnbench_sim_requests_total", outcome="error") - before == 6

@@ -114,7 +114,13 @@ def test_rows_samples() -> None:
             assert roles(conv)["assistant"] == sum(r["role"] == "assistant" for r in rows)
             assert conv.system == rows[0].get("system")
             delays = [r["delay_seconds"] for r in rows if "delay_seconds" in r]
-            assert [t.think_time_s for t in conv.turns if t.think_time_s is not None] == delays
+            tool_delays = [r["delay_seconds"] for r in rows if r["role"] == "tool"]
+            # a tool row's delay is the tool's execution time: the turn's tool time
+            tool_turns = [t for t in conv.turns if t.messages[0]["role"] == "tool"]
+            assert [t.tool_time_s for t in tool_turns] == tool_delays
+            assert all(t.think_time_s is None for t in tool_turns)
+            waits = [t.think_time_s if t.tool_time_s is None else t.tool_time_s for t in conv.turns]
+            assert [w for w in waits if w is not None] == delays
         assert sorted(by_id) == sorted(c.id for c in load.conversations)
     par = load_dataset(DATA / "endpoints_rows_parallel_tools_sample.jsonl").conversations[0]
     assert max(len(t.messages) for t in par.turns) == 2

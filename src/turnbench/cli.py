@@ -179,10 +179,12 @@ def run_command(
         help=_help("Environment variable holding the API key.", "target.api_key_env"),
     ),
     dataset: Path | None = typer.Option(
-        None, "--dataset", help="Play conversations from this file."
+        None, "--dataset", help="Play conversations from this file (or folder of files)."
     ),
     dataset_format: str = typer.Option(
-        "auto", "--dataset-format", help="sharegpt, rows, messages, aiperf, trace or auto."
+        "auto",
+        "--dataset-format",
+        help="sharegpt, rows, messages, aiperf, trace, weka or auto.",
     ),
     messages_key: str | None = typer.Option(
         None,
@@ -193,6 +195,13 @@ def run_command(
     ),
     shared_prefix: str | None = typer.Option(
         None, "--shared-prefix", help="GROUPS:PROMPTS_PER_GROUP shared-prefix user sessions."
+    ),
+    agent: str | None = typer.Option(
+        None,
+        "--agent",
+        metavar="STEPS[:FAN_OUT[:DEPTH]]",
+        help="Synthetic agents: STEPS tool steps each, FAN_OUT sub-agents started at once "
+        "(DEPTH levels of them); the rest from workload.* (docs/agents.md).",
     ),
     workers: str | None = typer.Option(
         None,
@@ -297,6 +306,8 @@ def run_command(
             "prompts_per_group": int(per_group),
             "as_sessions": True,
         }
+    if agent is not None:
+        overrides["workload"] = _agent_workload(agent)
     given = {key: flag for flag, key in _FLAG_KEYS.items() if flags[flag] is not None}
     try:
         cfg = load_config(config, overrides, sets)
@@ -316,6 +327,20 @@ def run_command(
         raise typer.Exit(1)  # the report of what ran is written; a script must still see it
     if reason == "interrupted":
         raise typer.Exit(INTERRUPTED_EXIT)  # reported, as capacity and sweep are: still 130
+
+
+def _agent_workload(spec: str) -> dict[str, object]:
+    """The `workload:` section of `--agent STEPS[:FAN_OUT[:DEPTH]]`."""
+    parts = spec.split(":")
+    if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts) or parts[2:] == ["0"]:
+        raise fail(f"--agent expects STEPS[:FAN_OUT[:DEPTH]] (whole numbers), got {spec!r}")
+    workload: dict[str, object] = {"type": "synthetic_agent", "steps": int(parts[0])}
+    if len(parts) > 1:
+        subagents: dict[str, object] = {"fan_out": int(parts[1])}
+        if len(parts) > 2:
+            subagents["depth"] = int(parts[2])
+        workload["subagents"] = subagents
+    return workload
 
 
 def _end_reason(folder: Path) -> str | None:

@@ -112,7 +112,7 @@ def _format_validation(
     )
 
 
-_UNION_TAGS = frozenset({"synthetic", "dataset", "shared_prefix"})
+_UNION_TAGS = frozenset({"synthetic", "dataset", "shared_prefix", "synthetic_agent"})
 
 
 def _is_tag(loc: tuple[int | str, ...], i: int) -> bool:

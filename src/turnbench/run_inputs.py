@@ -21,7 +21,7 @@ from turnbench.errors import InputError
 from turnbench.pacing.stages import replays_trace
 from turnbench.target import Target, calibrate
 from turnbench.tokens import TextSizer
-from turnbench.workload.config import DatasetWorkload
+from turnbench.workload.config import DatasetWorkload, SyntheticAgentWorkload
 from turnbench.workload.conversation import Conversation
 from turnbench.workload.dataset import load_dataset
 from turnbench.workload.sources import conversations
@@ -104,8 +104,15 @@ def _uses_tools(conversation: Conversation) -> bool:
 
 
 def check_api_fits_workload(cfg: RunConfig, base_dir: Path) -> None:
-    """The completions API has no tool calls: refuse a dataset with tool turns up front."""
+    """The completions API has no tool calls: refuse a dataset with tool turns, or synthetic
+    agents, up front."""
     workload = cfg.workload
+    if cfg.target.api == "completions" and isinstance(workload, SyntheticAgentWorkload):
+        raise InputError(
+            "synthetic agents call tools, which the completions API cannot send; use "
+            "`target.api: chat` (or responses, anthropic)",
+            field="target.api",
+        )
     if cfg.target.api != "completions" or not isinstance(workload, DatasetWorkload):
         return
     path = workload.path if workload.path.is_absolute() else base_dir / workload.path

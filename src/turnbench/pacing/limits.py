@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from turnbench.config import RunConfig
-from turnbench.workload.config import SyntheticWorkload
+from turnbench.workload.config import SyntheticAgentWorkload, SyntheticWorkload
 
 NS = 1_000_000_000
 DEFAULT_SESSIONS = 100
@@ -18,9 +18,12 @@ DEFAULT_SESSIONS = 100
 
 
 def endless(cfg: RunConfig) -> bool:
-    """Whether the workload never runs out: synthetic without a count, or cycled."""
+    """Whether the workload never runs out: synthetic (conversations or agents) without a
+    count, or cycled."""
     workload = cfg.workload
     if isinstance(workload, SyntheticWorkload) and workload.conversations is None:
+        return True
+    if isinstance(workload, SyntheticAgentWorkload) and workload.agents is None:
         return True
     return workload.cycle
 
@@ -66,6 +69,8 @@ def ran_out_notice(
     repeat = "workload.cycle: true (--set workload.cycle=true)"
     if isinstance(cfg.workload, SyntheticWorkload):
         repeat += ", or leave workload.conversations unset"
+    elif isinstance(cfg.workload, SyntheticAgentWorkload):
+        repeat += ", or leave workload.agents unset"
     message = (
         f"the workload ran out at {at_s:.1f} s after {started} conversations, "
         f"before {' and '.join(unmet)}; to repeat it set {repeat}"

@@ -79,7 +79,10 @@ class SimConfig(BaseModel):
 
     model: str = Field("turnbench-sim", description="The served model name (`/v1/models`).")
     max_model_len: int = Field(
-        8192, ge=2, description="Context length: prompt plus completion tokens, at most."
+        131072,
+        ge=2,
+        description="Context length: prompt plus completion tokens, at most (128k, as the "
+        "models agents run on: a 110k-token coding agent's context fits).",
     )
     max_num_seqs: int = Field(
         64, ge=1, description="Sequences running at once; further requests wait in a FIFO queue."

@@ -27,7 +27,7 @@ from turnbench.tokens.template import (
     render_message,
 )
 from turnbench.workload.config import DatasetFormat, DatasetOptions, MessagesOptions
-from turnbench.workload.conversation import Conversation, Turn
+from turnbench.workload.conversation import Conversation, Turn, walk
 from turnbench.workload.dataset import DatasetLoad, load_dataset
 from turnbench.workload.messages import to_record
 
@@ -90,11 +90,12 @@ def _histogram(values: list[int]) -> list[tuple[str, int]]:
 
 @dataset_app.command(cls=Command)
 def inspect(
-    file: Path = typer.Argument(..., help="Dataset file."),
+    file: Path = typer.Argument(..., help="Dataset file, or a folder of them."),
     format: str = typer.Option("auto", "--format", help="|".join(FORMATS)),
     messages_key: str | None = typer.Option(None, "--messages-key", help=MESSAGES_KEY_HELP),
 ) -> None:
-    """Print conversations, turn and token statistics, context growth and load repairs."""
+    """Print conversations, turn and token statistics, context growth, agent graphs (sub-agents,
+    depth, ideal cache hit) and load repairs."""
     try:
         load = _load(file, _format(format, "--format", FORMATS), messages_key)
     except InputError as err:
@@ -127,6 +128,8 @@ def inspect(
     for k, ctx in enumerate(_context_by_turn(plans)[:MAX_TURN_ROWS]):
         growth.add_row(str(k + 1), str(len(ctx)), f"{statistics.fmean(ctx):.1f}", str(max(ctx)))
     out.print(growth)
+    if any(c.children or c.metadata.get("source") == "weka" for c in plans):
+        _print_graphs(out, plans)
     changes = Table(title="dropped or repaired while loading")
     for col in ("action", "reason", "count"):
         changes.add_column(col, justify="right" if col == "count" else "left")
@@ -136,6 +139,68 @@ def inspect(
     if not changes.rows:
         changes.add_row("-", "nothing", "0")
     out.print(changes)
+
+
+def _print_graphs(out: Console, plans: Sequence[Conversation]) -> None:
+    """The agent tasks' graph statistics: a summary over all, then one row per task.
+
+    Context growth and the ideal cache hit come from the recorded input sizes and hash ids a
+    trace loader keeps in each plan's metadata (WEKA); other sources show `-` there.
+    """
+    summary = Table(title="agent tasks (session graphs)")
+    summary.add_column("measure")
+    summary.add_column("value", justify="right")
+    trees = [list(walk(c)) for c in plans]
+    subs = [(s, d) for tree in trees for s, d in tree if d > 0]
+    background = sum(
+        1 for tree in trees for s, _ in tree for child in s.children if child.join_turn is None
+    )
+    requests = [sum(len(s.turns) for s, _ in tree) for tree in trees]
+    turns = [t for tree in trees for s, _ in tree for t in s.turns]
+    summary.add_row("agent tasks", str(len(plans)))
+    summary.add_row("requests", str(sum(requests)))
+    summary.add_row(
+        "requests per task (mean / max)", f"{statistics.fmean(requests):.1f} / {max(requests)}"
+    )
+    summary.add_row("sub-agents (forks included)", str(len(subs)))
+    summary.add_row("  of them in the background (never joined)", str(background))
+    summary.add_row("sub-agent requests", str(sum(len(s.turns) for s, _ in subs)))
+    summary.add_row("depth (max)", str(max(d for tree in trees for _, d in tree)))
+    summary.add_row(
+        "turns after a tool's result", str(sum(t.tool_time_s is not None for t in turns))
+    )
+    summary.add_row("compactions (prefix replaced)", str(sum(t.compact for t in turns)))
+    hit = sum(c.metadata.get("ideal_cached_tokens", 0) for c in plans)
+    total = sum(c.metadata.get("recorded_input_tokens", 0) for c in plans)
+    summary.add_row("ideal cache hit % (hash ids)", f"{100 * hit / total:.1f}" if total else "-")
+    out.print(summary)
+    table = Table(title="per agent task")
+    for col in (
+        "task",
+        "requests",
+        "sub-agents",
+        "depth",
+        "input tokens first → max",
+        "ideal hit %",
+        "recorded span s",
+    ):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for conv, tree in list(zip(plans, trees, strict=True))[:MAX_TURN_ROWS]:
+        sizes = conv.metadata.get("input_tokens") or []
+        growth = f"{sizes[0]:,} → {max(sizes):,}" if sizes else "-"
+        n_in = conv.metadata.get("recorded_input_tokens", 0)
+        share = f"{100 * conv.metadata.get('ideal_cached_tokens', 0) / n_in:.1f}" if n_in else "-"
+        span = conv.metadata.get("recorded_span_s")
+        table.add_row(
+            conv.id,
+            str(sum(len(s.turns) for s, _ in tree)),
+            str(len(tree) - 1),
+            str(max(d for _, d in tree)),
+            growth,
+            share,
+            f"{span:,.0f}" if span is not None else "-",
+        )
+    out.print(table)
 
 
 @dataset_app.command(cls=Command)
@@ -148,14 +213,23 @@ def convert(
     """Write a dataset as canonical messages JSONL (think times and max_tokens kept)."""
     try:
         load = _load(src, _format(from_, "--from", CONVERT_FROM), messages_key)
-        _write(dst, load.conversations)
+        _write(dst, load.conversations, src)
     except InputError as err:
         raise fail(str(err)) from None
     print(f"wrote {len(load.conversations)} conversations to {dst}", file=sys.stderr)
 
 
-def _write(dst: Path, plans: Sequence[Conversation]) -> None:
-    """Write plans as canonical records; an unwritable output is a user error, not a bug."""
+def _write(dst: Path, plans: Sequence[Conversation], src: Path) -> None:
+    """Write plans as canonical records; an unwritable output is a user error, not a bug,
+    and so is an agent with sub-agents, which a messages record cannot hold (dropping them
+    would turn an agent into a plain conversation without a word)."""
+    for conv in plans:
+        if conv.children:
+            raise InputError(
+                f"{conv.id!r} has sub-agents, which the messages format cannot hold: play the "
+                "dataset as it is (`--dataset`)",
+                file=str(src),
+            )
     try:
         with dst.open("w", encoding="utf-8") as f:
             for conv in plans:

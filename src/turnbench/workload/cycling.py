@@ -15,7 +15,7 @@ from dataclasses import replace
 from itertools import count
 
 from turnbench.tokens.sizer import TextSizer
-from turnbench.workload.conversation import Conversation, Message
+from turnbench.workload.conversation import Child, Conversation, Message
 
 
 def salt_word(conv_id: str, copy: int) -> str:
@@ -40,9 +40,13 @@ def salt_message(msg: Message, word: str) -> Message:
 
 
 def salted(conv: Conversation, copy: int, sizer: TextSizer = TextSizer()) -> Conversation:
-    """Copy `copy` of a conversation, salted at the start of its system prompt or first turn."""
+    """Copy `copy` of a conversation, salted at the start of its system prompt or first turn;
+    each of its sub-agents (their own contexts) gets its own salt word too, else the copies'
+    sub-agents would share the server's cache."""
     word = salt_word(conv.id, copy)
     new_id = f"{conv.id}#{copy}"
+    if conv.children:
+        conv = replace(conv, children=tuple(_salted_child(c, copy, sizer) for c in conv.children))
     if conv.system is not None:
         return replace(conv, id=new_id, system=f"{word} {conv.system}")
     first, rest = conv.turns[0], conv.turns[1:]
@@ -56,6 +60,16 @@ def salted(conv: Conversation, copy: int, sizer: TextSizer = TextSizer()) -> Con
     return replace(conv, id=new_id, turns=(first, *rest))
 
 
+def _salted_child(child: Child, copy: int, sizer: TextSizer) -> Child:
+    """A sub-agent salted like a root; a fork starts from its parent's (salted) history, so
+    only its own sub-agents are salted."""
+    if not child.fork:
+        return replace(child, plan=salted(child.plan, copy, sizer))
+    kids = tuple(_salted_child(c, copy, sizer) for c in child.plan.children)
+    plan = replace(child.plan, id=f"{child.plan.id}#{copy}", children=kids)
+    return replace(child, plan=plan)
+
+
 def cycled(
     plans: Sequence[Conversation], *, cycle: bool, salt: bool, sizer: TextSizer = TextSizer()
 ) -> Iterator[Conversation]:
@@ -65,4 +79,10 @@ def cycled(
         return
     for copy in count(1):
         for conv in plans:
-            yield salted(conv, copy, sizer) if salt else replace(conv, id=f"{conv.id}#{copy}")
+            yield salted(conv, copy, sizer) if salt else _renamed(conv, copy)
+
+
+def _renamed(conv: Conversation, copy: int) -> Conversation:
+    """Copy `copy` of a plan, renamed `ID#copy`, its sub-agents too."""
+    kids = tuple(replace(c, plan=_renamed(c.plan, copy)) for c in conv.children)
+    return replace(conv, id=f"{conv.id}#{copy}", children=kids)

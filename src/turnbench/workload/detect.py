@@ -19,7 +19,8 @@ _SHOWN_KEYS = 8
 _CHOOSE_KEY = "`workload.messages.messages_key: {key}` (YAML) or `--messages-key {key}`"
 _NEEDS = (
     "sharegpt (conversations), messages (a messages list), rows (conversation_id, role), "
-    "aiperf (session_id, turns), trace (hash_ids, or input_length and output_length)"
+    "aiperf (session_id, turns), trace (hash_ids, or input_length and output_length), "
+    "weka (requests and block_size)"
 )
 
 
@@ -47,6 +48,8 @@ def _formats_of(value: Any, messages_key: str) -> set[str]:
         found.add("aiperf")
     if "hash_ids" in value or ("input_length" in value and "output_length" in value):
         found.add("trace")
+    if isinstance(value.get("requests"), list) and "block_size" in value:
+        found.add("weka")
     return found
 
 

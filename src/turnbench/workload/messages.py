@@ -9,6 +9,11 @@ Turn rules: a user message, or a run of tool messages after an assistant message
 leading system message is the system prompt. turnbench keys on the first message of a turn,
 `delay_seconds` (or `think_time_s`) and `max_tokens`, become `Turn.think_time_s` and
 `Turn.max_tokens` and are not sent.
+
+A turn of tool results is different: its recorded delay is the tools' execution time, so it
+becomes `Turn.tool_time_s` (recorded as tool time, and kept when dataset think times are
+replaced). Every tool message of the turn may carry one: the calls ran in parallel and were
+answered at once, so the turn waits for the slowest (the largest delay).
 """
 
 from __future__ import annotations
@@ -110,15 +115,19 @@ def plan_messages(messages: Sequence[Any]) -> Plan:
     leading = 0
     saw_user = False
 
+    waits: list[float] = []  # the recorded delays of the current turn's tool messages
+
     def flush() -> None:
         if current:
             think = next((first[k] for k in THINK_KEYS if first.get(k) is not None), None)
+            tool = current[0]["role"] == "tool"
             turns.append(
                 Turn(
                     messages=tuple(current),
                     max_tokens=first.get("max_tokens"),
-                    think_time_s=None if think is None else float(think),
+                    think_time_s=None if think is None or tool else float(think),
                     reply=reply,
+                    tool_time_s=max(waits) if tool and waits else None,
                 )
             )
 
@@ -137,11 +146,14 @@ def plan_messages(messages: Sequence[Any]) -> Plan:
                 current.append(wire)
             elif reply is not None and reply.get("tool_calls"):
                 flush()
-                current, first, reply = [wire], msg, None
+                current, first, reply, waits = [wire], msg, None, []
             else:
                 raise MessageError(
                     i, "role", "a tool message must follow an assistant message with tool_calls"
                 )
+            wait = next((msg[k] for k in THINK_KEYS if msg.get(k) is not None), None)
+            if wait is not None:
+                waits.append(float(wait))
         elif role == "assistant":
             if not current:
                 leading += 1
@@ -238,7 +250,7 @@ def plan_record(
 
 
 def to_record(conv: Conversation) -> dict[str, Any]:
-    """Write a plan back as one canonical record, keeping think times and max_tokens.
+    """Write a plan back as one canonical record, keeping think and tool times and max_tokens.
 
     Why: `dataset convert` output must load back to the same plan (round trip).
     """
@@ -248,8 +260,9 @@ def to_record(conv: Conversation) -> dict[str, Any]:
     for turn in conv.turns:
         for i, msg in enumerate(turn.messages):
             msg = dict(msg)
-            if i == 0 and turn.think_time_s is not None:
-                msg["delay_seconds"] = turn.think_time_s
+            wait = turn.tool_time_s if turn.tool_time_s is not None else turn.think_time_s
+            if i == 0 and wait is not None:
+                msg["delay_seconds"] = wait
             if i == 0 and turn.max_tokens is not None:
                 msg["max_tokens"] = turn.max_tokens
             msgs.append(msg)

@@ -60,10 +60,26 @@ def read_records(path: Path) -> list[Record]:
         ) from None
     if not text.strip():
         raise InputError("the dataset file is empty", file=name)
+    whole = _one_object(text, path, name)
+    if whole is not None:
+        return [whole]
     records = _read_array(text, name) if _is_json_array(text, path) else _read_lines(text, name)
     if not records:
         raise InputError("the dataset holds no records", file=name)
     return records
+
+
+def _one_object(text: str, path: Path, name: str) -> Record | None:
+    """A `.json` file that is one JSON object over several lines (a pretty-printed WEKA
+    trace) as one record; None for anything else, which the line reader then reads."""
+    stripped = text.strip()
+    if path.suffix.lower() != ".json" or not stripped.startswith("{") or "\n" not in stripped:
+        return None
+    try:
+        value = msgspec.json.decode(stripped.encode("utf-8", "surrogatepass"))
+    except (msgspec.DecodeError, RecursionError, ValueError):
+        return None
+    return Record(value, name, 1) if isinstance(value, dict) else None
 
 
 def _is_json_array(text: str, path: Path) -> bool:
@@ -154,7 +170,8 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
     names = {str: "a string", int: "an integer", float: "a number", list: "a list"}
     names[dict] = "an object"
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(names.get(k, k.__name__) for k in kinds if k is not float or int in kinds)
+    shown = [k for k in kinds if not (k is int and float in kinds)]  # a number is enough
+    return " or ".join(names.get(k, k.__name__) for k in shown)
 
 
 def field(

@@ -6,8 +6,10 @@ it is more useful than silently regrouping.
 
 Each row: `conversation_id`, `turn` (increasing), `role` (user | assistant | tool), `content`;
 a first row may carry `system` and `tools`; assistant rows may carry `tool_calls`; a tool row's
-`tool_results` become tool messages; `delay_seconds` is the think time before the next turn
-(on a tool or user row: before that row's turn).
+`tool_results` become tool messages. `delay_seconds` is the wait before a turn (on an assistant
+row: before the next row's turn): on a user row the user's think time, on a tool row the
+tool's execution time, which becomes the turn's tool time (`Turn.tool_time_s`, see
+`messages.py`).
 """
 
 from __future__ import annotations

@@ -11,12 +11,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from turnbench.tokens.sizer import TextSizer
-from turnbench.workload.config import DatasetWorkload, SharedPrefixWorkload, WorkloadConfig
+from turnbench.workload.config import (
+    DatasetWorkload,
+    SharedPrefixWorkload,
+    SyntheticAgentWorkload,
+    WorkloadConfig,
+)
 from turnbench.workload.conversation import Conversation
 from turnbench.workload.cycling import cycled
 from turnbench.workload.dataset import load_dataset
 from turnbench.workload.shared_prefix import shared_prefix
 from turnbench.workload.synthetic import synthetic
+from turnbench.workload.synthetic_agent import synthetic_agents
 
 
 def conversations(
@@ -24,6 +30,7 @@ def conversations(
 ) -> Iterator[Conversation]:
     """Yield the workload's conversation plans, lazily; endless when `cfg.cycle`, and for a
     synthetic workload whose `conversations` count is unset (it generates them as they go).
+    Synthetic agents are always generated as they go (a cycled copy is rebuilt, not kept).
 
     Texts the source writes to a token length (system prompts, questions, trace blocks, salted
     first turns) are sized by `sizer` for the server's tokenizer; default: exact for the
@@ -38,6 +45,8 @@ def conversations(
     if isinstance(cfg, DatasetWorkload):
         path = cfg.path if cfg.path.is_absolute() else base_dir / cfg.path
         plans = load_dataset(path, cfg.format, cfg, sizer).conversations
+    elif isinstance(cfg, SyntheticAgentWorkload):
+        return synthetic_agents(cfg, seed, sizer)
     elif isinstance(cfg, SharedPrefixWorkload):
         plans = list(shared_prefix(cfg, seed, sizer))
     elif cfg.conversations is None:
