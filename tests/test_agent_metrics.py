@@ -4,6 +4,7 @@ answers follow from their rows, then on a real agent tree played against the sim
 from __future__ import annotations
 
 import io
+import json
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -380,6 +381,11 @@ def test_compare_takes_runs_with_and_without_agents(played: Played, tmp_path: Pa
     proc = turnbench("compare", str(played.run_dir), str(plain), "--html", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size > 0
+    summary = json.loads((played.run_dir / "summary.json").read_text())["agents"]
+    assert "Agent tasks" in proc.stdout and "tool time %" in proc.stdout
+    line = next(x for x in proc.stdout.splitlines() if "tasks completed" in x)
+    assert f"{summary['completed']}" in line  # A's count; B, with none, shows -
+    assert "TTFT p90 ms at depth 1" in proc.stdout
 
 
 @pytest.fixture(scope="module")

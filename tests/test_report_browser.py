@@ -271,13 +271,20 @@ def test_a_failed_attempts_message_renders_as_text(
 
 
 def test_compare_page_draws_every_panel_offline_and_hovers(
-    browser: Any, run: RunResult, tmp_path: Path
+    browser: Any, run: RunResult, fast_sim: SimProcess, tmp_path: Path
 ) -> None:
-    other = tmp_path / "b-copy"
-    shutil.copytree(run.path, other)
+    """Two different runs (another workload, load and server): compared on what they share,
+    every panel drawn with both runs' series."""
+    made = turnbench(
+        "run", "--target", fast_sim.url, "--users", "3", "--turns", "3", "--duration", "2",
+        "--out", "other", cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    (other,) = (tmp_path / "other").iterdir()
     out = tmp_path / "compare.html"
     proc = turnbench("compare", str(run.path), str(other), "--html", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "Config differences" in proc.stdout
     shot = _artifact(tmp_path, "compare.png")
     page = _check_page(browser, out, COMPARE_PANELS, shot)
     for panel in ("per_turn", "cdf_ttft"):

@@ -308,6 +308,39 @@ def _cache(runs: list[Run]) -> Section | None:
     return Section("Prefix cache", figures) if figures else None
 
 
+def _agents(runs: list[Run]) -> Section | None:
+    """Agent tasks (summary.json `agents`): completion time, its model and tool shares, the
+    work per task, and TTFT by depth; None when no run has agents."""
+    agents = [r.summary.get("agents") or {} for r in runs]
+    if not any(agents):
+        return None
+
+    def get(a: dict[str, Any], *path: Any) -> Any:
+        for key in path:
+            a = a.get(key) if isinstance(a, dict) else None  # type: ignore[assignment]
+        return a
+
+    figures = [
+        _figure("tasks completed", [a.get("completed") for a in agents]),
+        _figure("tasks/h", [a.get("tasks_per_h") for a in agents]),
+        _figure("task completion s p50", [get(a, "completion_s", "p50") for a in agents]),
+        _figure("task completion s p90", [get(a, "completion_s", "p90") for a in agents]),
+        _figure("model time %", [_pct(get(a, "time_shares", "model")) for a in agents]),
+        _figure("tool time %", [_pct(get(a, "time_shares", "tool")) for a in agents]),
+        _figure("requests per task (mean)", [get(a, "requests_per_task", "mean") for a in agents]),
+        _figure(
+            "sub-agents per task (mean)", [get(a, "subagents_per_task", "mean") for a in agents]
+        ),
+    ]
+    depths = sorted({row["depth"] for a in agents for row in a.get("by_depth") or []})
+    for d in depths:
+        rows = [{r["depth"]: r for r in a.get("by_depth") or []}.get(d) or {} for a in agents]
+        figures.append(
+            _figure(f"TTFT p90 ms at depth {d}", [get(r, "ttft_ms", "p90") for r in rows])
+        )
+    return Section("Agent tasks", figures)
+
+
 def _pct(ratio: float | None) -> float | None:
     return ratio * 100 if ratio is not None else None
 
@@ -360,7 +393,7 @@ def compare(run_dirs: list[Path]) -> Comparison:
     runs = [load_run(chr(ord("A") + i), d) for i, d in enumerate(run_dirs)]
     turns, notes = _turns(runs)
     sections = [turns, _requests(runs), _throughput(runs)]
-    sections += [s for s in (_goodput(runs), _cache(runs)) if s is not None]
+    sections += [s for s in (_goodput(runs), _cache(runs), _agents(runs)) if s is not None]
     sections.append(_errors(runs))
     diff = config_differences([r.summary["config"] for r in runs])
     return Comparison(runs, sections, diff, notes)

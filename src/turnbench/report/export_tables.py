@@ -13,6 +13,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Literal
 
+from turnbench.record.schema import SESSION_COLUMNS
+
 Kind = Literal["int", "float", "text", "ms_list"]
 """`ms_list`: `requests.chunk_gaps` (packed int64 ns) exported as a list of milliseconds."""
 
@@ -35,7 +37,8 @@ class ExportTable:
     columns: tuple[Column, ...]
     sql: str
     """A query whose result columns are `columns`, in order; `{requests}` is replaced by the
-    requests table with every column of `REQUEST_COLUMNS` (NULL where an old file lacks it)."""
+    requests table with every column of `REQUEST_COLUMNS`, `{sessions}` by the sessions table
+    with every column of today's (NULL where an old file lacks one)."""
 
 
 def _c(name: str, kind: Kind, unit: str, meaning: str) -> Column:
@@ -80,6 +83,11 @@ REQUEST_COLUMNS = (
     _c("reconnects", "int", "", "fresh connections opened for a closed keep-alive one"),
     _c("replica", "text", "", "replica that served it (`target.replica_header`)"),
     _c("ideal_cached_tokens", "int", "tokens", "prefix an unbounded prefix cache would hold"),
+    _c("task_id", "text", "", "agent task: its root session (a conversation is its own)"),
+    _c("parent_session_id", "text", "", "session that started this one; empty for a root"),
+    _c("depth", "int", "", "0 for a root session, 1 for its sub-agents and forks, ..."),
+    _c("branch", "int", "", "the session's number among its parent's children; 0 for a root"),
+    _c("tool_wait_ns", "int", "ns", "the tool's latency this turn waited (first attempt)"),
 )
 _REQUEST_NAMES = tuple(c.name for c in REQUEST_COLUMNS)
 _STORED = {"chunk_gaps_ms": "chunk_gaps"}  # exported name -> column in events.db
@@ -197,6 +205,15 @@ CONVERSATIONS = ExportTable(
             "Σ cached / Σ ideal over its successful attempts that report cached tokens and "
             "have an ideal above 0 (the report's `kept`); empty without one",
         ),
+        _c("task_id", "text", "", "agent task: its root session (a conversation is its own)"),
+        _c("parent_session_id", "text", "", "session that started it; empty for a root"),
+        _c("depth", "int", "", "0 for a root, 1 for its sub-agents and forks, ..."),
+        _c("branch", "int", "", "its number among its parent's children; 0 for a root"),
+        _c("kind", "text", "", "`session` (a root), `subagent` or `fork`"),
+        _c("after_turn", "int", "", "parent's turn it started after (0: with it); empty: root"),
+        _c("join_turn", "int", "", "parent's turn that waited for it; empty: none did"),
+        _c("children", "int", "", "sub-agents and forks it started"),
+        _c("tool_wait_ns", "int", "ns", "time its turns waited for tools"),
     ),
     f"""
 WITH r AS (SELECT * FROM {{requests}}),
@@ -220,8 +237,9 @@ SELECT s.run_id, s.session_id, s.conversation_id, s.worker, s.stage, s.t_intende
     s.t_start_ns, s.t_end_ns, s.gate_wait_ns, s.turns_planned, s.turns_ok, s.turns_failed,
     s.attempts, s.dropped_messages, s.outcome, (s.t_end_ns - s.t_start_ns) / 1e9,
     COALESCE(a.ok, 0), COALESCE(a.failed, 0), COALESCE(a.cancelled, 0), a.tm, a.tx, a.em, a.ex,
-    a.pt, a.ct, a.kt, a.it, a.kept
-FROM sessions s LEFT JOIN a ON a.session_id = s.session_id
+    a.pt, a.ct, a.kt, a.it, a.kept, s.task_id, s.parent_session_id, s.depth, s.branch, s.kind,
+    s.after_turn, s.join_turn, s.children, s.tool_wait_ns
+FROM {{sessions}} s LEFT JOIN a ON a.session_id = s.session_id
 ORDER BY s.t_start_ns, s.session_id
 """,
 )
@@ -247,11 +265,16 @@ def _present(conn: sqlite3.Connection, table: str) -> set[str]:
 
 
 def query(conn: sqlite3.Connection, table: ExportTable) -> str:
-    """The table's SELECT for this events.db: the requests columns it lacks (an older file)
-    read as NULL, so every export of a table has the same columns."""
+    """The table's SELECT for this events.db: the requests and sessions columns it lacks (an
+    older file) read as NULL, so every export of a table has the same columns."""
     stored = _present(conn, "requests")
     cols = []
     for name in _REQUEST_NAMES:
         source = _STORED.get(name, name)
         cols.append(f"{source} AS {name}" if source in stored else f"NULL AS {name}")
-    return table.sql.format(requests=f"(SELECT {', '.join(cols)} FROM requests)")
+    kept = _present(conn, "sessions")
+    ses = [c if c in kept else f"NULL AS {c}" for c in ("run_id", *SESSION_COLUMNS)]
+    return table.sql.format(
+        requests=f"(SELECT {', '.join(cols)} FROM requests)",
+        sessions=f"(SELECT {', '.join(ses)} FROM sessions)",
+    )
