@@ -20,7 +20,7 @@ from rich.console import Console
 from cli_options import turnbench
 from handmade import session_record, write_events_db
 from runs import RunResult, run_bench
-from test_report_browser import ARGS, CHROMIUM, _artifact, _drawn, _hover_value, _missing, _open
+from test_report_browser import _artifact, _drawn, _hover_value, _open, launch
 from turnbench.client.attempt import Attempt
 from turnbench.metrics.agents import MAX_SHOWN_TASKS, union_lengths
 from turnbench.metrics.summary import summarize
@@ -391,16 +391,7 @@ def test_compare_takes_runs_with_and_without_agents(played: Played, tmp_path: Pa
 @pytest.fixture(scope="module")
 def browser(played: Played) -> Iterator[Any]:
     """Chromium, started after the trees played (see tests/test_report_browser.py)."""
-    if not CHROMIUM.exists():
-        _missing(f"no {CHROMIUM}: `apt-get install -y chromium`")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("no playwright: pip install -e '.[dev]'")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield b
-        b.close()
+    yield from launch()
 
 
 def test_the_agent_section_renders_offline_and_hovers(

@@ -49,8 +49,15 @@ def _agent() -> Conversation:
     )
 
 
-async def _play(plans: list[Conversation], config: dict[str, Any]) -> Batch[Rows]:
-    sim = start_sim("--model", "sim")
+async def _play(
+    plans: list[Conversation],
+    config: dict[str, Any],
+    sim_args: tuple[str, ...] = (),
+    stop_after_s: float | None = None,
+) -> Batch[Rows]:
+    """Play `plans` on one worker against a fresh simulator; `stop_after_s`: end the run
+    that long after the start (its end policy decides what the sessions do)."""
+    sim = start_sim("--model", "sim", *sim_args)
     try:
         cfg = RunConfig.model_validate(
             {
@@ -66,6 +73,9 @@ async def _play(plans: list[Conversation], config: dict[str, Any]) -> Batch[Rows
         now = core.clock()
         for i, plan in enumerate(plans):
             core.start(SessionStart(i, plan, now, 0))
+        if stop_after_s is not None:
+            await asyncio.sleep(stop_after_s)
+            core.stop()
         while core.active:
             await asyncio.sleep(0.02)
         payload = core.take_batch()
@@ -136,33 +146,8 @@ def test_the_end_of_the_run_cuts_a_whole_tree() -> None:
         children=(Child(Conversation("c", _turns(50, tool_s=0.2)), after_turn=0, join_turn=1),),
     )
 
-    async def play() -> Batch[Rows]:
-        sim = start_sim("--model", "sim", "--zero-delay")
-        try:
-            cfg = RunConfig.model_validate(
-                {
-                    "target": {"url": sim.v1, "model": "sim"},
-                    "workload": {"type": "synthetic", "conversations": 1},
-                    "load": {"end": "cut"},
-                }
-            )
-            spec = WorkerSpec(0, cfg.model_dump(mode="json"), sim.v1, "sim", None, None, None, {})
-            core = WorkerCore(spec)
-            await core.open()
-            core.begin(time.time_ns())
-            core.start(SessionStart(0, slow, core.clock(), 0))
-            await asyncio.sleep(0.5)
-            core.stop()
-            while core.active:
-                await asyncio.sleep(0.02)
-            payload = core.take_batch()
-            await core.close()
-        finally:
-            sim.stop()
-        assert payload is not None
-        return msgspec.msgpack.decode(payload, type=Batch[Rows])
-
-    batch = asyncio.run(play())
+    config = {"load": {"end": "cut"}}
+    batch = asyncio.run(_play([slow], config, ("--zero-delay",), stop_after_s=0.5))
     by_id = {s.session_id: s for s in batch.rows.sessions}
     assert by_id["s0.1"].outcome == "unfinished" and by_id["s0"].outcome == "unfinished"
     assert by_id["s0"].t_end_ns >= by_id["s0.1"].t_end_ns

@@ -100,10 +100,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
     )
 
 
-@pytest.fixture(scope="module")
-def browser(run: RunResult) -> Iterator[Any]:
-    """Chromium, started after the run: Playwright's sync API keeps an event loop running in
-    this thread, where a run's own `asyncio.run` could not start."""
+def launch() -> Iterator[Any]:
+    """Debian's chromium through Playwright, or a skip (a failure in CI) when either is
+    missing; a fixture yields from it once its runs are done."""
     if not CHROMIUM.exists():
         _missing(f"no {CHROMIUM}: `apt-get install -y chromium`")
     try:
@@ -114,6 +113,13 @@ def browser(run: RunResult) -> Iterator[Any]:
         b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def browser(run: RunResult) -> Iterator[Any]:
+    """Chromium, started after the run: Playwright's sync API keeps an event loop running in
+    this thread, where a run's own `asyncio.run` could not start."""
+    yield from launch()
 
 
 def _artifact(tmp_path: Path, name: str) -> Path:

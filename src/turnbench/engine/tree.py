@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from turnbench.record.schema import SessionRecord
 from turnbench.session import Session
@@ -22,19 +23,8 @@ if TYPE_CHECKING:
 NS = 1_000_000_000
 
 
-class PlaySession(Protocol):
-    """The player's `play_session`."""
-
-    async def __call__(
-        self,
-        ctx: RunContext,
-        session: Session,
-        t_intended_ns: int,
-        gate_wait_ns: int = 0,
-        *,
-        child: Child | None = None,
-        cut_ns: int | None = None,
-    ) -> SessionRecord | None: ...
+PlaySession = Callable[..., Coroutine[Any, Any, SessionRecord | None]]
+"""The player's `play_session` (ctx, session, due time, child=, cut_ns=)."""
 
 
 def _child_session(ctx: RunContext, parent: Session, number: int, child: Child) -> Session:
