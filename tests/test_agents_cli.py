@@ -93,3 +93,25 @@ def test_open_loop_arrivals_and_the_session_limit_count_agent_tasks(
     intended = sorted(s["t_intended_ns"] for s in roots)
     assert intended[-1] - intended[0] < 6e9  # 20/s: six arrivals well within seconds
     assert check_dependencies(sessions, _rows(run, "SELECT * FROM requests")) > 0
+
+
+def test_with_worker_processes_every_branch_of_an_agent_runs_on_its_owner(
+    tmp_path: Path, fast_sim: SimProcess
+) -> None:
+    """Two worker processes: each agent task's whole tree is played by the worker that
+    started its root (a fork copies its parent's history without crossing processes)."""
+    proc = turnbench(
+        "run", "--agent", "2:2:2", "--workers", "2", "--sessions", "6", "--target",
+        fast_sim.url, "--out", "out", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    run = _only_run(tmp_path / "out")
+    sessions = _rows(run, "SELECT * FROM sessions")
+    attempts = _rows(run, "SELECT * FROM requests")
+    assert len(sessions) == 6 * 7  # each task: 1 + 2 + 4 sessions
+    assert {s["worker"] for s in sessions} == {0, 1}
+    workers: dict[str, set[int]] = {}
+    for row in sessions + attempts:
+        workers.setdefault(row["task_id"], set()).add(row["worker"])
+    assert len(workers) == 6 and all(len(w) == 1 for w in workers.values()), workers
+    assert check_dependencies(sessions, attempts) > 0
