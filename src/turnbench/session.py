@@ -92,7 +92,7 @@ class Session:
             self._salt = None
             self._append({"role": "system", "content": system}, _system_size(system))
         if registry is not None:
-            self._chain = PrefixChain(self.history[0] if self.history else None)
+            self._chain = PrefixChain(registry, self.history[0] if self.history else None)
         self.task_id = session_id
         """The agent task it belongs to (the root session's id); a root is its own."""
         self.parent_id: str | None = None
@@ -211,27 +211,25 @@ class Session:
         for the simulator and turnbench's texts where it ends at a message's edge). Capped
         below the prompt's last token.
         """
-        chain, registry = self._chain, self.registry
-        if chain is None or registry is None:
+        chain = self._chain
+        if chain is None:
             return None
         matched = chain.held_tokens
-        local = chain.match(
-            planned.new_messages, registry, self._sizes, self._size, planned.new_sizes
-        )
+        local = chain.match(planned.new_messages, self._sizes, self._size, planned.new_sizes)
         if local is not None:  # beyond its own history: a prefix another session sent
             local = round(local * self._scale)
             if local > matched:
                 matched = local
         if matched >= planned.context_tokens:  # (comparisons, not min and max: every request)
             matched = planned.context_tokens - 1
-        bs = registry.block_size
+        bs = chain.registry.block_size
         return matched // bs * bs if matched > 0 else 0
 
     def computed(self) -> None:
         """The request last `sent` got its first token: the server computed its prompt, so
         later requests may find it cached."""
-        if self._chain is not None and self.registry is not None:
-            self._chain.computed(self.registry, round(self._size * self._scale))
+        if self._chain is not None:
+            self._chain.computed(round(self._size * self._scale))
 
     def _compact(self) -> None:
         """Context compaction: everything but the system prompt leaves the history."""
@@ -286,11 +284,11 @@ class Session:
         else:
             self._append(reply.message())
             generated = not reply.tool_calls
-        if self._chain is not None and self.registry is not None:
+        if self._chain is not None:
             held = prompt_tokens or planned.context_tokens
             if generated:
                 held += completion_tokens or round(self._sizes[-1] * self._scale)
-            self._chain.answered(self.history[-1], self.registry, held, generated)
+            self._chain.answered(self.history[-1], held, generated)
         if prompt_tokens and planned.context_tokens:
             local = planned.context_tokens / self._scale
             if local > 0:

@@ -94,7 +94,9 @@ class BlockRegistry:
     the old one is dropped, so what is still used survives (least recently used, roughly).
     """
 
-    __slots__ = ("_half", "_old", "_old_texts", "_text_bytes", "_texts", "_young", "block_size")
+    __slots__ = (
+        "_half", "_old", "_old_texts", "_room", "_texts", "_young", "block_size", "swaps"
+    )  # fmt: skip
 
     def __init__(self, block_size: int, capacity_mb: int) -> None:
         self.block_size = block_size
@@ -106,8 +108,11 @@ class BlockRegistry:
         """The text of each long text's first piece's key, while one text alone has it
         (`_PIECES` once a second one did), young generation."""
         self._old_texts: dict[int, str] = {}
-        self._text_bytes = 0
-        """What the young generation's kept texts cost."""
+        self._room = self._half
+        """The bytes of one generation less what the young generation's kept texts cost:
+        what its keys may take."""
+        self.swaps = 0
+        """How many times the young generation became the old one."""
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
@@ -121,32 +126,46 @@ class BlockRegistry:
             return True
         return False
 
-    def add(self, keys: Iterable[int], long: Iterable[tuple[int, str]] = ()) -> None:
-        """Hold `keys`, and the first pieces' keys of `long` texts (with what a later text
-        that shares one must compare itself with); the old generation goes when the young
-        one is full."""
-        young, texts = self._young, self._texts
+    def add(self, keys: Iterable[int], first: int = 0, text: str = "") -> None:
+        """Hold `keys`, and a long `text` as `keep` does (its first piece's key `first`);
+        then the old generation goes if the young one is full.
+
+        Why one long text here, and `keep` for any other: a request's part has one as a
+        rule (its new message, or its reply), and every call costs."""
+        young = self._young
         young.update(keys)
-        for first, text in long:
-            young.add(first)
-            kept = texts.get(first)
-            if kept is None:
-                kept = self._old_texts.pop(first, None)
-                if kept is None:  # the first text with this first piece
-                    texts[first] = text
-                    self._text_bytes += len(text) + TEXT_BYTES
-                    continue
-                texts[first] = kept
-            if not kept:
-                young.update(_piece_keys(first, text))
-            elif kept is not text and kept != text:  # a second text: both as piece keys
-                texts[first] = _PIECES
-                young.update(_piece_keys(first, kept))
-                young.update(_piece_keys(first, text))
-        if len(young) * KEY_BYTES + self._text_bytes > self._half:
+        if text:
+            texts = self._texts
+            if first not in texts and first not in self._old_texts:  # `keep`, the usual
+                young.add(first)
+                texts[first] = text
+                self._room -= len(text) + TEXT_BYTES
+            else:
+                self.keep(first, text)
+        if len(young) * KEY_BYTES > self._room:
             self._old, self._young = young, set()
-            self._old_texts, self._texts = texts, {}
-            self._text_bytes = 0
+            self._old_texts, self._texts = self._texts, {}
+            self._room = self._half
+            self.swaps += 1
+
+    def keep(self, first: int, text: str) -> None:
+        """Hold a long text's first piece's key `first`, with what a later text that shares
+        it must compare itself with (then `add`: it drops the old generation when due)."""
+        texts = self._texts
+        self._young.add(first)
+        if first not in texts and first not in self._old_texts:  # the first with it
+            texts[first] = text
+            self._room -= len(text) + TEXT_BYTES
+            return
+        kept = texts.get(first)
+        if kept is None:
+            texts[first] = kept = self._old_texts.pop(first)
+        if not kept:
+            self._young.update(_piece_keys(first, text))
+        elif kept is not text and kept != text:  # a second text: both as piece keys
+            texts[first] = _PIECES
+            self._young.update(_piece_keys(first, kept))
+            self._young.update(_piece_keys(first, text))
 
     def pieces(self, first: int, text: str) -> int:
         """How many leading pieces of `text` (of more than one piece) were sent, its first
@@ -175,15 +194,24 @@ class PrefixChain:
     interpreter's per bytecode, not the hashing (bench/README.md).
     """
 
-    __slots__ = ("_last", "_sent", "_unkeyed", "held", "held_reply", "held_tokens", "msgs")
+    __slots__ = (
+        "_last", "_reply_swaps", "_sent", "_unkeyed", "held", "held_reply", "held_tokens",
+        "msgs", "registry",
+    )  # fmt: skip
 
-    def __init__(self, first: Mapping[str, Any] | None = None) -> None:
-        """`first`: the history's first message (a system prompt), if any."""
-        self.msgs: list[tuple[int, str, str]] = []
-        """The history: each message's key (chained from the one before), role and text."""
-        if first is not None:
-            role, text = first.get("role", "user"), _text(first)
-            self.msgs.append((hash((0, role, text)), role, text))
+    def __init__(self, registry: BlockRegistry, first: Mapping[str, Any] | None = None) -> None:
+        """`registry`: the worker's, where this session's keys go and others' are found;
+        `first`: the history's first message (a system prompt), if any."""
+        self.registry = registry
+        if first is None:
+            self.msgs: list[tuple[int, str, str]] = []
+            """The history: each message's key (chained from the one before), role and
+            text."""
+        else:
+            role, text = first.get("role", "user"), first.get("content")
+            if type(text) is not str or first.get("tool_calls"):
+                text = message_text(first)
+            self.msgs = [(hash((0, role, text)), role, text)]
         self.held = 0
         """History messages this session's own requests sent or generated (all of them
         given to the registry)."""
@@ -201,6 +229,11 @@ class PrefixChain:
         (0 where not hashed), so that `computed` need not hash them again."""
         self._sent = False
         """The prompt matched last was computed and is not yet answered into the history."""
+        self._reply_swaps = -1
+        """`registry.swaps` when the reply held but for its end marker (`held_reply`) left
+        its header and first piece, if the generation had not changed since its prompt was
+        computed; else -1. While it has not changed since either, those keys are in the
+        young generation as they would be after adding them again, so `computed` need not."""
 
     def append(self, message: Mapping[str, Any]) -> None:
         """Append a message to the history."""
@@ -211,7 +244,6 @@ class PrefixChain:
     def match(
         self,
         messages: Sequence[Mapping[str, Any]],
-        registry: BlockRegistry,
         sizes: Sequence[int],
         size: int,
         new_sizes: Sequence[int],
@@ -227,7 +259,7 @@ class PrefixChain:
             parent = msgs[-2][0] if n > 1 else 0
             msgs[-1] = (hash((parent, reply_role, reply_text)), reply_role, reply_text)
             self._unkeyed = False
-        parent = msgs[-1][0] if n else 0
+        base = parent = msgs[-1][0] if n else 0
         new = []
         for message in messages:
             role, text = message.get("role", "user"), message.get("content")
@@ -237,17 +269,24 @@ class PrefixChain:
             new.append((parent, role, text))
         generation = hash((parent, GENERATION_ROLE))
         self._sent = False
-        young = registry._young
+        registry = self.registry
+        young, old = registry._young, registry._old
         i = held = self.held
-        while i < n:  # the history past what this session holds: another session's?
+        # the history past what this session holds, then the new messages: another's?
+        # (`registry.holds`, written out: a key of the old generation moves to the young)
+        while i < n:
             key = msgs[i][0]
-            if key not in young and not registry.holds(key):
-                break
+            if key not in young:
+                if key not in old:
+                    break
+                young.add(key)
             i += 1
         else:
             for key, _, _ in new:
-                if key not in young and not registry.holds(key):
-                    break
+                if key not in young:
+                    if key not in old:
+                        break
+                    young.add(key)
                 i += 1
             else:
                 self._last = (new, generation, i, 0, 0, 0)
@@ -259,28 +298,36 @@ class PrefixChain:
             return None
         # the match stops in message i: its header, then its text's pieces as far as they go
         if i < n:
-            role, text = msgs[i][1], msgs[i][2]
+            _, role, text = msgs[i]
             before: float = sum(sizes[:i])
             tokens = sizes[i]
+            head = hash((msgs[i - 1][0] if i else 0, role))
         else:
-            role, text = new[i - n][1], new[i - n][2]
+            _, role, text = new[i - n]
             before = size + sum(new_sizes[: i - n]) if i > n else size
             tokens = new_sizes[i - n]
-        head = hash(((msgs[i - 1][0] if i <= n else new[i - n - 1][0]) if i else 0, role))
-        if head not in young and not registry.holds(head):
+            head = hash((new[i - n - 1][0] if i > n else base, role))
+        if head not in young:
+            if head not in old:
+                self._last = (new, generation, i, i, head, 0)
+                return None if i == held else before
+            young.add(head)
+        if not text:
             self._last = (new, generation, i, i, head, 0)
-            return None if i == held else before
-        first = hash((head, text[:PIECE_CHARS])) if text else 0
-        self._last = (new, generation, i, i, head, first)
-        if not text or (first not in young and not registry.holds(first)):
             return before + HEADER_TOKENS
+        first = hash((head, text[:PIECE_CHARS]))
+        self._last = (new, generation, i, i, head, first)
+        if first not in young:
+            if first not in old:
+                return before + HEADER_TOKENS
+            young.add(first)
         chars = len(text)
         if chars <= PIECE_CHARS:
             return before + HEADER_TOKENS + tokens - MESSAGE_OVERHEAD  # all but its end
         share = min(1.0, registry.pieces(first, text) * PIECE_CHARS / chars)
         return before + HEADER_TOKENS + share * (tokens - MESSAGE_OVERHEAD)
 
-    def computed(self, registry: BlockRegistry, history_tokens: int) -> None:
+    def computed(self, history_tokens: int) -> None:
         """The server computed the prompt last matched (its first token came): from now on
         its keys are held. `history_tokens`: the history's tokens, all in that prompt.
 
@@ -290,34 +337,48 @@ class PrefixChain:
         Why at the first token and not at the send: a cache can reuse only what was computed;
         a request sent while another with the same prefix is still in prefill finds nothing.
         """
-        msgs = self.msgs
+        msgs, registry = self.msgs, self.registry
         new, generation, start, at, head, first = self._last
         n = len(msgs)
-        if start < self.held:
-            start = self.held
+        held = self.held
+        if start < held:
+            start = held
         keys = [generation]
-        long: list[tuple[int, str]] = []
+        long_first, long_text = 0, ""
+        reply = held if self.held_reply and self._reply_swaps == registry.swaps else -1
         if start < n:  # history nobody registered: a reply, a cut history
             todo = msgs[start:] + new
             parent = msgs[start - 1][0] if start else 0
+        elif start == n:  # the usual: the new messages, all of them
+            todo = new
+            parent = msgs[-1][0] if n else 0
         else:
             todo = new[start - n :]
-            parent = new[start - n - 1][0] if start > n else msgs[-1][0] if n else 0
+            parent = new[start - n - 1][0]
         for key, role, text in todo:
+            if start == reply:  # its header and first piece held as `answered` left them
+                keys.append(key)
+                parent = key
+                start += 1
+                continue
             if start == at and head:  # the message the match stopped in: hashed already
                 h, f = head, first
             else:
                 h, f = hash((parent, role)), 0
-            keys += (key, h)
+            keys.append(key)
+            keys.append(h)
             if len(text) > PIECE_CHARS:
-                long.append((f or hash((h, text[:PIECE_CHARS])), text))
+                if long_text:  # (a request of more than one long message: all but the last)
+                    registry.keep(long_first, long_text)
+                long_first, long_text = f or hash((h, text[:PIECE_CHARS])), text
             elif text:
                 keys.append(f or hash((h, text)))
             parent = key
             start += 1
-        registry.add(keys, long)
+        registry.add(keys, long_first, long_text)
+        self._reply_swaps = registry.swaps
         self._sent = True
-        if n > self.held or self.held_reply:
+        if n > held or self.held_reply:
             self.held, self.held_reply = n, False
             if history_tokens > self.held_tokens:
                 self.held_tokens = history_tokens
@@ -325,7 +386,6 @@ class PrefixChain:
     def answered(
         self,
         reply: Mapping[str, Any],
-        registry: BlockRegistry,
         held_tokens: int,
         generated: bool,
     ) -> None:
@@ -334,9 +394,11 @@ class PrefixChain:
         server holds its text after the prompt; `held_tokens`: the tokens of that prompt, and
         of the reply if generated."""
         msgs = self.msgs
-        new, generation = self._last[0], self._last[1]
-        msgs += new
-        role, text = reply.get("role", GENERATION_ROLE), _text(reply)
+        last = self._last
+        msgs += last[0]
+        role, text = reply.get("role", GENERATION_ROLE), reply.get("content")
+        if type(text) is not str or reply.get("tool_calls"):
+            text = message_text(reply)
         msgs.append((0, role, text))
         self._unkeyed = True
         if not self._sent:
@@ -346,16 +408,20 @@ class PrefixChain:
         if prompt > self.held or (generated and not self.held_reply):
             self.held, self.held_reply, self.held_tokens = prompt, generated, held_tokens
         if generated and text:  # held but for its end marker: its header and first piece
-            keys: tuple[int, ...] = ()
             if role == GENERATION_ROLE:  # its header is the generation prompt: registered
-                head = generation
+                head = last[1]
+                keys: tuple[int, ...] = ()
             else:
                 head = hash((msgs[-2][0], role))
                 keys = (head,)
+            registry = self.registry
             if len(text) > PIECE_CHARS:
-                registry.add(keys, ((hash((head, text[:PIECE_CHARS])), text),))
+                registry.add(keys, hash((head, text[:PIECE_CHARS])), text)
             else:
                 registry.add((*keys, hash((head, text))))
+            if registry.swaps == self._reply_swaps:
+                return
+        self._reply_swaps = -1
 
     def restart(self, messages: Iterable[Mapping[str, Any]], kept: int, kept_tokens: int) -> None:
         """The history was cut: rebuild the chain from `messages`; its first `kept` messages
@@ -366,4 +432,4 @@ class PrefixChain:
             self.append(message)
         if kept < self.held or (kept == self.held and self.held_reply):
             self.held, self.held_reply, self.held_tokens = kept, False, kept_tokens
-        self._last, self._sent = _NO_MATCH, False
+        self._last, self._sent, self._reply_swaps = _NO_MATCH, False, -1
