@@ -298,6 +298,27 @@ def test_compare_page_draws_every_panel_offline_and_hovers(
     page.context.close()
 
 
+POINT_AT = """(title) => {
+    const fv = Bokeh.index.all_views().find(v => v.model.type === 'Figure'
+        && String(v.model.title.text).startsWith(title));
+    const d = fv.model.renderers.find(r => r.glyph && r.glyph.type === 'Scatter').data_source.data;
+    const box = fv.canvas_view.el.getBoundingClientRect();
+    return {x: box.left + fv.frame.x_scale.compute(d.x[0]),
+            y: box.top + fv.frame.y_scale.compute(d.y[0])};
+}"""
+"""Where a figure's first point is on the screen, from Bokeh's own scales."""
+
+
+def _hover_first_point(page: Any, panel: str, title: str) -> list[str]:
+    """Put the mouse on the first point of the panel's figure titled `title`; the tooltips
+    then shown."""
+    page.locator(f"#panel-{panel}").scroll_into_view_if_needed()
+    dot = page.evaluate(POINT_AT, title)
+    page.mouse.move(dot["x"], dot["y"])
+    page.wait_for_timeout(300)
+    return [t.inner_text() for t in page.locator(".bk-tooltip-content").all() if t.is_visible()]
+
+
 def test_sweep_page_draws_every_panel_offline_and_hovers(
     browser: Any, fast_sim: SimProcess, tmp_path: Path
 ) -> None:
@@ -315,24 +336,9 @@ def test_sweep_page_draws_every_panel_offline_and_hovers(
     (folder,) = (tmp_path / "out").iterdir()
     shot = _artifact(tmp_path, "sweep.png")
     page = _check_page(browser, folder / "sweep.html", SWEEP_PANELS, shot)
-    page.locator("#panel-curve_ttft").scroll_into_view_if_needed()
-    dot = page.evaluate(POINT_AT, "Throughput-latency: p90 TTFT")
-    page.mouse.move(dot["x"], dot["y"])
-    page.wait_for_timeout(300)
-    shown = [t.inner_text() for t in page.locator(".bk-tooltip-content").all() if t.is_visible()]
+    shown = _hover_first_point(page, "curve_ttft", "Throughput-latency: p90 TTFT")
     assert shown and "point-01-users-1" in shown[0] and re.search(r"[\d.]+ ms", shown[0]), shown
     page.context.close()
-
-
-POINT_AT = """(title) => {
-    const fv = Bokeh.index.all_views().find(v => v.model.type === 'Figure'
-        && String(v.model.title.text).startsWith(title));
-    const d = fv.model.renderers.find(r => r.glyph && r.glyph.type === 'Scatter').data_source.data;
-    const box = fv.canvas_view.el.getBoundingClientRect();
-    return {x: box.left + fv.frame.x_scale.compute(d.x[0]),
-            y: box.top + fv.frame.y_scale.compute(d.y[0])};
-}"""
-"""Where a figure's first point is on the screen, from Bokeh's own scales."""
 
 
 def test_capacity_report_draws_its_plots_offline_and_hovers(
@@ -353,10 +359,6 @@ def test_capacity_report_draws_its_plots_offline_and_hovers(
     (folder,) = (tmp_path / "out").iterdir()
     shot = _artifact(tmp_path, "capacity.png")
     page = _check_page(browser, folder / "report.html", CAPACITY_PANELS, shot)
-    page.locator("#panel-tokens").scroll_into_view_if_needed()
-    dot = page.evaluate(POINT_AT, "output tok/s against load")
-    page.mouse.move(dot["x"], dot["y"])
-    page.wait_for_timeout(300)
-    shown = [t.inner_text() for t in page.locator(".bk-tooltip-content").all() if t.is_visible()]
+    shown = _hover_first_point(page, "tokens", "output tok/s against load")
     assert shown and "01 (start)" in shown[0] and "pass" in shown[0], shown
     page.context.close()

@@ -12,20 +12,21 @@ from pathlib import Path
 import typer
 
 from turnbench.cli import app
-from turnbench.cli_format import Command, fail, flag_error
+from turnbench.cli_format import (
+    Command,
+    api_option,
+    fail,
+    flag_error,
+    model_option,
+    series_overrides,
+    target_option,
+)
 from turnbench.entry import INTERRUPTED_EXIT
 from turnbench.errors import InputError
 from turnbench.slo import FLAG_HELP as SLO_HELP
 
 STOPPED_EXIT = 2
 """A search a target or engine error stopped after some probes: reported, but no answer."""
-# Each single-value flag shared with `turnbench run` and the config key it sets.
-_FLAG_KEYS = {
-    "--target": "target.url",
-    "--model": "target.model",
-    "--api": "target.api",
-    "--name": "name",
-}
 
 
 @app.command("capacity", cls=Command)
@@ -35,15 +36,9 @@ def capacity_command(
         help="YAML config of the probes' workload and target (see examples/).",
         show_default=False,
     ),
-    target: str | None = typer.Option(
-        None, "--target", metavar="URL", help="Server URL; unset: the built-in simulator."
-    ),
-    model: str | None = typer.Option(
-        None, "--model", help=r"Model name, or auto (the first of /v1/models). \[default: auto]"
-    ),
-    api: str | None = typer.Option(
-        None, "--api", help=r"chat, completions, responses or anthropic. \[default: chat]"
-    ),
+    target: str | None = target_option(),
+    model: str | None = model_option(),
+    api: str | None = api_option(),
     name: str | None = typer.Option(
         None, "--name", help=r"Search name, part of its folder's name. \[default: run]"
     ),
@@ -140,9 +135,7 @@ def capacity_command(
 
     if over not in ("users", "rate"):
         raise fail(f"--over expects users or rate, got {over!r}")
-    flags: dict[str, object] = {"--target": target, "--model": model, "--api": api, "--name": name}
-    overrides = {_FLAG_KEYS[flag]: value for flag, value in flags.items()}
-    given = {key: flag for flag, key in _FLAG_KEYS.items() if flags[flag] is not None}
+    overrides, given = series_overrides(target, model, api, name)
     console = default_console()
     try:
         cfg = load_config(config, overrides, sets)

@@ -83,3 +83,45 @@ def flag_error(err: InputError, given: dict[str, str]) -> str:
     if err.message == "unknown key":
         return f"{source}{flag} does not apply to this workload ({field} is not one of its keys)"
     return f"{source}{flag} ({field}): {err.message}"
+
+
+SERIES_FLAG_KEYS = {
+    "--target": "target.url",
+    "--model": "target.model",
+    "--api": "target.api",
+    "--name": "name",
+}
+"""The single-value flags `capacity` and `sweep` share with `run`, and the config key each
+sets (the flag wins)."""
+
+
+def target_option() -> Any:
+    """`--target`, as every command that runs something takes it."""
+    return typer.Option(
+        None, "--target", metavar="URL", help="Server URL; unset: the built-in simulator."
+    )
+
+
+def model_option() -> Any:
+    """`--model`, as `capacity` and `sweep` take it."""
+    return typer.Option(
+        None, "--model", help=r"Model name, or auto (the first of /v1/models). \[default: auto]"
+    )
+
+
+def api_option() -> Any:
+    """`--api`, as `capacity` and `sweep` take it."""
+    return typer.Option(
+        None, "--api", help=r"chat, completions, responses or anthropic. \[default: chat]"
+    )
+
+
+def series_overrides(
+    target: str | None, model: str | None, api: str | None, name: str | None
+) -> tuple[dict[str, object], dict[str, str]]:
+    """The config overrides of `SERIES_FLAG_KEYS`' flags, and the keys given by a flag (for
+    `flag_error`)."""
+    flags: dict[str, object] = {"--target": target, "--model": model, "--api": api, "--name": name}
+    overrides = {SERIES_FLAG_KEYS[flag]: value for flag, value in flags.items()}
+    given = {key: flag for flag, key in SERIES_FLAG_KEYS.items() if flags[flag] is not None}
+    return overrides, given

@@ -13,19 +13,21 @@ from pathlib import Path
 import typer
 
 from turnbench.cli import app
-from turnbench.cli_format import Command, fail, flag_error
+from turnbench.cli_format import (
+    Command,
+    api_option,
+    fail,
+    flag_error,
+    model_option,
+    series_overrides,
+    target_option,
+)
 from turnbench.entry import INTERRUPTED_EXIT
 from turnbench.errors import InputError
 from turnbench.slo import FLAG_HELP as SLO_HELP
 
 STOPPED_EXIT = 2
 """A series a target or engine error stopped after some points: reported, but not whole."""
-_FLAG_KEYS = {
-    "--target": "target.url",
-    "--model": "target.model",
-    "--api": "target.api",
-    "--name": "name",
-}
 POINTS_HELP = "a list (2,4,8), a linear range (1..5, step 1; 1..5+0.5) or a geometric one (2..32x2)"
 
 
@@ -43,15 +45,9 @@ def sweep_command(
         metavar="POINTS",
         help=f"Session rates, sessions/s (open loop, the config's arrival): {POINTS_HELP}.",
     ),
-    target: str | None = typer.Option(
-        None, "--target", metavar="URL", help="Server URL; unset: the built-in simulator."
-    ),
-    model: str | None = typer.Option(
-        None, "--model", help=r"Model name, or auto (the first of /v1/models). \[default: auto]"
-    ),
-    api: str | None = typer.Option(
-        None, "--api", help=r"chat, completions, responses or anthropic. \[default: chat]"
-    ),
+    target: str | None = target_option(),
+    model: str | None = model_option(),
+    api: str | None = api_option(),
     name: str | None = typer.Option(
         None, "--name", help=r"Sweep name, part of its folder's name. \[default: run]"
     ),
@@ -101,9 +97,7 @@ def sweep_command(
         raise fail("give the points as --users POINTS or --rate POINTS (one of them)")
     if shape not in ("stages", "runs"):
         raise fail(f"--as expects stages or runs, got {shape!r}")
-    flags: dict[str, object] = {"--target": target, "--model": model, "--api": api, "--name": name}
-    overrides = {_FLAG_KEYS[flag]: value for flag, value in flags.items()}
-    given = {key: flag for flag, key in _FLAG_KEYS.items() if flags[flag] is not None}
+    overrides, given = series_overrides(target, model, api, name)
     console = default_console()
     try:
         over: Over = "users" if users is not None else "rate"

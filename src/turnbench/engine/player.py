@@ -350,7 +350,8 @@ async def play_session(
         for index in range(len(session.turns)):
             t_next, tool_ns = t_ready, 0
             if index:
-                t_next = max(t_ready, await children.join(index))
+                if children.joins(index):
+                    t_next = max(t_ready, await children.join(index))
                 wait_s, tool = session.wait_s(index)
                 wait_ns = int(wait_s * NS)
                 t_next += wait_ns

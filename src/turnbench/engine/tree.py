@@ -74,13 +74,19 @@ class Children:
         self.cut_ns = cut_ns
         self.tasks: dict[int, asyncio.Task[SessionRecord | None]] = {}
         """Child number (1-based) -> its task."""
+        self._after: dict[int, list[tuple[int, Child]]] = {}
+        """Parent turn -> the children (number, plan) that start after it."""
+        self._joins: dict[int, list[int]] = {}
+        """Parent turn -> the children (numbers) it waits for."""
+        for number, child in enumerate(session.conversation.children, 1):
+            self._after.setdefault(child.after_turn, []).append((number, child))
+            if child.join_turn is not None:
+                self._joins.setdefault(child.join_turn, []).append(number)
 
     def start_after(self, turn_index: int, t_end_ns: int) -> None:
         """Start the children that follow turn `turn_index` (-1: the session's start), which
         ended (or started) at `t_end_ns`."""
-        for number, child in enumerate(self.session.conversation.children, 1):
-            if child.after_turn != turn_index:
-                continue
+        for number, child in self._after.get(turn_index, ()):
             due = t_end_ns + int(child.delay_s * NS)
             if child.at_s is not None:
                 due = max(due, self.t_start_ns + int(child.at_s * NS))
@@ -89,13 +95,17 @@ class Children:
                 self.play(self.ctx, session, due, child=child, cut_ns=self.cut_ns)
             )
 
+    def joins(self, turn_index: int) -> bool:
+        """Whether turn `turn_index` waits for children (a plain turn skips the await)."""
+        return turn_index in self._joins
+
     async def join(self, turn_index: int) -> int:
         """Wait for the children turn `turn_index` waits for; when the last of them ended
-        (run ns; 0 when there were none)."""
+        (run ns; 0 when none of them started)."""
         ended = 0
-        for number, child in enumerate(self.session.conversation.children, 1):
+        for number in self._joins.get(turn_index, ()):
             task = self.tasks.get(number)
-            if child.join_turn == turn_index and task is not None:
+            if task is not None:
                 ended = max(ended, await self._end_of(task))
         return ended
 
