@@ -7,15 +7,62 @@ quiet exit 130, as a Ctrl-C at any later moment is.
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 
 INTERRUPTED_EXIT = 130
+_interrupted = False
 
 
 def main() -> None:
-    """Load the CLI and run it."""
+    """Load the CLI and run it; a Ctrl-C at any moment exits 130 without a traceback."""
+    signal.signal(signal.SIGINT, _on_sigint)
     try:
         from turnbench.cli import main as cli_main
-    except KeyboardInterrupt:
+
+        cli_main()
+    except KeyboardInterrupt:  # while the CLI loads, or while typer builds its commands
+        _forget_interrupt()
         sys.exit(INTERRUPTED_EXIT)
-    cli_main()
+    except Exception:
+        # After a Ctrl-C, an error is what the interrupt became inside a library that wraps
+        # what it catches (pydantic-core's schema builder, a class body's __set_name__).
+        if not _interrupted:
+            raise
+        _forget_interrupt()
+        sys.exit(INTERRUPTED_EXIT)
+    except SystemExit as e:
+        if e.code == INTERRUPTED_EXIT:
+            _forget_interrupt()
+        raise
+
+
+def interrupted() -> bool:
+    """Whether a Ctrl-C arrived before the run took the signal over.
+
+    Why a run asks: an interrupt raised inside a callback the interpreter runs for itself
+    (importlib's module-lock weakref, a `__del__`) is printed as "Exception ignored" and
+    lost, and the run would then go on as if no Ctrl-C had been pressed.
+    """
+    return _interrupted
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    """Python's own Ctrl-C handler, remembering that it ran."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def _forget_interrupt() -> None:
+    """Make a handled Ctrl-C exit 130 under `python -m turnbench` too.
+
+    Why: CPython (3.11 to 3.13 at least) remembers, process-wide, that a KeyboardInterrupt
+    left an `exec` or `eval` of source text (dataclasses and typing run such code while
+    modules load and typer reads signatures). Under `python -m`, that memory makes the
+    interpreter kill itself with SIGINT at exit (status -2) instead of exiting 130, even
+    though the interrupt was caught. Each such `exec` clears the memory when it starts and
+    sets it only if the interrupt leaves it, so one that completes forgets the earlier one.
+    """
+    exec("None")  # a constant: see above

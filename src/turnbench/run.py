@@ -29,6 +29,7 @@ from turnbench.engine.procs import ProcessPool
 from turnbench.engine.remote import RemoteLauncher, shares
 from turnbench.engine.scheduler import Launcher, Scheduler
 from turnbench.engine.worker import WorkerCore, WorkerSpec
+from turnbench.entry import interrupted
 from turnbench.errors import EngineError, InputError, TargetError
 from turnbench.observe.scraper import metrics_url, scraping
 from turnbench.pacing.clock import RunClock
@@ -225,6 +226,8 @@ async def _drive(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop, "interrupted")
+    if interrupted():  # a Ctrl-C before this moment that the interpreter swallowed
+        stop("interrupted")
     if end.duration_s is not None:
         timers.append(loop.call_later(end.duration_s, stop, "duration"))
 
