@@ -153,8 +153,8 @@ def main() -> None:
         assert agents is not None
         print(
             f"agents_of: best {min(times):.2f} s of {args.repeat} "
-            f"({', '.join(f'{t:.2f}' for t in times)}); {agents['tasks']:,} tasks, "
-            f"{agents['requests']:,} requests, shares {agents['time_shares']}"
+            f"({', '.join(f'{t:.2f}' for t in times)}); {agents.tasks:,} tasks, "
+            f"{agents.requests:,} requests, shares {agents.time_shares}"
         )
 
 

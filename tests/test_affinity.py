@@ -12,12 +12,14 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from conftest import start_sim
 from runs import RunResult, run_bench
 from turnbench.client.attempt import Attempt
 from turnbench.metrics.affinity import describe_affinity
+from turnbench.metrics.summary import summarize
 from turnbench.record.schema import ATTEMPT_COLUMNS, DDL
 from turnbench.report.tables import affinity
 from turnbench.sim.config import SimConfig
@@ -137,7 +139,7 @@ def test_affinity_figures(tmp_path: Path) -> None:
             {"s": "s4", "turn": 2, "r": "C", "cached": 60, "ttft": 8},  # stayed
         ],
     )
-    aff = describe_affinity(conn)
+    aff = msgspec.to_builtins(describe_affinity(conn))
     assert aff is not None
     assert aff["replicas"] == 3
     assert aff["requests_by_replica"] == {"A": 5, "B": 3, "C": 1}
@@ -152,7 +154,10 @@ def test_affinity_figures(tmp_path: Path) -> None:
     assert aff["moved"]["turns"] == 2
     assert aff["moved"]["cached_ratio"] == pytest.approx(20 / 200)
     assert aff["moved"]["ttft_ms"]["p50"] == pytest.approx(45)
-    table = affinity({"affinity": aff})
+    conn.commit()
+    summary = summarize(tmp_path / "events.db")
+    assert msgspec.to_builtins(summary.affinity) == aff
+    table = affinity(summary)
     assert table is not None
     rows = {label: value for label, value in table.rows}
     assert rows["migration rate % (later turns that moved)"] == "33.3"
@@ -164,7 +169,8 @@ def test_no_replica_no_affinity(tmp_path: Path) -> None:
     """No row names a replica, or the column is older than the run: no figures, no table."""
     conn = _db(tmp_path / "events.db", [{"s": "s1", "turn": t, "r": None} for t in (1, 2)])
     assert describe_affinity(conn) is None
-    assert affinity({"affinity": None}) is None
+    conn.commit()
+    assert affinity(summarize(tmp_path / "events.db")) is None
     old = sqlite3.connect(tmp_path / "old.db")
     old.execute("CREATE TABLE requests (session_id TEXT, turn_index INTEGER, status TEXT)")
     assert describe_affinity(old) is None

@@ -23,10 +23,17 @@ from runs import RunResult, run_bench
 from test_report_browser import _artifact, _drawn, _hover_value, _open, launch
 from turnbench.client.attempt import Attempt
 from turnbench.metrics.agents import MAX_SHOWN_TASKS, union_lengths
-from turnbench.metrics.summary import summarize
+from turnbench.metrics.model import to_json
+from turnbench.metrics.summary import summarize as summary_of
 from turnbench.record.schema import SessionRecord
 from turnbench.report.agents import agent_tables
 from turnbench.report.console import print_report
+
+
+def summarize(db: Path) -> dict[str, Any]:
+    """The run's summary as summary.json holds it."""
+    return msgspec.json.decode(to_json(summary_of(db)))
+
 
 NS = 1_000_000_000
 
@@ -219,8 +226,8 @@ def test_plain_conversations_and_old_files_have_no_agents_section(tmp_path: Path
         conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     conn.commit()
     conn.close()
-    summary = summarize(old)
-    assert summary["agents"] is None
+    summary = summary_of(old)
+    assert summary.agents is None
     assert agent_tables(summary) == []
 
 
@@ -270,7 +277,7 @@ def test_the_per_task_plot_keeps_a_bounded_spread_of_tasks(tmp_path: Path) -> No
 
 def test_console_shows_the_agent_tasks_table(tmp_path: Path) -> None:
     attempts, sessions = _tasks()
-    summary = summarize(write_events_db(tmp_path / "events.db", attempts, sessions))
+    summary = summary_of(write_events_db(tmp_path / "events.db", attempts, sessions))
     buf = io.StringIO()
     print_report(summary, Console(file=buf, width=160))
     text = buf.getvalue()

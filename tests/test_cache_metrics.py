@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from rich.console import Console
@@ -18,6 +19,8 @@ from rich.console import Console
 from handmade import session_record, write_events_db
 from turnbench.client.attempt import Attempt
 from turnbench.metrics.cache import IDLE_EDGES_S, describe_cache
+from turnbench.metrics.cache_model import CacheTurn
+from turnbench.metrics.model import to_json
 from turnbench.metrics.series import series
 from turnbench.metrics.summary import summarize
 from turnbench.record.schema import SessionRecord
@@ -93,9 +96,10 @@ def _db(
 
 
 def _cache(path: Path, block_size: int = 16) -> dict[str, Any] | None:
+    """The builder's `cache` as summary.json holds it (plain JSON values)."""
     conn = sqlite3.connect(path)
     try:
-        return describe_cache(conn, block_size, salted=False)
+        return msgspec.to_builtins(describe_cache(conn, block_size, salted=False))
     finally:
         conn.close()
 
@@ -174,8 +178,9 @@ def test_fell_short_is_counted_in_the_run_s_blocks(tmp_path: Path) -> None:
     counted, _ = _two_sessions()
     for block, short in ((8, 2), (4, 3), (256, 1)):
         db = _db(tmp_path / f"b{block}.db", counted, config={"cache": {"block_size": block}})
-        cache = summarize(db)["cache"]
-        assert (cache["block_size"], cache["totals"]["fell_short"]) == (block, short)
+        cache = summarize(db).cache
+        assert cache is not None and cache.totals is not None
+        assert (cache.block_size, cache.totals.fell_short) == (block, short)
 
 
 def test_no_ideal_and_no_warm_start_is_no_cache(tmp_path: Path) -> None:
@@ -185,7 +190,7 @@ def test_no_ideal_and_no_warm_start_is_no_cache(tmp_path: Path) -> None:
     db = _db(tmp_path / "events.db", rows)
     assert _cache(db) is None
     summary = summarize(db)
-    assert summary["cache"] is None
+    assert summary.cache is None
     assert not any(t.title.startswith("Prefix cache") for t in all_tables(summary))
     old = _db(tmp_path / "old.db", rows)
     conn = sqlite3.connect(old)
@@ -289,7 +294,8 @@ def test_retention_by_idle_time(tmp_path: Path) -> None:
         Row("r", 2, 520_100, 420, 320, None, status="error", took_ms=100),
         Row("r", 2, 520_400, 420, 320, 320, attempt=2, ttft_ms=10.0),  # 0.2 s after the error
     ]
-    cache = _cache(_db(tmp_path / "events.db", rows))
+    db = _db(tmp_path / "events.db", rows)
+    cache = _cache(db)
     assert cache is not None
     retention = cache["retention"]
     bins = {(b["from_s"], b["to_s"]): b for b in retention["bins"]}
@@ -301,7 +307,7 @@ def test_retention_by_idle_time(tmp_path: Path) -> None:
     assert bins[(10.0, 30.0)]["ttft_ms"]["mean"] == pytest.approx(80.0)
     assert (retention["kept_through_s"], retention["bound"]) == (10.0, "about")
     assert retention["longest_idle_s"] == pytest.approx(20.0)
-    table = retention_table({"cache": cache})
+    table = retention_table(summarize(db))
     assert table is not None
     assert table.rows[-1][:3] == ["10.0 - 30.0", "6", "0.0"]
 
@@ -357,7 +363,8 @@ def _early(cached: tuple[int | None, ...], ideal: int | None = 0) -> list[Row]:
 def test_a_warm_start_is_flagged_and_noted(tmp_path: Path) -> None:
     rows = _early((160, 160, 160, 0, None, 160))
     summary = summarize(_db(tmp_path / "events.db", rows))
-    warm = summary["cache"]["warm_start"]
+    assert summary.cache is not None
+    warm = msgspec.to_builtins(summary.cache.warm_start)
     assert warm == {
         "checked": True,
         "first_token_s": pytest.approx(0.06),
@@ -366,7 +373,7 @@ def test_a_warm_start_is_flagged_and_noted(tmp_path: Path) -> None:
         "cached_tokens": 480,
         "warm": True,
     }
-    assert summary["verdict"]["notes"][-1] == (
+    assert summary.verdict.notes[-1] == (
         "the server's prefix cache was warm at the start: 3 of the 4 requests sent before the "
         "first reply found 480 cached tokens no reply of this run could have left: an earlier "
         "run's prefixes (or requests of this run sent together that share one); cache.salt "
@@ -380,9 +387,10 @@ def test_a_salted_run_is_not_checked(tmp_path: Path) -> None:
     config = {"resolved": {"cache_salt": "r0badcafe"}}
     db = _db(tmp_path / "events.db", _early((160, 160, 160, 0, None, 160)), config=config)
     summary = summarize(db)
-    assert summary["cache"]["warm_start"]["checked"] is False
-    assert summary["cache"]["warm_start"]["warm"] is False
-    assert not any("warm" in note for note in summary["verdict"]["notes"])
+    assert summary.cache is not None
+    assert summary.cache.warm_start.checked is False
+    assert summary.cache.warm_start.warm is False
+    assert not any("warm" in note for note in summary.verdict.notes)
     table = cache_table(summary)
     assert table is not None
     assert [
@@ -393,18 +401,21 @@ def test_a_salted_run_is_not_checked(tmp_path: Path) -> None:
 
 def test_a_cold_start_is_not_flagged(tmp_path: Path) -> None:
     summary = summarize(_db(tmp_path / "events.db", _early((0, 0, 0, 0, None, 160))))
-    warm = summary["cache"]["warm_start"]
-    assert (warm["requests"], warm["with_cached"], warm["warm"]) == (4, 0, False)
-    assert not any("warm" in note for note in summary["verdict"]["notes"])
+    assert summary.cache is not None
+    warm = summary.cache.warm_start
+    assert (warm.requests, warm.with_cached, warm.warm) == (4, 0, False)
+    assert not any("warm" in note for note in summary.verdict.notes)
 
 
 def test_a_warm_start_is_reported_without_an_ideal(tmp_path: Path) -> None:
     """The check needs only cached tokens: a run without ideal values still gets it, and its
-    table shows that line alone."""
-    summary = summarize(_db(tmp_path / "events.db", _early((160, 0, 0, 0, 0, 0), ideal=None)))
-    cache = summary["cache"]
-    assert cache["totals"] is None and cache["per_turn"] == []
-    assert (cache["warm_start"]["requests"], cache["warm_start"]["with_cached"]) == (5, 1)
+    table shows that line alone; report.html shows that table and no cache plot."""
+    db = _db(tmp_path / "events.db", _early((160, 0, 0, 0, 0, 0), ideal=None))
+    summary = summarize(db)
+    cache = summary.cache
+    assert cache is not None
+    assert cache.totals is None and cache.per_turn == []
+    assert (cache.warm_start.requests, cache.warm_start.with_cached) == (5, 1)
     table = cache_table(summary)
     assert table is not None
     assert table.rows == [
@@ -414,6 +425,9 @@ def test_a_warm_start_is_reported_without_an_ideal(tmp_path: Path) -> None:
         ]
     ]
     assert cache_turns_table(summary) is None and retention_table(summary) is None
+    page = render(summary, series(db))
+    assert page.count("<h2>Prefix cache") == 1
+    assert "id='panel-cache_turn'" not in page and "id='panel-cache_time'" not in page
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,7 +438,7 @@ def test_console_and_html_show_the_cache(tmp_path: Path) -> None:
     rows = _steady(lambda i: 0 if i >= 120 else 160)
     db = _db(tmp_path / "events.db", rows)
     summary = summarize(db)
-    assert json.loads(json.dumps(summary["cache"])) == summary["cache"]  # plain JSON types
+    assert json.loads(to_json(summary))["cache"] == msgspec.to_builtins(summary.cache)
     titles = [t.title for t in all_tables(summary)]
     at = titles.index("Prefix cache: ideal against realised")
     assert titles[at : at + 3] == [
@@ -448,20 +462,23 @@ def test_console_and_html_show_the_cache(tmp_path: Path) -> None:
     assert "id='panel-cache_turn'" in page and "id='panel-cache_time'" in page
 
 
-def test_a_long_run_shows_some_turns() -> None:
+def test_a_long_run_shows_some_turns(tmp_path: Path) -> None:
     """300 turns: the first 12, then 12 spread evenly to the last."""
+    summary = summarize(_db(tmp_path / "events.db", _two_sessions()[0]))
+    assert summary.cache is not None
     turns = [
-        {
-            "turn": t,
-            "requests": 1,
-            "mean_prompt_tokens": 10.0 * t,
-            "mean_ideal_tokens": 10.0 * t - 10,
-            "mean_realised_tokens": None,
-            "kept": None,
-        }
+        CacheTurn(
+            turn=t,
+            requests=1,
+            mean_prompt_tokens=10.0 * t,
+            mean_ideal_tokens=10.0 * t - 10,
+            mean_realised_tokens=None,
+            kept=None,
+        )
         for t in range(1, 301)
     ]
-    table = cache_turns_table({"cache": {"per_turn": turns}})
+    cache = msgspec.structs.replace(summary.cache, per_turn=turns)
+    table = cache_turns_table(msgspec.structs.replace(summary, cache=cache))
     assert table is not None
     shown = [int(row[0]) for row in table.rows]
     assert len(shown) == 24 and shown[:12] == list(range(1, 13)) and shown[-1] == 300

@@ -8,12 +8,16 @@ the rule does with noise, which a real server shows only by chance.
 
 from __future__ import annotations
 
+import functools
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from handmade import write_events_db
 from turnbench.capacity.criteria import Check, Criteria, build, judge
 from turnbench.capacity.probe import ProbeResult, ProbeSpec, probe_config, result_of
 from turnbench.capacity.result import answer
@@ -29,6 +33,17 @@ from turnbench.capacity.search import (
 )
 from turnbench.config import RunConfig
 from turnbench.errors import InputError
+from turnbench.metrics.cache_model import Cache, WarmStart
+from turnbench.metrics.model import Dist, Summary, Throughput
+from turnbench.metrics.slo_model import (
+    ByTurns,
+    ConversationShare,
+    ObjectiveResult,
+    Share,
+    Slo,
+    TierResult,
+)
+from turnbench.metrics.summary import summarize
 from turnbench.slo import with_flags
 
 
@@ -179,6 +194,13 @@ def test_bad_ranges_are_one_line(space: Space, words: str) -> None:
 # criteria and the answer, from made-up summaries
 
 
+@functools.cache
+def _empty_summary() -> Summary:
+    """The summary of a run with no rows: what `summary` fills in."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return summarize(write_events_db(Path(tmp) / "events.db", []))
+
+
 def summary(
     *,
     p95: float | None = 50.0,
@@ -190,50 +212,78 @@ def summary(
     fully_ok: int = 18,
     tokens: float = 1850.0,
     warm: bool = False,
-) -> dict[str, Any]:
-    """The part of a summary.json the search reads."""
-    objective = {
-        "slo": "ttft p95 <= 100 ms",
-        "metric": "ttft",
-        "percentile": 95.0,
-        "threshold": 100.0,
-        "turns": "all",
-        "unit": "ms",
-        "bound": "max",
-        "measured": p95,
-        "passed": None if p95 is None else p95 <= 100,
-    }
-    share = {"ratio": conversations, "per_s": 1.0}
-    stats = {"p50": 20.0, "p90": p95, "p99": p95}
-    return {
-        "run": {"end_reason": "duration"},
-        "requests": {
-            "ok": ok,
-            "failed": failed,
-            "window_s": 10.0,
-            "throughput": {"requests_per_s": 10.0, "output_tokens_per_s": tokens},
-            "ttft_ms": stats,
-            "tpot_ms": stats,
-            "e2e_ms": stats,
-        },
-        "per_conversation": {
-            "sessions": sessions,
-            "outcomes": {"completed": sessions - unfinished, "unfinished": unfinished},
-            "sessions_fully_ok": fully_ok,
-        },
-        "slo": {
-            "tiers": {
-                "default": {
-                    "objectives": [objective],
-                    "requests": {"all": {"ratio": 1.0}},
-                    "conversations": share,
-                }
-            }
-        },
-        "cache": {"warm_start": {"warm": warm, "with_cached": 3}},
-        "verdict": {"notes": []},
-        "notices": [],
-    }
+) -> Summary:
+    """A summary with the figures the search reads."""
+    objective = ObjectiveResult(
+        slo="ttft p95 <= 100 ms",
+        metric="ttft",
+        percentile=95.0,
+        threshold=100.0,
+        turns="all",
+        unit="ms",
+        bound="max",
+        measured=p95,
+        values=ok,
+        met_ratio=None,
+        passed=None if p95 is None else p95 <= 100,
+    )
+    share = Share(total=ok, good=ok, ratio=1.0, per_s=None)
+    good = ConversationShare(
+        total=sessions, good=0, ratio=conversations, per_s=1.0, unfinished=unfinished
+    )
+    tier = TierResult(
+        passed=objective.passed,
+        objectives=[objective],
+        conversation_s=None,
+        requests=ByTurns(all=share, first=share, later=share),
+        output_tokens=ByTurns(all=share, first=share, later=share),
+        conversations=good,
+    )
+    stats = Dist(ok, None, 20.0, p95, None, p95, None, None)
+    base = _empty_summary()
+    warm_start = WarmStart(
+        checked=True,
+        first_token_s=None,
+        requests=3,
+        with_cached=3 if warm else 0,
+        cached_tokens=300 if warm else 0,
+        warm=warm,
+    )
+    return msgspec.structs.replace(
+        base,
+        run=msgspec.structs.replace(base.run, end_reason="duration"),
+        requests=msgspec.structs.replace(
+            base.requests,
+            ok=ok,
+            failed=failed,
+            window_s=10.0,
+            throughput=Throughput(
+                requests_per_s=10.0, output_tokens_per_s=tokens, total_tokens_per_s=None
+            ),
+            ttft_ms=stats,
+            tpot_ms=stats,
+            e2e_ms=stats,
+        ),
+        per_conversation=msgspec.structs.replace(
+            base.per_conversation,
+            sessions=sessions,
+            outcomes={"completed": sessions - unfinished, "unfinished": unfinished},
+            sessions_fully_ok=fully_ok,
+        ),
+        slo=Slo(window_s=10.0, tiers={"default": tier}),
+        cache=Cache(
+            block_size=16,
+            totals=None,
+            per_turn=[],
+            per_session=None,
+            over_time=None,
+            by_context=[],
+            cliff=None,
+            context_cliff_tokens=None,
+            retention=None,
+            warm_start=warm_start,
+        ),
+    )
 
 
 SLO = with_flags(None, ["ttft.p95=100ms"])

@@ -8,13 +8,14 @@ import io
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+import msgspec
 import pytest
 from rich.console import Console
 
 from handmade import session_record, write_events_db
 from turnbench.client.attempt import Attempt
+from turnbench.metrics.model import Summary
 from turnbench.metrics.outages import Window, merge, worker_windows
 from turnbench.metrics.series import series
 from turnbench.metrics.summary import summarize
@@ -114,7 +115,7 @@ def _two_workers_overlapping(tmp_path: Path) -> Path:
 
 
 def test_two_workers_overlapping_windows_are_one_outage(tmp_path: Path) -> None:
-    summary = summarize(_two_workers_overlapping(tmp_path))
+    summary = msgspec.to_builtins(summarize(_two_workers_overlapping(tmp_path)))
     (outage,) = summary["outages"]
     assert outage == {
         "start_s": 20.0,
@@ -165,7 +166,7 @@ def test_a_down_without_back_is_open_and_counted_to_the_run_end(tmp_path: Path) 
         [(0, "down", 5.0, 0, 0)],
         sessions=[_unfinished("s1", 9.0)],  # the run's last row: sessions end with the run
     )
-    summary = summarize(db)
+    summary = msgspec.to_builtins(summarize(db))
     (outage,) = summary["outages"]
     assert (outage["end_s"], outage["duration_s"], outage["back"]) == (None, 4.0, False)
     assert (outage["failed_attempts"], outage["sessions_affected"]) == (3, 2)
@@ -182,7 +183,7 @@ def test_attempts_failed_during_an_outage_do_not_start_the_window_or_the_verdict
         *_steady(2_000, 4_000, "a"),
     ]
     events = [(0, "down", 0.1, 0, 0), (0, "back", 1.5, 10, 2)]
-    summary = summarize(_db(tmp_path / "events.db", attempts, events))
+    summary = msgspec.to_builtins(summarize(_db(tmp_path / "events.db", attempts, events)))
     assert summary["timeline"]["window_start_s"] == 2.0
     assert summary["requests"]["window_s"] == pytest.approx(1.95)
     assert not summary["verdict"]["client_bound"]
@@ -211,7 +212,7 @@ def _gave_up(tmp_path: Path) -> Path:
 
 
 def test_a_worker_that_gave_up_closes_the_outage(tmp_path: Path) -> None:
-    summary = summarize(_gave_up(tmp_path))
+    summary = msgspec.to_builtins(summarize(_gave_up(tmp_path)))
     (outage,) = summary["outages"]
     assert (outage["end_s"], outage["duration_s"]) == (63.0, 60.0)
     assert (outage["back"], outage["gave_up"], outage["sessions_waiting"]) == (False, True, 5)
@@ -219,7 +220,7 @@ def test_a_worker_that_gave_up_closes_the_outage(tmp_path: Path) -> None:
     assert outage["recovery_s"] is None
 
 
-def _console_text(summary: dict[str, Any]) -> list[str]:
+def _console_text(summary: Summary) -> list[str]:
     buf = io.StringIO()
     print_report(summary, Console(file=buf, width=120, color_system=None))
     return buf.getvalue().rstrip("\n").splitlines()
@@ -259,7 +260,7 @@ def test_the_console_says_still_down_and_hides_the_table_without_outages(
 
 def test_an_events_db_without_the_outages_table_has_no_outages(tmp_path: Path) -> None:
     summary = summarize(_db(tmp_path / "events.db", _steady(0, 1_000, "a"), None))
-    assert (summary["outages"], summary["downtime_s"]) == ([], 0)
+    assert (summary.outages, summary.downtime_s) == ([], 0)
 
 
 def test_report_html_has_the_outages_table_and_the_problem(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from rich.console import Console
 
@@ -114,7 +115,7 @@ def test_an_old_run_still_in_wal_mode_is_reported_and_left_as_one_file(tmp_path:
     assert {"events.db-wal", "events.db-shm"} <= _folder(result.path)
     assert is_wal(db)
     again = write_report(result.path, Console(file=io.StringIO()))
-    assert again["requests"] == before["requests"]
+    assert msgspec.to_builtins(again.requests) == before["requests"]
     assert _folder(result.path) == RUN_FOLDER
     assert not is_wal(db)
 
@@ -249,13 +250,13 @@ def test_the_timeline_from_hand_chosen_times(
     _recorded_run(db, {"warmup_s": 1.0, "duration_s": duration_s}, end_reason)
     assert not is_wal(db)  # the writer left WAL mode as it finished, before any reader came
     summary = summarize(db)
-    timeline = summary["timeline"]
-    assert timeline["warmup_s"] == 1.0
-    assert (timeline["arrivals_s"], timeline["arrivals_end"]) == arrivals
-    assert timeline["drain_s"] == pytest.approx(drain)
-    assert timeline["last_end_s"] == pytest.approx(5.0)
-    assert (timeline["window_start_s"], timeline["window_end_s"]) == pytest.approx((1.3, 4.0))
-    assert summary["requests"]["window_s"] == pytest.approx(2.7)
+    timeline = summary.timeline
+    assert timeline.warmup_s == 1.0
+    assert (timeline.arrivals_s, timeline.arrivals_end) == arrivals
+    assert timeline.drain_s == pytest.approx(drain)
+    assert timeline.last_end_s == pytest.approx(5.0)
+    assert (timeline.window_start_s, timeline.window_end_s) == pytest.approx((1.3, 4.0))
+    assert summary.requests.window_s == pytest.approx(2.7)
     assert {p.name for p in tmp_path.iterdir()} == {"events.db"}
 
 
@@ -283,11 +284,12 @@ def test_a_notice_reaches_summary_json_and_ends_the_console_report(tmp_path: Pat
     buf = io.StringIO()
     console = Console(file=buf, width=100, force_terminal=True, color_system="standard")
     summary = write_report(run, console)
-    assert summary["notices"] == [
+    notices = msgspec.to_builtins(summary.notices)
+    assert notices == [
         {"kind": "dataset_exhausted", "message": DATASET_RAN_OUT, "t_s": 12.3, **data},
         {"kind": "drain_cut", "message": "the drain ended with [b]2[/b] sessions cut", "t_s": 70.0},
     ]
-    assert json.loads((run / "summary.json").read_text())["notices"] == summary["notices"]
+    assert json.loads((run / "summary.json").read_text())["notices"] == notices
     assert _folder(run) == {"events.db", "summary.json", "report.html"}
     assert f"notice: {DATASET_RAN_OUT}" in (run / "report.html").read_text()
 
@@ -309,4 +311,4 @@ def test_an_events_db_without_a_notices_table_has_no_notices(tmp_path: Path) -> 
     conn = sqlite3.connect(db)
     conn.execute("DROP TABLE notices")
     conn.close()
-    assert summarize(db)["notices"] == []
+    assert summarize(db).notices == []

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp import web
 from hypothesis import given
@@ -180,9 +181,10 @@ def _db(tmp_path: Path, rows: list[tuple[float, str, dict[str, str], float | Non
 
 
 def _describe(path: Path) -> dict[str, Any] | None:
+    """The builder's `server` as summary.json holds it (plain JSON values)."""
     conn = sqlite3.connect(path)
     try:
-        return describe_server(conn)
+        return msgspec.to_builtins(describe_server(conn))
     finally:
         conn.close()
 

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -151,15 +152,13 @@ def test_bad_sweep_points_are_one_line(spec: str, over: Any, words: str) -> None
 
 
 def test_the_pareto_frontier_keeps_the_points_nothing_beats() -> None:
-    def point(name: str, total: float, per_user: float) -> dict[str, Any]:
-        return {
-            "name": name,
-            "output_tokens_per_s": total,
-            "output_tokens_per_s_per_user": per_user,
-        }
+    def point(name: str, total: float, per_user: float) -> Any:  # the fields pareto reads
+        return SimpleNamespace(
+            name=name, output_tokens_per_s=total, output_tokens_per_s_per_user=per_user
+        )
 
     points = [point("a", 100, 50), point("b", 200, 40), point("c", 150, 30), point("d", 300, 10)]
-    assert [p["name"] for p in pareto(points)] == ["a", "b", "d"]  # c is beaten by b
+    assert [p.name for p in pareto(points)] == ["a", "b", "d"]  # c is beaten by b
 
 
 def _staged(tmp_path: Path, sim: SimProcess, *, cut: bool) -> Any:
@@ -244,6 +243,7 @@ def test_a_staged_run_holds_each_stages_load_and_reports_each_stage(
     stages = {s["name"]: s for s in summary["stages"]}
     assert list(stages) == ["warmup", "two", "five", "open"]
     assert stages["five"]["level"] == 5 and stages["open"]["mode"] == "session-rate"
+    assert all(not {"folder", "end_reason"} & set(s) for s in stages.values())  # a point's
     for s in stages.values():
         assert s["start_s"] <= s["window"]["start_s"] < s["window"]["end_s"] == s["end_s"]
         done = result.rows(
@@ -347,6 +347,7 @@ def test_a_sweep_as_runs_writes_each_point_and_the_frontier(
         assert p["by_turn"][0]["ttft_ms"]["count"] > 0
         assert p["by_turn"][3]["ttft_ms"]["count"] == 0  # 2 turns a conversation
         assert set(p["goodput"]) == {"fast"}
+        assert not {"start_s", "end_s", "at_end"} & set(p)  # a stage's, not a point's
     objectives = record["slo"]["tiers"]["fast"]["objectives"]
     assert [(o["metric"], o["threshold"]) for o in objectives] == [("ttft", 30000), ("tpot", 20000)]
     assert "good" in proc.stdout and "conv" in proc.stdout  # (headers wrap on a narrow pipe)

@@ -345,11 +345,13 @@ def _agent_workload(spec: str) -> dict[str, object]:
 
 def _end_reason(folder: Path) -> str | None:
     """The run's `end_reason` from its summary.json (None when there is none)."""
-    import json
+    import msgspec
+
+    from turnbench.metrics.model import load_summary
 
     try:
-        return json.loads((folder / "summary.json").read_text())["run"]["end_reason"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return load_summary(folder / "summary.json").run.end_reason
+    except (OSError, msgspec.DecodeError):
         return None
 
 

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from turnbench.errors import InputError
+from turnbench.metrics.model import Summary
+from turnbench.metrics.slo_model import ObjectiveResult
 from turnbench.slo import SloConfig
 
 NO_SLO = (
@@ -105,9 +107,9 @@ def build(
     return Criteria(names, goodput, max_failures)
 
 
-def _objective(o: dict[str, Any]) -> Check:
-    name = f"p{o['percentile']:g} {_NAMES[o['metric']]}{_TURNS[o['turns']]}"
-    return Check(name, o["measured"], o["threshold"], o["unit"], o["bound"], o["passed"] is True)
+def _objective(o: ObjectiveResult) -> Check:
+    name = f"p{o.percentile:g} {_NAMES[o.metric]}{_TURNS[o.turns]}"
+    return Check(name, o.measured, o.threshold, o.unit, o.bound, o.passed is True)
 
 
 def _goodput_check(name: str, ratio: float | None, floor: float) -> Check:
@@ -116,30 +118,30 @@ def _goodput_check(name: str, ratio: float | None, floor: float) -> Check:
     return Check(name, measured, floor, "%", "min", passed)
 
 
-def _failures(summary: dict[str, Any], limit: float) -> Check:
-    requests = summary["requests"]
-    judged = requests["ok"] + requests["failed"]
-    measured = requests["failed"] / judged * 100 if judged else None
+def _failures(summary: Summary, limit: float) -> Check:
+    requests = summary.requests
+    judged = requests.ok + requests.failed
+    measured = requests.failed / judged * 100 if judged else None
     passed = measured is not None and measured <= limit
     return Check("failed requests", measured, limit, "%", "max", passed)
 
 
-def judge(summary: dict[str, Any], criteria: Criteria) -> list[Check]:
+def judge(summary: Summary, criteria: Criteria) -> list[Check]:
     """Every check of the criteria on one probe's summary (summary.json's content)."""
-    tiers = (summary.get("slo") or {}).get("tiers") or {}
+    tiers = summary.slo.tiers if summary.slo else {}
     if criteria.goodput is None:
-        checks = [_objective(o) for name in criteria.tiers for o in tiers[name]["objectives"]]
+        checks = [_objective(o) for name in criteria.tiers for o in tiers[name].objectives]
         return [*checks, _failures(summary, criteria.max_failures)]
     if criteria.tiers:
         return [
             _goodput_check(
                 f"good conversations ({name})",
-                tiers[name]["conversations"]["ratio"],
+                tiers[name].conversations.ratio,
                 criteria.goodput,
             )
             for name in criteria.tiers
         ]
-    conversations = summary["per_conversation"]
-    judged = conversations["sessions"] - conversations["outcomes"].get("unfinished", 0)
-    ratio = conversations["sessions_fully_ok"] / judged if judged else None
+    conversations = summary.per_conversation
+    judged = conversations.sessions - conversations.outcomes.get("unfinished", 0)
+    ratio = conversations.sessions_fully_ok / judged if judged else None
     return [_goodput_check("good conversations", ratio, criteria.goodput)]

@@ -9,12 +9,12 @@ earlier probe's prefixes in the server's cache."""
 from __future__ import annotations
 
 import io
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from pydantic import ValidationError
 from rich.console import Console
 
@@ -23,6 +23,7 @@ from turnbench.capacity.early import probe_stop
 from turnbench.capacity.search import Over
 from turnbench.config import RunConfig
 from turnbench.errors import InputError
+from turnbench.metrics.model import Summary, load_summary
 from turnbench.pacing.load import RUN_WIDE_KEYS
 
 MAX_EXTENSION = 4.0
@@ -161,52 +162,45 @@ class ProbeResult:
         }
 
 
-def _pick(stats: dict[str, Any], key: str) -> float | None:
-    value = stats.get(key)
-    return float(value) if value is not None else None
-
-
-def result_of(
-    spec: ProbeSpec, folder: Path, summary: dict[str, Any], criteria: Criteria
-) -> ProbeResult:
+def result_of(spec: ProbeSpec, folder: Path, summary: Summary, criteria: Criteria) -> ProbeResult:
     """A probe's result from its summary (summary.json's content)."""
-    requests = summary["requests"]
-    conversations = summary["per_conversation"]
-    tiers = (summary.get("slo") or {}).get("tiers") or {}
+    requests = summary.requests
+    conversations = summary.per_conversation
+    tiers = summary.slo.tiers if summary.slo else {}
     figures = {
-        "ttft_p50_ms": _pick(requests["ttft_ms"], "p50"),
-        "ttft_p90_ms": _pick(requests["ttft_ms"], "p90"),
-        "ttft_p99_ms": _pick(requests["ttft_ms"], "p99"),
-        "tpot_p90_ms": _pick(requests["tpot_ms"], "p90"),
-        "e2e_p90_ms": _pick(requests["e2e_ms"], "p90"),
-        "requests_per_s": requests["throughput"]["requests_per_s"],
-        "output_tokens_per_s": requests["throughput"]["output_tokens_per_s"],
-        "requests_ok": requests["ok"],
-        "requests_failed": requests["failed"],
-        "window_s": requests["window_s"],
+        "ttft_p50_ms": requests.ttft_ms.p50,
+        "ttft_p90_ms": requests.ttft_ms.p90,
+        "ttft_p99_ms": requests.ttft_ms.p99,
+        "tpot_p90_ms": requests.tpot_ms.p90,
+        "e2e_p90_ms": requests.e2e_ms.p90,
+        "requests_per_s": requests.throughput.requests_per_s,
+        "output_tokens_per_s": requests.throughput.output_tokens_per_s,
+        "requests_ok": requests.ok,
+        "requests_failed": requests.failed,
+        "window_s": requests.window_s,
     }
     goodput = {
         name: {
-            "requests": tier["requests"]["all"]["ratio"],
-            "conversations": tier["conversations"]["ratio"],
-            "conversations_per_s": tier["conversations"]["per_s"],
+            "requests": tier.requests.all.ratio,
+            "conversations": tier.conversations.ratio,
+            "conversations_per_s": tier.conversations.per_s,
         }
         for name, tier in tiers.items()
     }
-    early = [n["message"] for n in summary["notices"] if n["kind"] == "early_stop"]
+    early = [n["message"] for n in summary.notices if n["kind"] == "early_stop"]
     notes = [
-        *summary["verdict"]["notes"],
-        *(n["message"] for n in summary["notices"] if n["kind"] != "early_stop"),
+        *summary.verdict.notes,
+        *(n["message"] for n in summary.notices if n["kind"] != "early_stop"),
     ]
     return ProbeResult(
         spec=spec,
         folder=folder,
         checks=judge(summary, criteria),
-        finished=conversations["sessions"] - conversations["outcomes"].get("unfinished", 0),
+        finished=conversations.sessions - conversations.outcomes.get("unfinished", 0),
         figures=figures,
         goodput=goodput,
-        warm_start=(summary.get("cache") or {}).get("warm_start"),
-        end_reason=summary["run"].get("end_reason") or "crashed",
+        warm_start=msgspec.to_builtins(summary.cache.warm_start) if summary.cache else None,
+        end_reason=summary.run.end_reason or "crashed",
         notes=notes,
         stopped_early=early[0] if early else None,
     )
@@ -249,5 +243,4 @@ def run_probe(
     folder = search_dir / spec.name
     stamped.rename(folder)
     (folder / "console.txt").write_text(text.getvalue().replace(str(stamped), str(folder)))
-    summary = json.loads((folder / "summary.json").read_text())
-    return result_of(spec, folder, summary, criteria)
+    return result_of(spec, folder, load_summary(folder / "summary.json"), criteria)

@@ -24,6 +24,8 @@ from rich.console import Console
 from turnbench.capacity.probe import ProbeSpec, load_words, probe_config
 from turnbench.config import RunConfig
 from turnbench.errors import InputError
+from turnbench.metrics.model import load_summary
+from turnbench.metrics.stages_model import Stage
 from turnbench.pacing.load import RUN_WIDE_KEYS
 
 Over = Literal["users", "rate"]
@@ -140,10 +142,10 @@ def point_spec(sweep: Sweep, index: int, value: float) -> ProbeSpec:
     return ProbeSpec(index, sweep.over, value, "point", sweep.point_s, sweep.warmup_s, kind="point")
 
 
-def point_figures(folder: Path, spec: ProbeSpec) -> dict[str, Any]:
-    """One point's figures from its events.db, as a stage's are (`describe_point`: counts,
-    steady-state window, throughputs, latency, per turn, conversations/h, goodput per tier),
-    over its part after the warm-up."""
+def point_figures(folder: Path, spec: ProbeSpec, end_reason: str) -> Stage:
+    """One point's record: its load and how its run ended, and its figures from its
+    events.db, as a stage's are (`describe_point`: counts, steady-state window, throughputs,
+    latency, per turn, conversations/h, goodput per tier), over its part after the warm-up."""
     from turnbench.metrics.stages import describe_point
     from turnbench.record.journal import open_readonly
 
@@ -151,7 +153,15 @@ def point_figures(folder: Path, spec: ProbeSpec) -> dict[str, Any]:
     try:
         (config_json,) = conn.execute("SELECT config_json FROM runs").fetchone()
         return describe_point(
-            conn, json.loads(config_json), int(spec.warmup_s * 1e9), int(spec.duration_s * 1e9)
+            conn,
+            json.loads(config_json),
+            int(spec.warmup_s * 1e9),
+            int(spec.duration_s * 1e9),
+            name=spec.name,
+            folder=spec.name,
+            mode="users" if spec.over == "users" else "session-rate",
+            level=spec.load,
+            end_reason=end_reason,
         )
     finally:
         conn.close()
@@ -159,7 +169,7 @@ def point_figures(folder: Path, spec: ProbeSpec) -> dict[str, Any]:
 
 def run_series(
     cfg: RunConfig, sweep: Sweep, *, folder: Path, base_dir: Path, console: Console
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[Stage]:
     """Run each point as its own run into `folder`, yielding each finished point's record
     (the caller writes it down before the next point starts, so Ctrl-C keeps it). The
     probe machinery runs it; the point is not judged. A point Ctrl-C cut is the last."""
@@ -185,15 +195,8 @@ def run_series(
         target = folder / spec.name
         stamped.rename(target)
         (target / "console.txt").write_text(text.getvalue().replace(str(stamped), str(target)))
-        summary = json.loads((target / "summary.json").read_text())
-        point = {
-            "name": spec.name,
-            "folder": spec.name,
-            "mode": "users" if sweep.over == "users" else "session-rate",
-            "level": value,
-            "end_reason": summary["run"].get("end_reason") or "crashed",
-            **point_figures(target, spec),
-        }
+        summary = load_summary(target / "summary.json")
+        point = point_figures(target, spec, summary.run.end_reason or "crashed")
         yield point
-        if point["end_reason"] == "interrupted":
+        if point.end_reason == "interrupted":
             return

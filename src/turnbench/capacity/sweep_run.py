@@ -7,7 +7,6 @@ when no target is given, is started once for the whole series, as for a capacity
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ from turnbench.capacity.sweep_report import (
 )
 from turnbench.config import RunConfig
 from turnbench.errors import EngineError, TargetError
+from turnbench.metrics.model import load_summary
+from turnbench.metrics.stages_model import Stage
 from turnbench.run import new_folder
 from turnbench.target import Target, start_builtin_sim
 
@@ -48,8 +49,7 @@ def _as_stages(
 
     staged = staged_config(cfg.model_copy(update={"name": f"sweep-{cfg.name}"}), sweep)
     folder = execute(staged, base_dir=base_dir, out=out, console=console)
-    summary = json.loads((folder / "summary.json").read_text())
-    return str(summary["run"].get("end_reason") or "crashed")
+    return load_summary(folder / "summary.json").run.end_reason or "crashed"
 
 
 def _as_runs(
@@ -64,13 +64,13 @@ def _as_runs(
         cfg = cfg.model_copy(update={"target": cfg.target.model_copy(update={"url": url})})
     folder = new_folder(cfg, out, f"sweep-{cfg.name}")
     console.print(f"sweep folder: {folder}", soft_wrap=True, highlight=False)
-    points: list[dict[str, Any]] = []
+    points: list[Stage] = []
     ended = "completed"
     slo = cfg.slo.model_dump(mode="json") if cfg.slo else None
     try:
         for point in run_series(cfg, sweep, folder=folder, base_dir=base_dir, console=console):
             points.append(point)
-            if point["end_reason"] == "interrupted":
+            if point.end_reason == "interrupted":
                 ended = "interrupted"
             record = sweep_record(cfg.name, cfg.target.url, sweep, points, ended=ended, slo=slo)
             write_sweep(folder, record)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
+from turnbench.metrics.affinity_model import Affinity, AffinityTurns
 from turnbench.metrics.stats import describe
 
 MS = 1e6  # nanoseconds per millisecond
@@ -50,11 +50,15 @@ class _Group:
         if ttft_ns is not None:
             self.ttft_ms.append(ttft_ns / MS)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> AffinityTurns:
         """`turns`, `cached_ratio` (Σ cached / Σ prompt; null without any cached count or
         prompt tokens) and the `ttft_ms` distribution."""
         ratio = self.cached / self.prompt if self.reported_cached and self.prompt else None
-        return {"turns": self.turns, "cached_ratio": ratio, "ttft_ms": describe(self.ttft_ms)}
+        return AffinityTurns(
+            turns=self.turns,
+            cached_ratio=ratio,
+            ttft_ms=describe(self.ttft_ms),
+        )
 
 
 def _has_replica_column(conn: sqlite3.Connection) -> bool:
@@ -62,7 +66,7 @@ def _has_replica_column(conn: sqlite3.Connection) -> bool:
     return any(row[1] == "replica" for row in conn.execute("PRAGMA table_info(requests)"))
 
 
-def describe_affinity(conn: sqlite3.Connection) -> dict[str, Any] | None:
+def describe_affinity(conn: sqlite3.Connection) -> Affinity | None:
     """Session affinity as summary.json shows it (keys in docs/metrics.md); None when no
     successful attempt names its replica (the server sent no such header).
 
@@ -101,14 +105,14 @@ def describe_affinity(conn: sqlite3.Connection) -> dict[str, Any] | None:
     if not by_replica:
         return None
     later = stayed.turns + moved.turns
-    return {
-        "replicas": len(by_replica),
-        "requests_by_replica": dict(sorted(by_replica.items())),
-        "sessions": len(changes),
-        "sessions_never_moved": changes.count(0),
-        "replica_changes": describe(changes),
-        "changes_per_session": {str(k): n for k, n in sorted(Counter(changes).items())},
-        "migration_rate": moved.turns / later if later else None,
-        "stayed": stayed.describe(),
-        "moved": moved.describe(),
-    }
+    return Affinity(
+        replicas=len(by_replica),
+        requests_by_replica=dict(sorted(by_replica.items())),
+        sessions=len(changes),
+        sessions_never_moved=changes.count(0),
+        replica_changes=describe(changes),
+        changes_per_session={str(k): n for k, n in sorted(Counter(changes).items())},
+        migration_rate=moved.turns / later if later else None,
+        stayed=stayed.describe(),
+        moved=moved.describe(),
+    )

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from turnbench.metrics.agents_model import Agents, DepthRow, KindRow, TaskSplit, TimeShares
 from turnbench.metrics.columns import read_matrix
 from turnbench.metrics.stats import describe
 from turnbench.record.journal import open_readonly
@@ -112,7 +113,8 @@ def _outcomes(task: np.ndarray, outcome: np.ndarray, n: int) -> np.ndarray:
 
 
 def _latencies(rows: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
-    """TTFT and E2E (from the send) of the successful attempts `mask` selects, with counts."""
+    """TTFT and E2E (from the send) of the successful attempts `mask` selects, with counts:
+    the fields a `DepthRow` and a `KindRow` share."""
     ok = rows[mask & (rows[:, 1] == 1)]
     return {
         "requests_ok": len(ok),
@@ -124,7 +126,7 @@ def _latencies(rows: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
 
 def _split_rows(
     ids: list[str], done: np.ndarray, start_s: np.ndarray, parts: dict[str, np.ndarray]
-) -> list[dict[str, Any]]:
+) -> list[TaskSplit]:
     """The completed tasks of the per-task plot, in start order: all of them, or
     MAX_SHOWN_TASKS spread evenly over the run."""
     chosen = np.flatnonzero(done)
@@ -132,11 +134,11 @@ def _split_rows(
     if chosen.size > MAX_SHOWN_TASKS:
         chosen = chosen[np.linspace(0, chosen.size - 1, MAX_SHOWN_TASKS).round().astype(int)]
     return [
-        {
-            "task_id": ids[i],
-            "start_s": float(start_s[i]),
+        TaskSplit(
+            task_id=ids[i],
+            start_s=float(start_s[i]),
             **{name: float(values[i]) for name, values in parts.items()},
-        }
+        )
         for i in chosen.tolist()
     ]
 
@@ -167,7 +169,7 @@ def _time_split(
     }
 
 
-def describe_agents(conn: sqlite3.Connection, window_s: float) -> dict[str, Any] | None:
+def describe_agents(conn: sqlite3.Connection, window_s: float) -> Agents | None:
     """The run's agent tasks as summary.json shows them (keys in docs/metrics.md); None for
     an events.db without agent columns, or a run with no sub-agent, fork or tool wait.
     `tasks_per_h` is over the run's measured window `window_s`."""
@@ -206,46 +208,47 @@ def describe_agents(conn: sqlite3.Connection, window_s: float) -> dict[str, Any]
     total = float(parts["completion_s"][done].sum())
     kinds, counts = np.unique(outcome, return_counts=True)
     r_depth, r_kind = s_depth[r_session], s_kind[r_session]
-    return {
-        "tasks": n,
-        "outcomes": {str(k): int(c) for k, c in zip(kinds, counts, strict=True)},
-        "completed": int(done.sum()),
-        "tasks_per_h": float(done.sum()) / window_s * 3600 if window_s else None,
-        "sessions": len(srows),
-        "subagents": int(per_task["subagents"].sum()),
-        "forks": int(per_task["forks"].sum()),
-        "max_depth": int(depth.max()),
-        "requests": len(req),
-        "failed_requests": int(per_task["failed"].sum()),
-        "tasks_with_failed_requests": int((per_task["failed"] > 0).sum()),
-        "completion_s": describe(completion[done]),
-        "completion_from_intended_s": describe((t_end - intended)[done] / S),
-        "model_s": describe(parts["model_s"][done]),
-        "tool_s": describe(parts["tool_s"][done]),
-        "waiting_s": describe(parts["waiting_s"][done]),
-        "time_shares": {
-            key: float(parts[f"{key}_s"][done].sum()) / total if total else None
-            for key in ("model", "tool", "waiting")
-        },
-        "requests_per_task": describe(per_task["requests"][done]),
-        "sessions_per_task": describe(per_task["sessions"][done]),
-        "subagents_per_task": describe(per_task["subagents"][done]),
-        "forks_per_task": describe(per_task["forks"][done]),
-        "depth_per_task": describe(depth[done]),
-        "by_depth": [
-            {"depth": d, "sessions": int((s_depth == d).sum()), **_latencies(req, r_depth == d)}
+    shares = {
+        key: float(parts[f"{key}_s"][done].sum()) / total if total else None
+        for key in ("model", "tool", "waiting")
+    }
+    return Agents(
+        tasks=n,
+        outcomes={str(k): int(c) for k, c in zip(kinds, counts, strict=True)},
+        completed=int(done.sum()),
+        tasks_per_h=float(done.sum()) / window_s * 3600 if window_s else None,
+        sessions=len(srows),
+        subagents=int(per_task["subagents"].sum()),
+        forks=int(per_task["forks"].sum()),
+        max_depth=int(depth.max()),
+        requests=len(req),
+        failed_requests=int(per_task["failed"].sum()),
+        tasks_with_failed_requests=int((per_task["failed"] > 0).sum()),
+        completion_s=describe(completion[done]),
+        completion_from_intended_s=describe((t_end - intended)[done] / S),
+        model_s=describe(parts["model_s"][done]),
+        tool_s=describe(parts["tool_s"][done]),
+        waiting_s=describe(parts["waiting_s"][done]),
+        time_shares=TimeShares(**shares),
+        requests_per_task=describe(per_task["requests"][done]),
+        sessions_per_task=describe(per_task["sessions"][done]),
+        subagents_per_task=describe(per_task["subagents"][done]),
+        forks_per_task=describe(per_task["forks"][done]),
+        depth_per_task=describe(depth[done]),
+        by_depth=[
+            DepthRow(depth=d, sessions=int((s_depth == d).sum()), **_latencies(req, r_depth == d))
             for d in np.unique(s_depth).tolist()
         ],
-        "by_kind": {
-            kind: {"sessions": int((s_kind == kind).sum()), **_latencies(req, r_kind == kind)}
+        by_kind={
+            kind: KindRow(sessions=int((s_kind == kind).sum()), **_latencies(req, r_kind == kind))
             for kind in KINDS
             if (s_kind == kind).any()
         },
-        "split": _split_rows(ids, done, t_start / S, parts),
-    }
+        split=_split_rows(ids, done, t_start / S, parts),
+    )
 
 
-def agents_of(db_path: Path, window_s: float) -> dict[str, Any] | None:
+def agents_of(db_path: Path, window_s: float) -> Agents | None:
     """`describe_agents` on the run's events.db, opened for this alone (the summary needs
     its measured window first, which it computes after reading the requests)."""
     conn = open_readonly(db_path)

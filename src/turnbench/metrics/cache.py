@@ -16,10 +16,23 @@ before each attempt comes from SQLite's `LAG` (the run's index is built only at 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
 
 import numpy as np
 
+from turnbench.metrics.cache_model import (
+    Bound,
+    Cache,
+    CacheTotals,
+    CacheTurn,
+    Cliff,
+    ContextBin,
+    IdleBin,
+    OverTime,
+    Retention,
+    SessionKept,
+    TimeBin,
+    WarmStart,
+)
 from turnbench.metrics.columns import read_matrix
 from turnbench.metrics.stats import describe
 
@@ -105,24 +118,24 @@ def _first_below(n: np.ndarray, kept: np.ndarray) -> int | None:
     return int(below[0]) if below.size else None
 
 
-def _totals(r: _Rows) -> dict[str, Any]:
+def _totals(r: _Rows) -> CacheTotals:
     reported = bool(r.reported.any())
     prompt = r.prompt.sum()
-    return {
-        "requests": len(r.sent),
-        "server_reported": reported,
-        "reported_requests": int(r.reported.sum()),
-        "prompt_tokens": int(prompt),
-        "ideal_tokens": int(r.ideal.sum()),
-        "realised_tokens": int(r.realised.sum()) if reported else None,
-        "ideal_ratio": _ratio(r.ideal.sum(), prompt),
-        "realised_ratio": _ratio(r.realised.sum(), r.prompt[r.reported].sum()),
-        "kept": r.kept(r.reported),
-        "fell_short": int(r.short.sum()) if reported else None,
-    }
+    return CacheTotals(
+        requests=len(r.sent),
+        server_reported=reported,
+        reported_requests=int(r.reported.sum()),
+        prompt_tokens=int(prompt),
+        ideal_tokens=int(r.ideal.sum()),
+        realised_tokens=int(r.realised.sum()) if reported else None,
+        ideal_ratio=_ratio(r.ideal.sum(), prompt),
+        realised_ratio=_ratio(r.realised.sum(), r.prompt[r.reported].sum()),
+        kept=r.kept(r.reported),
+        fell_short=int(r.short.sum()) if reported else None,
+    )
 
 
-def _per_turn(r: _Rows) -> list[dict[str, Any]]:
+def _per_turn(r: _Rows) -> list[CacheTurn]:
     turns, group = np.unique(r.turn, return_inverse=True)
     size = len(turns)
     n = np.bincount(group, minlength=size)
@@ -132,34 +145,31 @@ def _per_turn(r: _Rows) -> list[dict[str, Any]]:
     real = np.bincount(group, r.realised, minlength=size)
     _, kept = r.kept_by(group, size)
     return [
-        {
-            "turn": int(turns[i]),
-            "requests": int(n[i]),
-            "mean_prompt_tokens": float(prompt[i]),
-            "mean_ideal_tokens": float(ideal[i]),
-            "mean_realised_tokens": float(real[i] / reported[i]) if reported[i] else None,
-            "kept": _opt(kept[i]),
-        }
+        CacheTurn(
+            turn=int(turns[i]),
+            requests=int(n[i]),
+            mean_prompt_tokens=float(prompt[i]),
+            mean_ideal_tokens=float(ideal[i]),
+            mean_realised_tokens=float(real[i] / reported[i]) if reported[i] else None,
+            kept=_opt(kept[i]),
+        )
         for i in range(size)
     ]
 
 
-def _per_session(conn: sqlite3.Connection) -> dict[str, Any]:
+def _per_session(conn: sqlite3.Connection) -> SessionKept:
     """The spread of Σ realised / Σ ideal over sessions with something to keep."""
     sums = read_matrix(conn, _SESSIONS, 2)
     kept = sums[:, 0] / sums[:, 1]
     if not kept.size:
-        return {"sessions": 0, "p10": None, "p50": None, "min": None}
+        return SessionKept(sessions=0, p10=None, p50=None, min=None)
     p10, p50 = np.percentile(kept, (10, 50))
-    return {
-        "sessions": int(kept.size),
-        "p10": float(p10),
-        "p50": float(p50),
-        "min": float(kept.min()),
-    }
+    return SessionKept(
+        sessions=int(kept.size), p10=float(p10), p50=float(p50), min=float(kept.min())
+    )
 
 
-def _over_time(r: _Rows) -> tuple[dict[str, Any], float | None]:
+def _over_time(r: _Rows) -> tuple[OverTime, float | None]:
     """Bins of send time from the first send, and the start of the cliff's bin (ns); None
     without one."""
     t0 = r.sent.min()
@@ -167,39 +177,39 @@ def _over_time(r: _Rows) -> tuple[dict[str, Any], float | None]:
     group = ((r.sent - t0) // width).astype(np.int64)
     n, kept = r.kept_by(group, int(group.max()) + 1)
     bins = [
-        {"start_s": float(t0 + k * width) / S, "requests": int(n[k]), "kept": _opt(kept[k])}
+        TimeBin(start_s=float(t0 + k * width) / S, requests=int(n[k]), kept=_opt(kept[k]))
         for k in np.flatnonzero(n)
     ]
     cliff = _first_below(n, kept)
     start = t0 + cliff * width if cliff is not None else None
-    return {"bin_s": float(width) / S, "bins": bins}, start
+    return OverTime(bin_s=float(width) / S, bins=bins), start
 
 
-def _cliff(conn: sqlite3.Connection, r: _Rows, start_ns: float) -> dict[str, Any]:
+def _cliff(conn: sqlite3.Connection, r: _Rows, start_ns: float) -> Cliff:
     before = r.sent < start_ns
     (live,) = conn.execute(_LIVE, (int(start_ns), int(start_ns))).fetchone()
-    return {
-        "time_s": float(start_ns) / S,
-        "kept_before": r.kept(before),
-        "kept_after": r.kept(~before),
-        "live_sessions": int(live),
-    }
+    return Cliff(
+        time_s=float(start_ns) / S,
+        kept_before=r.kept(before),
+        kept_after=r.kept(~before),
+        live_sessions=int(live),
+    )
 
 
-def _by_context(r: _Rows) -> tuple[list[dict[str, Any]], int | None]:
+def _by_context(r: _Rows) -> tuple[list[ContextBin], int | None]:
     """Bins of prompt length [2^k, 2^(k+1)), and the smallest length of the cliff; None
     without one."""
     exponent = np.floor(np.log2(np.maximum(r.prompt, 1))).astype(np.int64)
     n, kept = r.kept_by(exponent, int(exponent.max()) + 1)
     bins = [
-        {"from_tokens": 2 ** int(k), "requests": int(n[k]), "kept": _opt(kept[k])}
+        ContextBin(from_tokens=2 ** int(k), requests=int(n[k]), kept=_opt(kept[k]))
         for k in np.flatnonzero(n)
     ]
     cliff = _first_below(n, kept)
     return bins, 2**cliff if cliff is not None else None
 
 
-def _retention(r: _Rows) -> dict[str, Any] | None:
+def _retention(r: _Rows) -> Retention | None:
     """Kept ratio and TTFT by idle time before the attempt, and how long the server keeps a
     conversation's prefix; None when no attempt followed an earlier one of its session."""
     has = ~np.isnan(r.idle)
@@ -209,7 +219,7 @@ def _retention(r: _Rows) -> dict[str, Any] | None:
     group = np.where(has, np.searchsorted(IDLE_EDGES_S, np.nan_to_num(idle_s), "right"), -1)
     size = len(IDLE_EDGES_S) + 1
     counted, kept = r.kept_by(group, size)
-    edges = (0.0, *IDLE_EDGES_S, None)
+    lower, upper = (0.0, *IDLE_EDGES_S), (*IDLE_EDGES_S, None)
     bins = []
     for k in range(size):
         rows = group == k
@@ -217,27 +227,27 @@ def _retention(r: _Rows) -> dict[str, Any] | None:
             continue
         reported = rows & r.reported
         bins.append(
-            {
-                "from_s": edges[k],
-                "to_s": edges[k + 1],
-                "requests": int(rows.sum()),
-                "kept": _opt(kept[k]),
-                "realised_ratio": _ratio(r.realised[reported].sum(), r.prompt[reported].sum()),
-                "ttft_ms": describe((r.first[rows] - r.sent[rows]) / MS),
-            }
+            IdleBin(
+                from_s=lower[k],
+                to_s=upper[k],
+                requests=int(rows.sum()),
+                kept=_opt(kept[k]),
+                realised_ratio=_ratio(r.realised[reported].sum(), r.prompt[reported].sum()),
+                ttft_ms=describe((r.first[rows] - r.sent[rows]) / MS),
+            )
         )
     through, bound = _kept_through(r, group, counted, kept, idle_s)
-    return {
-        "bins": bins,
-        "kept_through_s": through,
-        "bound": bound,
-        "longest_idle_s": float(np.nanmax(idle_s)),
-    }
+    return Retention(
+        bins=bins,
+        kept_through_s=through,
+        bound=bound,
+        longest_idle_s=float(np.nanmax(idle_s)),
+    )
 
 
 def _kept_through(
     r: _Rows, group: np.ndarray, counted: np.ndarray, kept: np.ndarray, idle_s: np.ndarray
-) -> tuple[float | None, str | None]:
+) -> tuple[float | None, Bound | None]:
     """How long an idle conversation keeps its prefix, and how sure: `about` (the upper edge
     of the bin before the first that lost it), `under` (even the shortest bin lost it: its
     upper edge), `at_least` (none lost it: the longest idle seen in a bin that counts)."""
@@ -255,7 +265,7 @@ def _kept_through(
     return float(idle_s[seen].max()), "at_least"
 
 
-def warm_start(conn: sqlite3.Connection, salted: bool) -> dict[str, Any]:
+def warm_start(conn: sqlite3.Connection, salted: bool) -> WarmStart:
     """Whether the server's cache held something before this run could have put it there.
 
     Requests sent before the run's first token arrived (any attempt, any stage) cannot be
@@ -269,39 +279,39 @@ def warm_start(conn: sqlite3.Connection, salted: bool) -> dict[str, Any]:
     at the start can only be this run's own.
     """
     if salted:
-        return {
-            "checked": False,
-            "first_token_s": None,
-            "requests": 0,
-            "with_cached": 0,
-            "cached_tokens": 0,
-            "warm": False,
-        }
+        return WarmStart(
+            checked=False,
+            first_token_s=None,
+            requests=0,
+            with_cached=0,
+            cached_tokens=0,
+            warm=False,
+        )
     (first,) = conn.execute("SELECT MIN(t_first_token_ns) FROM requests").fetchone()
     n, with_cached, tokens = conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(cached_tokens > 0), 0), COALESCE(SUM(cached_tokens), 0) "
         "FROM requests WHERE t_sent_ns > 0 AND cached_tokens IS NOT NULL AND t_sent_ns < ?",
         (first if first is not None else 2**63 - 1,),
     ).fetchone()
-    return {
-        "checked": True,
-        "first_token_s": first / S if first is not None else None,
-        "requests": int(n),
-        "with_cached": int(with_cached),
-        "cached_tokens": int(tokens),
-        "warm": bool(with_cached),
-    }
+    return WarmStart(
+        checked=True,
+        first_token_s=first / S if first is not None else None,
+        requests=int(n),
+        with_cached=int(with_cached),
+        cached_tokens=int(tokens),
+        warm=bool(with_cached),
+    )
 
 
-def warm_start_note(cache: dict[str, Any] | None) -> str | None:
+def warm_start_note(cache: Cache | None) -> str | None:
     """The verdict's line when the cache was warm at the start; None otherwise."""
-    warm = (cache or {}).get("warm_start")
-    if not warm or not warm["warm"]:
+    if cache is None or not cache.warm_start.warm:
         return None
+    warm = cache.warm_start
     return (
-        f"the server's prefix cache was warm at the start: {warm['with_cached']} of the "
-        f"{warm['requests']} requests sent before the first reply found "
-        f"{warm['cached_tokens']:,} cached tokens no reply of this run could have left: an "
+        f"the server's prefix cache was warm at the start: {warm.with_cached} of the "
+        f"{warm.requests} requests sent before the first reply found "
+        f"{warm.cached_tokens:,} cached tokens no reply of this run could have left: an "
         "earlier run's prefixes (or requests of this run sent together that share one); "
         "cache.salt (on unless --no-cache-salt) keeps runs apart"
     )
@@ -314,40 +324,40 @@ def _has_ideal_column(conn: sqlite3.Connection) -> bool:
     )
 
 
-def describe_cache(
-    conn: sqlite3.Connection, block_size: int, salted: bool
-) -> dict[str, Any] | None:
+def describe_cache(conn: sqlite3.Connection, block_size: int, salted: bool) -> Cache | None:
     """The prefix cache, ideal against realised, as summary.json shows it (keys in
     docs/metrics.md). None when no ok main-stage attempt has an ideal and the cache was not
     warm at the start; with a warm start but no ideal, only `warm_start` is filled in.
     `salted`: the run's conversations carried its salt (no warm-start check then)."""
     warm = warm_start(conn, salted)
     matrix = read_matrix(conn, _ROWS, 7) if _has_ideal_column(conn) else np.empty((0, 7))
-    empty: dict[str, Any] = {
-        "block_size": block_size,
-        "totals": None,
-        "per_turn": [],
-        "per_session": None,
-        "over_time": None,
-        "by_context": [],
-        "cliff": None,
-        "context_cliff_tokens": None,
-        "retention": None,
-        "warm_start": warm,
-    }
     if not len(matrix):
-        return empty if warm["warm"] else None
+        if not warm.warm:
+            return None
+        return Cache(
+            block_size=block_size,
+            totals=None,
+            per_turn=[],
+            per_session=None,
+            over_time=None,
+            by_context=[],
+            cliff=None,
+            context_cliff_tokens=None,
+            retention=None,
+            warm_start=warm,
+        )
     r = _Rows(matrix, block_size)
     over_time, cliff = _over_time(r)
     by_context, context_cliff = _by_context(r)
-    return {
-        **empty,
-        "totals": _totals(r),
-        "per_turn": _per_turn(r),
-        "per_session": _per_session(conn),
-        "over_time": over_time,
-        "by_context": by_context,
-        "cliff": _cliff(conn, r, cliff) if cliff is not None else None,
-        "context_cliff_tokens": context_cliff,
-        "retention": _retention(r),
-    }
+    return Cache(
+        block_size=block_size,
+        totals=_totals(r),
+        per_turn=_per_turn(r),
+        per_session=_per_session(conn),
+        over_time=over_time,
+        by_context=by_context,
+        cliff=_cliff(conn, r, cliff) if cliff is not None else None,
+        context_cliff_tokens=context_cliff,
+        retention=_retention(r),
+        warm_start=warm,
+    )

@@ -16,12 +16,21 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import ValidationError
 
 from turnbench.errors import InputError
+from turnbench.metrics.slo_model import (
+    ByTurns,
+    ConversationShare,
+    ObjectiveResult,
+    Share,
+    Slo,
+    TierResult,
+    Unit,
+)
 from turnbench.record.journal import open_readonly
 from turnbench.slo import METRICS, Objective, SloConfig, Tier
 
@@ -169,7 +178,7 @@ def _meets(objective: Objective, values: np.ndarray) -> np.ndarray:
     return within | np.isnan(values)
 
 
-def _judge(objective: Objective, req: Requests, per_request: np.ndarray) -> dict[str, Any]:
+def _judge(objective: Objective, req: Requests, per_request: np.ndarray) -> ObjectiveResult:
     """The run's percentile of the metric over the successful attempts it applies to, against
     the threshold; itl pools every chunk gap of those attempts (as `itl_ms` does)."""
     applies = req.ok & _applies(objective, req.turn)
@@ -186,43 +195,47 @@ def _judge(objective: Objective, req: Requests, per_request: np.ndarray) -> dict
         passed = (
             measured >= objective.threshold if objective.floor else measured <= objective.threshold
         )
-    return {
-        "slo": objective.label,
-        **objective.model_dump(),
-        "unit": METRICS[objective.metric],
-        "bound": "min" if objective.floor else "max",
-        "measured": measured,
-        "values": int(pool.size),
-        "met_ratio": met / int(judged.sum()) if judged.any() else None,
-        "passed": passed,
-    }
+    return ObjectiveResult(
+        slo=objective.label,
+        metric=objective.metric,
+        percentile=objective.percentile,
+        threshold=objective.threshold,
+        turns=objective.turns,
+        unit=cast(Unit, METRICS[objective.metric]),
+        bound="min" if objective.floor else "max",
+        measured=measured,
+        values=int(pool.size),
+        met_ratio=met / int(judged.sum()) if judged.any() else None,
+        passed=passed,
+    )
 
 
-def _share(good: int, total: int, window_s: float) -> dict[str, Any]:
-    return {
-        "total": total,
-        "good": good,
-        "ratio": good / total if total else None,
-        "per_s": good / window_s if window_s else None,
-    }
+def _share(good: int, total: int, window_s: float) -> Share:
+    return Share(
+        total=total,
+        good=good,
+        ratio=good / total if total else None,
+        per_s=good / window_s if window_s else None,
+    )
 
 
-def _by_turns(
-    good: np.ndarray, req: Requests, weight: np.ndarray, window_s: float
-) -> dict[str, Any]:
+def _by_turns(good: np.ndarray, req: Requests, weight: np.ndarray, window_s: float) -> ByTurns:
     """A share for every turn, first turns and later turns; `weight` what each attempt counts
     for (1 for request goodput, its output tokens for token goodput)."""
-    classes = {"all": np.ones(req.ok.shape, dtype=bool), "first": req.turn == 1}
-    classes["later"] = req.turn > 1
-    return {
-        name: _share(int(weight[good & mask].sum()), int(weight[mask].sum()), window_s)
-        for name, mask in classes.items()
-    }
+
+    def share(mask: np.ndarray) -> Share:
+        return _share(int(weight[good & mask].sum()), int(weight[mask].sum()), window_s)
+
+    return ByTurns(
+        all=share(np.ones(req.ok.shape, dtype=bool)),
+        first=share(req.turn == 1),
+        later=share(req.turn > 1),
+    )
 
 
 def _conversations(
     tier: Tier, good: np.ndarray, req: Requests, sessions: Sessions, window_s: float
-) -> dict[str, Any]:
+) -> ConversationShare:
     """A conversation is judged unless the run's end cut it (`unfinished`); it is good when
     it sent at least one attempt, every attempt was good, and it lasted at most
     `conversation_s`."""
@@ -235,13 +248,18 @@ def _conversations(
     ok = judged & played & ~bad
     if tier.conversation_s is not None:
         ok &= sessions.duration_s <= tier.conversation_s
-    return {
-        **_share(int(ok.sum()), int(judged.sum()), window_s),
-        "unfinished": int(n - judged.sum()),
-    }
+    total = int(judged.sum())
+    share = _share(int(ok.sum()), total, window_s)
+    return ConversationShare(
+        total=share.total,
+        good=share.good,
+        ratio=share.ratio,
+        per_s=share.per_s,
+        unfinished=n - total,
+    )
 
 
-def judge_tier(tier: Tier, req: Requests, sessions: Sessions, window_s: float) -> dict[str, Any]:
+def judge_tier(tier: Tier, req: Requests, sessions: Sessions, window_s: float) -> TierResult:
     """One tier: each objective's pass or fail over the run, then request, output-token and
     conversation goodput (a request is good when it succeeded and met every objective that
     applies to its turn)."""
@@ -251,25 +269,23 @@ def judge_tier(tier: Tier, req: Requests, sessions: Sessions, window_s: float) -
         per_request = _request_value(objective, req)
         objectives.append(_judge(objective, req, per_request))
         good &= _meets(objective, per_request) | ~_applies(objective, req.turn)
-    verdicts = [o["passed"] for o in objectives]
+    verdicts = [o.passed for o in objectives]
     passed: bool | None = None  # no objective, or one with nothing to measure
     if False in verdicts:
         passed = False
     elif verdicts and None not in verdicts:
         passed = True
-    return {
-        "passed": passed,
-        "objectives": objectives,
-        "conversation_s": tier.conversation_s,
-        "requests": _by_turns(good, req, np.ones(req.ok.shape), window_s),
-        "output_tokens": _by_turns(good, req, np.where(req.ok, req.tokens, 0.0), window_s),
-        "conversations": _conversations(tier, good, req, sessions, window_s),
-    }
+    return TierResult(
+        passed=passed,
+        objectives=objectives,
+        conversation_s=tier.conversation_s,
+        requests=_by_turns(good, req, np.ones(req.ok.shape), window_s),
+        output_tokens=_by_turns(good, req, np.where(req.ok, req.tokens, 0.0), window_s),
+        conversations=_conversations(tier, good, req, sessions, window_s),
+    )
 
 
-def describe_slo(
-    db_path: Path, slo: dict[str, Any] | None, window_s: float
-) -> dict[str, Any] | None:
+def describe_slo(db_path: Path, slo: dict[str, Any] | None, window_s: float) -> Slo | None:
     """Every tier of the run's SLO section (`runs.config_json`'s `slo`) judged on its
     events.db; None when the run had none. Rates are over the measured window `window_s`."""
     if not slo:
@@ -287,13 +303,13 @@ def describe_slo(
 
 def judge_all(
     conn: sqlite3.Connection, cfg: SloConfig, window_s: float, stage: str | None = None
-) -> dict[str, Any]:
+) -> Slo:
     """Every tier judged on the run's judged attempts and sessions, or on one stage's (the
     attempts intended in it, the sessions that started in it: `metrics/stages.py`)."""
     with_gaps = any(o.metric == "itl" for t in cfg.tiers.values() for o in t.objectives)
     sessions = read_sessions(conn, stage)
     req = read_requests(conn, sessions, with_gaps, stage)
-    return {
-        "window_s": window_s,
-        "tiers": {name: judge_tier(t, req, sessions, window_s) for name, t in cfg.tiers.items()},
-    }
+    return Slo(
+        window_s=window_s,
+        tiers={name: judge_tier(t, req, sessions, window_s) for name, t in cfg.tiers.items()},
+    )

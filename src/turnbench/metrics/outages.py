@@ -14,9 +14,10 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+
+from turnbench.metrics.outages_model import Outage
 
 S_NS = 1_000_000_000
 BASELINE_S = 10
@@ -192,7 +193,7 @@ def describe_outages(
     windows: Sequence[Window],
     ok_sent_end: tuple[np.ndarray, np.ndarray],
     warmup_s: float,
-) -> list[dict[str, Any]]:
+) -> list[Outage]:
     """Each outage as summary.json shows it (keys in docs/metrics.md#outages-outages), from
     the send and end times of the successful main-stage requests and the rows sent in it."""
     ok_sent, ok_end = ok_sent_end
@@ -204,23 +205,23 @@ def describe_outages(
         first_s = first_ns / S_NS if first_ns is not None else None
         base = baseline(per_s, start_s, warmup_s)
         out.append(
-            {
-                "start_s": start_s,
-                "end_s": w.end_ns / S_NS if w.end_ns is not None else None,
-                "duration_s": (w.until_ns - w.start_ns) / S_NS,
-                "back": w.back,
-                "gave_up": w.gave_up,
-                "workers": len(w.workers),
-                "failed_attempts": sum(tally.failed_by_kind.values()),
-                "failed_by_kind": dict(sorted(tally.failed_by_kind.items())),
-                "turns_affected": len(tally.turns),
-                "sessions_affected": len({session for session, _ in tally.turns}),
-                "sessions_waiting": w.sessions_waiting,
-                "first_success_s": first_s,
-                "baseline_per_s": base,
-                "recovery_s": recovery_s(per_s, first_s, base)
+            Outage(
+                start_s=start_s,
+                end_s=w.end_ns / S_NS if w.end_ns is not None else None,
+                duration_s=(w.until_ns - w.start_ns) / S_NS,
+                back=w.back,
+                gave_up=w.gave_up,
+                workers=len(w.workers),
+                failed_attempts=sum(tally.failed_by_kind.values()),
+                failed_by_kind=dict(sorted(tally.failed_by_kind.items())),
+                turns_affected=len(tally.turns),
+                sessions_affected=len({session for session, _ in tally.turns}),
+                sessions_waiting=w.sessions_waiting,
+                first_success_s=first_s,
+                baseline_per_s=base,
+                recovery_s=recovery_s(per_s, first_s, base)
                 if first_s is not None and base is not None
                 else None,
-            }
+            )
         )
     return out

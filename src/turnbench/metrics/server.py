@@ -16,8 +16,8 @@ import itertools
 import sqlite3
 import statistics
 from collections import defaultdict
-from typing import Any
 
+from turnbench.metrics.server_model import Gauge, Server, ServerSecond
 from turnbench.observe.names import GAUGES, Role, choose, family
 
 S = 1e9
@@ -101,9 +101,10 @@ def _growth(scrapes: list[Scrape]) -> dict[Role, float]:
     return sums
 
 
-def _cache_figures(growth: dict[Role, float], chosen: dict[Role, str]) -> dict[str, Any]:
+def _cache_figures(growth: dict[Role, float], chosen: dict[Role, str]) -> dict[str, float | None]:
     """Prefix-cache hits and hit rates, preemptions and the external cache's hits and hit
-    rate, from counter growth; None for what the server does not export."""
+    rate, from counter growth; None for what the server does not export. Keyword arguments
+    of `Server` and `ServerSecond`, which both hold them."""
     hits = _counted(growth, chosen, Role.PREFIX_HITS)
     queries = _queries(growth, chosen)
     external = _counted(growth, chosen, Role.EXTERNAL_HITS)
@@ -124,33 +125,33 @@ def _mean(scrapes: list[Scrape], role: Role) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _per_second(scrapes: list[tuple[int, Scrape]], chosen: dict[Role, str]) -> list[dict[str, Any]]:
+def _per_second(scrapes: list[tuple[int, Scrape]], chosen: dict[Role, str]) -> list[ServerSecond]:
     """One point per second that holds a scrape: gauges averaged over its scrapes, counter
     growth summed, hit rates as the ratio of the summed growth."""
     points = []
     for second, group in itertools.groupby(scrapes, key=lambda s: int(s[0] // S)):
         members = [scrape for _, scrape in group]
         points.append(
-            {
-                "t": second,
-                "running": _mean(members, Role.RUNNING),
-                "waiting": _mean(members, Role.WAITING),
-                "kv_usage": _mean(members, Role.KV_USAGE),
+            ServerSecond(
+                t=second,
+                running=_mean(members, Role.RUNNING),
+                waiting=_mean(members, Role.WAITING),
+                kv_usage=_mean(members, Role.KV_USAGE),
                 **_cache_figures(_growth(members), chosen),
-            }
+            )
         )
     return points
 
 
-def _gauge(scrapes: list[Scrape], role: Role) -> dict[str, float] | None:
+def _gauge(scrapes: list[Scrape], role: Role) -> Gauge | None:
     """Mean and max of a gauge over the scrapes that have it; None when none has."""
     mean = _mean(scrapes, role)
     if mean is None:
         return None
-    return {"mean": mean, "max": max(s[role] for s in scrapes if role in s)}
+    return Gauge(mean=mean, max=max(s[role] for s in scrapes if role in s))
 
 
-def describe_server(conn: sqlite3.Connection) -> dict[str, Any] | None:
+def describe_server(conn: sqlite3.Connection) -> Server | None:
     """The run's server figures (summary.json `server`); None without a scrape that brought
     rows (scraping off, no /metrics, an events.db older than the table)."""
     if not _has_table(conn):
@@ -164,17 +165,17 @@ def describe_server(conn: sqlite3.Connection) -> dict[str, Any] | None:
     scrapes = _scrapes(conn, chosen, times) if chosen else []
     figures = [scrape for _, scrape in scrapes]
     gaps = [(b - a) / S for a, b in itertools.pairwise(times)]
-    return {
-        "names": family(present),
-        "metrics": {str(role): name for role, name in chosen.items()},
-        "scrapes": len(times),
-        "interval_s": statistics.median(gaps) if gaps else None,
-        "first_s": times[0] / S,
-        "last_s": times[-1] / S,
-        "rows_per_scrape": rows / len(times),
-        "running": _gauge(figures, Role.RUNNING),
-        "waiting": _gauge(figures, Role.WAITING),
-        "kv_usage": _gauge(figures, Role.KV_USAGE),
+    return Server(
+        names=family(present),
+        metrics={str(role): name for role, name in chosen.items()},
+        scrapes=len(times),
+        interval_s=statistics.median(gaps) if gaps else None,
+        first_s=times[0] / S,
+        last_s=times[-1] / S,
+        rows_per_scrape=rows / len(times),
+        running=_gauge(figures, Role.RUNNING),
+        waiting=_gauge(figures, Role.WAITING),
+        kv_usage=_gauge(figures, Role.KV_USAGE),
         **_cache_figures(_growth(figures), chosen),
-        "per_second": _per_second(scrapes, chosen),
-    }
+        per_second=_per_second(scrapes, chosen),
+    )

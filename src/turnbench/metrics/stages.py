@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from turnbench.metrics.columns import read_matrix
 from turnbench.metrics.goodput import judge_all
+from turnbench.metrics.stages_model import FrontierPoint, Stage, StageRequests, TurnFigures, Window
 from turnbench.metrics.stats import describe
 from turnbench.slo import SloConfig
 
@@ -76,6 +77,8 @@ def steady_window(conn: sqlite3.Connection, start: int, end: int) -> tuple[int, 
 
 
 def _figures(ok: np.ndarray, window_s: float) -> dict[str, Any]:
+    """The throughput and latency fields of a `Stage` (and of a `TurnFigures`) over the
+    window, from the successful attempts' send, first token, end and output tokens."""
     sent, first, end, out = ok.T
     ttft = (first - sent) / MS
     e2e = (end - sent) / MS
@@ -83,11 +86,10 @@ def _figures(ok: np.ndarray, window_s: float) -> dict[str, Any]:
         tpot = np.where(out > 1, (e2e - ttft) / (out - 1), np.nan)
         speed = np.where((out > 1) & (end > first), (out - 1) / ((end - first) / S), np.nan)
     tokens = float(np.nansum(out))
-    per_user = describe(speed)
     return {
         "requests_per_s": len(ok) / window_s if window_s else None,
         "output_tokens_per_s": tokens / window_s if window_s else None,
-        "output_tokens_per_s_per_user": per_user["p50"],
+        "output_tokens_per_s_per_user": describe(speed).p50,
         "ttft_ms": describe(ttft),
         "tpot_ms": describe(tpot),
         "e2e_ms": describe(e2e),
@@ -123,10 +125,16 @@ def _slo_of(config: dict[str, Any]) -> SloConfig | None:
 
 
 def _span(
-    conn: sqlite3.Connection, slo: SloConfig | None, stage: str | None, start: int, end: int
-) -> dict[str, Any]:
+    conn: sqlite3.Connection,
+    slo: SloConfig | None,
+    stage: str | None,
+    start: int,
+    end: int,
+    **head: Any,
+) -> Stage:
     """The counts, steady-state window, figures and goodput of the attempts of one stage (or,
-    `stage` None, of every attempt after the warm-up) intended in [start, end)."""
+    `stage` None, of every attempt after the warm-up) intended in [start, end); `head` the
+    fields that say which stage or point it is (name, mode, level...)."""
     where, args = ("stage = ?", (stage,)) if stage is not None else ("stage != 'warmup'", ())
     counts = dict(
         conn.execute(
@@ -149,82 +157,114 @@ def _span(
         1,
         (w_start, w_end),
     )[:, 0]
-    return {
-        "requests": {
-            "ok": counts.get("ok", 0),
-            "failed": counts.get("error", 0),
-            "cancelled": counts.get("cancelled", 0),
-        },
-        "window": {
-            "start_s": w_start / S,
-            "end_s": w_end / S,
-            "s": window_s,
-            "requests": len(ok),
-            "rule": WINDOW_RULE,
-        },
+    return Stage(
+        **head,
+        requests=StageRequests(
+            ok=counts.get("ok", 0),
+            failed=counts.get("error", 0),
+            cancelled=counts.get("cancelled", 0),
+        ),
+        window=Window(
+            start_s=w_start / S, end_s=w_end / S, s=window_s, requests=len(ok), rule=WINDOW_RULE
+        ),
         **_figures(ok[:, :4], window_s),
-        "by_turn": [{"turn": k, **_figures(ok[ok[:, 4] == k, :4], window_s)} for k in BY_TURN],
+        by_turn=[TurnFigures(turn=k, **_figures(ok[ok[:, 4] == k, :4], window_s)) for k in BY_TURN],
         **_conversations(done / S, window_s),
-        "goodput": judge_all(conn, slo, (end - start) / S, stage)["tiers"] if slo else None,
-    }
+        goodput=judge_all(conn, slo, (end - start) / S, stage).tiers if slo else None,
+    )
 
 
-def describe_stages(conn: sqlite3.Connection, config: dict[str, Any]) -> list[dict[str, Any]]:
+def describe_stages(conn: sqlite3.Connection, config: dict[str, Any]) -> list[Stage]:
     """Each stage's counts, window, figures (tokens, conversations) and goodput; [] for a
     run with no `stages:`.
     Goodput is judged on all the stage's attempts (its rates over the stage's whole length),
     None when the run has no valid SLOs (`describe_slo` names what is wrong with them)."""
     slo = _slo_of(config)
     return [
-        {
-            "name": name,
-            "mode": stage.get("mode", "users"),
-            "level": _level(stage),
-            "start_s": start / S,
-            "end_s": end / S,
-            "at_end": stage.get("at_end", "continue"),
-            **_span(conn, slo, name, start, end),
-        }
+        _span(
+            conn,
+            slo,
+            name,
+            start,
+            end,
+            name=name,
+            mode=stage.get("mode", "users"),
+            level=_level(stage),
+            start_s=start / S,
+            end_s=end / S,
+            at_end=stage.get("at_end", "continue"),
+        )
         for name, stage, start, end in stage_bounds(config) or []
     ]
 
 
 def describe_point(
-    conn: sqlite3.Connection, config: dict[str, Any], start_ns: int, end_ns: int
-) -> dict[str, Any]:
-    """A whole run's figures as a stage's (one point of a sweep played as runs): its
-    attempts after the warm-up, over the steady-state window of [start_ns, end_ns), so the
-    points of a series and the stages of a staged sweep are measured by one rule."""
-    return _span(conn, _slo_of(config), None, start_ns, end_ns)
+    conn: sqlite3.Connection,
+    config: dict[str, Any],
+    start_ns: int,
+    end_ns: int,
+    *,
+    name: str,
+    folder: str,
+    mode: str,
+    level: float,
+    end_reason: str,
+) -> Stage:
+    """A whole run's figures as a stage's (one point of a sweep played as runs, named by the
+    keywords): its attempts after the warm-up, over the steady-state window of [start_ns,
+    end_ns), so the points of a series and the stages of a staged sweep are measured by one
+    rule."""
+    return _span(
+        conn,
+        _slo_of(config),
+        None,
+        start_ns,
+        end_ns,
+        name=name,
+        folder=folder,
+        mode=mode,
+        level=level,
+        end_reason=end_reason,
+    )
 
 
 def pareto(
-    points: list[dict[str, Any]],
+    points: list[Stage],
     total: str = "output_tokens_per_s",
     per_user: str = "output_tokens_per_s_per_user",
-) -> list[dict[str, Any]]:
-    """The points no other beats on both the per-user figure and the total one (tokens/s,
-    or conversations/h), by the total ascending (the frontier of a throughput-interactivity
-    plot)."""
-    known = [p for p in points if p.get(total) is not None and p.get(per_user) is not None]
+) -> list[Stage]:
+    """The points no other beats on both the per-user figure and the total one (the fields
+    named `total` and `per_user`: tokens/s, or conversations/h), by the total ascending (the
+    frontier of a throughput-interactivity plot)."""
 
-    def beaten(p: dict[str, Any]) -> bool:
-        return any(
-            q[total] >= p[total]
-            and q[per_user] >= p[per_user]
-            and (q[total] > p[total] or q[per_user] > p[per_user])
-            for q in known
-        )
+    def figures(p: Stage) -> tuple[float, float]:
+        return getattr(p, total), getattr(p, per_user)
+
+    known = [p for p in points if None not in figures(p)]
+
+    def beaten(p: Stage) -> bool:
+        x, y = figures(p)
+        return any(a >= x and b >= y and (a > x or b > y) for a, b in map(figures, known))
 
     front = [p for p in known if not beaten(p)]
-    return sorted(front, key=lambda p: p[total])
+    return sorted(front, key=lambda p: figures(p)[0])
 
 
-def frontier_of(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def frontier_of(points: list[Stage]) -> list[FrontierPoint]:
     """The Pareto frontier as summary.json holds it: each point's name, level and the two
     throughputs (empty with fewer than two points)."""
-    points = [p for p in points if p["name"] != "warmup"]  # left out, as everywhere
+    points = [p for p in points if p.name != "warmup"]  # left out, as everywhere
     if len(points) < 2:
         return []
-    keys = ("name", "mode", "level", "output_tokens_per_s", "output_tokens_per_s_per_user")
-    return [{k: p.get(k) for k in keys} for p in pareto(points)]
+    return [
+        FrontierPoint(
+            name=p.name,
+            mode=p.mode,
+            level=p.level,
+            output_tokens_per_s=total,
+            output_tokens_per_s_per_user=per_user,
+        )
+        for p in pareto(points)
+        if (total := p.output_tokens_per_s) is not None
+        and (per_user := p.output_tokens_per_s_per_user) is not None  # always: pareto's own
+    ]

@@ -6,27 +6,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from turnbench.metrics.model_base import Dist
+
 PERCENTILES = (50, 90, 95, 99)
 
 
-def describe(values: Sequence[float] | np.ndarray) -> dict[str, float | int | None]:
+def describe(values: Sequence[float] | np.ndarray) -> Dist:
     """count, mean, p50, p90, p95, p99, min and max of the values; NaN values are left out."""
     data = np.asarray(values, dtype=np.float64)
     data = data[~np.isnan(data)]
     if not data.size:
-        return {
-            "count": 0,
-            "mean": None,
-            "p50": None,
-            "p90": None,
-            "p95": None,
-            "p99": None,
-            "min": None,
-            "max": None,
-        }
-    out: dict[str, float | int | None] = {"count": int(data.size), "mean": float(data.mean())}
-    for p, value in zip(PERCENTILES, np.percentile(data, PERCENTILES), strict=True):
-        out[f"p{p}"] = float(value)
-    out["min"] = float(data.min())
-    out["max"] = float(data.max())
-    return out
+        return Dist(0, None, None, None, None, None, None, None)
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(data, PERCENTILES))
+    return Dist(
+        int(data.size), float(data.mean()), p50, p90, p95, p99, float(data.min()), float(data.max())
+    )

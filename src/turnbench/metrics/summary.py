@@ -26,6 +26,17 @@ from turnbench.metrics.agents import agents_of
 from turnbench.metrics.cache import describe_cache, warm_start_note
 from turnbench.metrics.columns import BATCH, read_matrix
 from turnbench.metrics.goodput import describe_slo
+from turnbench.metrics.model import (
+    Conversations,
+    Requests,
+    Run,
+    Summary,
+    Throughput,
+    Timeline,
+    TurnRow,
+    Verdict,
+)
+from turnbench.metrics.model_base import Dist
 from turnbench.metrics.outages import describe_outages, during, read_windows
 from turnbench.metrics.server import describe_server
 from turnbench.metrics.stages import describe_stages, frontier_of
@@ -64,7 +75,7 @@ def _chunk_gaps(conn: sqlite3.Connection) -> np.ndarray:
     return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
 
 
-def _request_metrics(ok: np.ndarray, gaps: np.ndarray) -> dict[str, Any]:
+def _request_metrics(ok: np.ndarray, gaps: np.ndarray) -> dict[str, Dist]:
     intended, sent, first, end, gate, prompt, out, cached, _turn = ok.T
     e2e = (end - sent) / MS
     ttft = (first - sent) / MS
@@ -87,12 +98,17 @@ def _request_metrics(ok: np.ndarray, gaps: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _keyed(rows: list[Any]) -> dict[str, int]:
+    """Counts by a column that may be NULL, keyed as JSON writes a NULL key: `null`."""
+    return {"null" if key is None else str(key): count for key, count in rows}
+
+
 def _nan_mean(values: np.ndarray) -> float | None:
     kept = values[~np.isnan(values)]
     return float(kept.mean()) if kept.size else None
 
 
-def _per_turn(ok: np.ndarray, failures: dict[int, int]) -> list[dict[str, Any]]:
+def _per_turn(ok: np.ndarray, failures: dict[int, int]) -> list[TurnRow]:
     turns = ok[:, 8]
     out = []
     for turn in sorted(set(np.unique(turns).astype(int).tolist()) | set(failures)):
@@ -102,43 +118,43 @@ def _per_turn(ok: np.ndarray, failures: dict[int, int]) -> list[dict[str, Any]]:
         has_cached = ~np.isnan(cached)
         prompt_sum = prompt[has_prompt].sum()
         out.append(
-            {
-                "turn": turn,
-                "ok": len(rows),
-                "failed": failures.get(turn, 0),
-                "ttft_ms": describe((first - sent) / MS),
-                "e2e_ms": describe((end - sent) / MS),
-                "mean_prompt_tokens": _nan_mean(prompt),
-                "mean_cached_tokens": _nan_mean(cached),
-                "cached_ratio": float(cached[has_cached].sum() / prompt_sum)
+            TurnRow(
+                turn=turn,
+                ok=len(rows),
+                failed=failures.get(turn, 0),
+                ttft_ms=describe((first - sent) / MS),
+                e2e_ms=describe((end - sent) / MS),
+                mean_prompt_tokens=_nan_mean(prompt),
+                mean_cached_tokens=_nan_mean(cached),
+                cached_ratio=float(cached[has_cached].sum() / prompt_sum)
                 if has_cached.any() and prompt_sum
                 else None,
-            }
+            )
         )
     return out
 
 
-def _per_conversation(sessions: list[sqlite3.Row]) -> dict[str, Any]:
+def _per_conversation(sessions: list[sqlite3.Row]) -> Conversations:
     outcomes = Counter(s["outcome"] for s in sessions)
     durations = [(s["t_end_ns"] - s["t_start_ns"]) / 1e9 for s in sessions]
     planned = sum(s["turns_planned"] for s in sessions)
     ok = sum(s["turns_ok"] for s in sessions)
-    return {
-        "sessions": len(sessions),
-        "outcomes": dict(sorted(outcomes.items())),
-        "duration_s": describe(durations),
-        "turns_completed": describe([s["turns_ok"] for s in sessions]),
-        "turns_failed": sum(s["turns_failed"] for s in sessions),
-        "turn_success_rate": ok / planned if planned else None,
-        "sessions_fully_ok": sum(
+    return Conversations(
+        sessions=len(sessions),
+        outcomes=dict(sorted(outcomes.items())),
+        duration_s=describe(durations),
+        turns_completed=describe([s["turns_ok"] for s in sessions]),
+        turns_failed=sum(s["turns_failed"] for s in sessions),
+        turn_success_rate=ok / planned if planned else None,
+        sessions_fully_ok=sum(
             1 for s in sessions if s["outcome"] == "completed" and s["turns_failed"] == 0
         ),
-        "dropped_messages": sum(s["dropped_messages"] for s in sessions),
-        "session_gate_wait_ms": describe([s["gate_wait_ns"] / MS for s in sessions]),
-    }
+        dropped_messages=sum(s["dropped_messages"] for s in sessions),
+        session_gate_wait_ms=describe([s["gate_wait_ns"] / MS for s in sessions]),
+    )
 
 
-def _verdict(lag_ms: np.ndarray, gate_ms: np.ndarray, ok: int, sent: int) -> dict[str, Any]:
+def _verdict(lag_ms: np.ndarray, gate_ms: np.ndarray, ok: int, sent: int) -> Verdict:
     """Whether the client or a cap held work back, so latencies from the send understate.
 
     Judged on every attempt that went out, failed and cancelled ones too: an overloaded client
@@ -164,14 +180,14 @@ def _verdict(lag_ms: np.ndarray, gate_ms: np.ndarray, ok: int, sent: int) -> dic
         )
     if sent and not ok:
         notes.append(f"no request succeeded: all {sent} attempts failed or were cancelled")
-    return {
-        "client_bound": client_bound,
-        "capacity_bound": capacity_bound,
-        "schedule_lag_p99_ms": lag_p99,
-        "gate_wait_p99_ms": gate_p99,
-        "notes": notes,
-        "threshold_ms": CLIENT_BOUND_LAG_MS,
-    }
+    return Verdict(
+        client_bound=client_bound,
+        capacity_bound=capacity_bound,
+        schedule_lag_p99_ms=lag_p99,
+        gate_wait_p99_ms=gate_p99,
+        notes=notes,
+        threshold_ms=CLIENT_BOUND_LAG_MS,
+    )
 
 
 def _seconds(t_ns: float | None) -> float | None:
@@ -184,7 +200,7 @@ def _timeline(
     last_start_ns: int | None,
     last_end_ns: int | None,
     window_ns: tuple[float, float] | None,
-) -> dict[str, Any]:
+) -> Timeline:
     """Warm-up, arrivals, drain and the measured window, in seconds on the run's clock.
 
     Why apart: the window runs from the end of the warm-up through the drain, so a run told
@@ -202,15 +218,15 @@ def _timeline(
         if last_end_s is not None and arrivals_s is not None
         else None
     )
-    return {
-        "warmup_s": float(load.get("warmup_s") or 0.0),
-        "arrivals_s": arrivals_s,
-        "arrivals_end": arrivals_end,
-        "drain_s": drain_s,
-        "last_end_s": last_end_s,
-        "window_start_s": _seconds(window_ns[0]) if window_ns else None,
-        "window_end_s": _seconds(window_ns[1]) if window_ns else None,
-    }
+    return Timeline(
+        warmup_s=float(load.get("warmup_s") or 0.0),
+        arrivals_s=arrivals_s,
+        arrivals_end=arrivals_end,
+        drain_s=drain_s,
+        last_end_s=last_end_s,
+        window_start_s=_seconds(window_ns[0]) if window_ns else None,
+        window_end_s=_seconds(window_ns[1]) if window_ns else None,
+    )
 
 
 def _notices(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -229,7 +245,7 @@ def _notices(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     ]
 
 
-def summarize(db_path: Path) -> dict[str, Any]:
+def summarize(db_path: Path) -> Summary:
     """The run's summary (the content of summary.json) from its events.db."""
     conn = open_readonly(db_path)
     try:
@@ -246,7 +262,7 @@ def summarize(db_path: Path) -> dict[str, Any]:
                 "FROM requests GROUP BY 1"
             ).fetchall()
         )
-        errors = dict(
+        errors = _keyed(
             conn.execute(
                 f"SELECT error_kind, COUNT(*) FROM requests WHERE {MAIN} AND status != 'ok' "
                 "GROUP BY 1 ORDER BY 1"
@@ -258,7 +274,7 @@ def summarize(db_path: Path) -> dict[str, Any]:
                 "GROUP BY 1"
             ).fetchall()
         )
-        sources = dict(
+        sources = _keyed(
             conn.execute(
                 f"SELECT token_source, COUNT(*) FROM requests WHERE {MAIN} AND status = 'ok' "
                 "GROUP BY 1"
@@ -303,43 +319,44 @@ def summarize(db_path: Path) -> dict[str, Any]:
     length_source = (config.get("resolved") or {}).get("length_source")
     verdict = _verdict(measured[:, 0] / MS, measured[:, 1] / MS, n_ok, len(sent))
     if length_source == "approximate":
-        verdict["notes"].append(APPROXIMATE_LENGTHS)
+        verdict.notes.append(APPROXIMATE_LENGTHS)
     if warm := warm_start_note(cache):
-        verdict["notes"].append(warm)
+        verdict.notes.append(warm)
     warmup = counts.pop("warmup", 0)
-    return {
-        "run": run,
-        "config": config,
-        "length_source": length_source,
-        "requests": {
-            "attempts": sum(counts.values()) + warmup,
-            "warmup": warmup,
-            "ok": counts.get("ok", 0),
-            "failed": counts.get("error", 0),
-            "cancelled": counts.get("cancelled", 0),
-            "token_sources": sources,
-            "window_s": window_s,
-            "throughput": {
-                "requests_per_s": n_ok / window_s if window_s else None,
-                "output_tokens_per_s": out_tokens / window_s if window_s else None,
-                "total_tokens_per_s": (out_tokens + in_tokens) / window_s if window_s else None,
-            },
-            "cached_token_ratio": cached / in_tokens if in_tokens else None,
-            **_request_metrics(ok, gaps),
-        },
-        "timeline": _timeline(run, load, last_start, last_end, window_ns),
-        "per_turn": _per_turn(ok, failures),
-        "per_conversation": _per_conversation(sessions),
-        "errors": errors,
-        "verdict": verdict,
-        "notices": notices,
-        "outages": outages,
-        "downtime_s": sum(o["duration_s"] for o in outages),
-        "affinity": affinity,
-        "server": server,
-        "slo": describe_slo(db_path, config.get("slo"), window_s),
-        "agents": agents_of(db_path, window_s),
-        "cache": cache,
-        "stages": stages,
-        "frontier": frontier_of(stages),
-    }
+    requests = Requests(
+        attempts=sum(counts.values()) + warmup,
+        warmup=warmup,
+        ok=counts.get("ok", 0),
+        failed=counts.get("error", 0),
+        cancelled=counts.get("cancelled", 0),
+        token_sources=sources,
+        window_s=window_s,
+        throughput=Throughput(
+            requests_per_s=n_ok / window_s if window_s else None,
+            output_tokens_per_s=out_tokens / window_s if window_s else None,
+            total_tokens_per_s=(out_tokens + in_tokens) / window_s if window_s else None,
+        ),
+        cached_token_ratio=cached / in_tokens if in_tokens else None,
+        **_request_metrics(ok, gaps),
+    )
+    return Summary(
+        run=Run(**run),
+        config=config,
+        length_source=length_source,
+        requests=requests,
+        timeline=_timeline(run, load, last_start, last_end, window_ns),
+        per_turn=_per_turn(ok, failures),
+        per_conversation=_per_conversation(sessions),
+        errors=errors,
+        verdict=verdict,
+        notices=notices,
+        outages=outages,
+        downtime_s=float(sum(o.duration_s for o in outages)),
+        affinity=affinity,
+        server=server,
+        slo=describe_slo(db_path, config.get("slo"), window_s),
+        agents=agents_of(db_path, window_s),
+        cache=cache,
+        stages=stages,
+        frontier=frontier_of(stages),
+    )

@@ -13,6 +13,8 @@ from typing import Any
 
 from bokeh.models import ColumnDataSource, DataRange1d
 
+from turnbench.metrics.agents_model import Agents, DepthRow, KindRow
+from turnbench.metrics.model import Dist, Summary
 from turnbench.report.figures import (
     FAILED,
     MUTED,
@@ -34,67 +36,65 @@ def _pct(ratio: float | None) -> str:
     return fmt(ratio * 100 if ratio is not None else None)
 
 
-def _spread(d: dict[str, Any], digits: int = 2) -> str:
-    return " / ".join(fmt(d[k], digits) for k in ("p50", "p90", "p99", "max", "mean"))
+def _spread(d: Dist, digits: int = 2) -> str:
+    return " / ".join(fmt(v, digits) for v in (d.p50, d.p90, d.p99, d.max, d.mean))
 
 
-def _mean_max(d: dict[str, Any]) -> str:
-    return f"{fmt(d['mean'], 2)} / {fmt(d['max'], 0)}"
+def _mean_max(d: Dist) -> str:
+    return f"{fmt(d.mean, 2)} / {fmt(d.max, 0)}"
 
 
-def tasks_table(agents: dict[str, Any]) -> TextTable:
+def tasks_table(agents: Agents) -> TextTable:
     """The tasks in a few lines: outcomes, throughput, the completion time and its split."""
-    outcomes = ", ".join(f"{k} {fmt(n)}" for k, n in agents["outcomes"].items())
-    shares = agents["time_shares"]
+    outcomes = ", ".join(f"{k} {fmt(n)}" for k, n in agents.outcomes.items())
+    shares = agents.time_shares
+    parts = (agents.model_s, agents.tool_s, agents.waiting_s)  # in SPLIT's order
     rows = [
-        ["tasks (root sessions with their trees)", f"{fmt(agents['tasks'])} ({outcomes})"],
-        ["completed tasks/h", fmt(agents["tasks_per_h"], 1)],
+        ["tasks (root sessions with their trees)", f"{fmt(agents.tasks)} ({outcomes})"],
+        ["completed tasks/h", fmt(agents.tasks_per_h, 1)],
         [
             "sessions / sub-agents / forks, max depth",
-            f"{fmt(agents['sessions'])} / {fmt(agents['subagents'])} / {fmt(agents['forks'])}, "
-            f"{fmt(agents['max_depth'])}",
+            f"{fmt(agents.sessions)} / {fmt(agents.subagents)} / {fmt(agents.forks)}, "
+            f"{fmt(agents.max_depth)}",
         ],
         [
             "requests (failed; tasks with a failure)",
-            f"{fmt(agents['requests'])} ({fmt(agents['failed_requests'])}; "
-            f"{fmt(agents['tasks_with_failed_requests'])})",
+            f"{fmt(agents.requests)} ({fmt(agents.failed_requests)}; "
+            f"{fmt(agents.tasks_with_failed_requests)})",
         ],
-        ["completion s (p50 / p90 / p99 / max / mean)", _spread(agents["completion_s"])],
-        ["  from the intended start", _spread(agents["completion_from_intended_s"])],
+        ["completion s (p50 / p90 / p99 / max / mean)", _spread(agents.completion_s)],
+        ["  from the intended start", _spread(agents.completion_from_intended_s)],
         [
             "model / tool / waiting % of completion time",
-            " / ".join(_pct(shares[k]) for k in ("model", "tool", "waiting")),
+            " / ".join(_pct(v) for v in (shares.model, shares.tool, shares.waiting)),
         ],
-        [
-            "model / tool / waiting s per task (p50)",
-            " / ".join(fmt(agents[k]["p50"], 2) for k, _, _ in SPLIT),
-        ],
-        ["requests per task (mean / max)", _mean_max(agents["requests_per_task"])],
-        ["sub-agents per task (mean / max)", _mean_max(agents["subagents_per_task"])],
-        ["forks per task (mean / max)", _mean_max(agents["forks_per_task"])],
-        ["depth per task (mean / max)", _mean_max(agents["depth_per_task"])],
+        ["model / tool / waiting s per task (p50)", " / ".join(fmt(d.p50, 2) for d in parts)],
+        ["requests per task (mean / max)", _mean_max(agents.requests_per_task)],
+        ["sub-agents per task (mean / max)", _mean_max(agents.subagents_per_task)],
+        ["forks per task (mean / max)", _mean_max(agents.forks_per_task)],
+        ["depth per task (mean / max)", _mean_max(agents.depth_per_task)],
     ]
     title = "Agent tasks (figures per task over completed tasks)"
     return TextTable(title, None, rows)
 
 
-def _latency_row(label: str, row: dict[str, Any]) -> list[str]:
-    ttft, e2e = row["ttft_ms"], row["e2e_ms"]
+def _latency_row(label: str, row: DepthRow | KindRow) -> list[str]:
+    ttft, e2e = row.ttft_ms, row.e2e_ms
     return [
         label,
-        fmt(row["sessions"]),
-        fmt(row["requests_ok"]),
-        fmt(row["requests_failed"]),
-        *(fmt(ttft[k]) for k in ("p50", "p90", "p99")),
-        fmt(e2e["p50"]),
-        fmt(e2e["p99"]),
+        fmt(row.sessions),
+        fmt(row.requests_ok),
+        fmt(row.requests_failed),
+        *(fmt(v) for v in (ttft.p50, ttft.p90, ttft.p99)),
+        fmt(e2e.p50),
+        fmt(e2e.p99),
     ]
 
 
-def depth_table(agents: dict[str, Any]) -> TextTable:
+def depth_table(agents: Agents) -> TextTable:
     """TTFT and E2E of successful requests by depth (0: the root agents), then by kind."""
-    rows = [_latency_row(f"depth {r['depth']}", r) for r in agents["by_depth"]]
-    rows += [_latency_row(kind, r) for kind, r in agents["by_kind"].items()]
+    rows = [_latency_row(f"depth {r.depth}", r) for r in agents.by_depth]
+    rows += [_latency_row(kind, r) for kind, r in agents.by_kind.items()]
     header = [
         "depth or kind", "sessions", "ok", "failed", "TTFT p50", "TTFT p90", "TTFT p99",
         "E2E p50", "E2E p99",
@@ -102,32 +102,31 @@ def depth_table(agents: dict[str, Any]) -> TextTable:
     return TextTable("Agent tasks by depth and kind (ms, successful requests)", header, rows)
 
 
-def agent_tables(summary: dict[str, Any]) -> list[TextTable]:
+def agent_tables(summary: Summary) -> list[TextTable]:
     """The agent tables; none when the summary has no `agents` (no agent graph in the run,
     or an events.db from before them)."""
-    agents = summary.get("agents")
-    if not agents:
+    agents = summary.agents
+    if agents is None:
         return []
     return [tasks_table(agents), depth_table(agents)]
 
 
-def split_figure(agents: dict[str, Any] | None) -> Any:
+def split_figure(agents: Agents | None) -> Any:
     """Each completed task's completion time as one bar, stacked model / tool / waiting, in
     start order; None without completed tasks."""
-    rows = (agents or {}).get("split") or []
-    if not rows:
+    if agents is None or not agents.split:
         return None
+    rows = agents.split
     cols: dict[str, Any] = {
         "i": list(range(1, len(rows) + 1)),
-        "task": [str(r["task_id"]) for r in rows],
-        "start": [r["start_s"] for r in rows],
-        "total": [r["completion_s"] for r in rows],
+        "task": [r.task_id for r in rows],
+        "start": [r.start_s for r in rows],
+        "total": [r.completion_s for r in rows],
     }
     for key, _, _ in SPLIT:
-        cols[key] = [r[key] for r in rows]
-    shares = agents["time_shares"] if agents else {}
-    part = " / ".join(f"{name} {_pct(shares.get(name))} %" for _, name, _ in SPLIT)
-    shown = f"{len(rows)} of {agents['completed']}" if agents else str(len(rows))
+        cols[key] = [getattr(r, key) for r in rows]
+    part = " / ".join(f"{name} {_pct(getattr(agents.time_shares, name))} %" for _, name, _ in SPLIT)
+    shown = f"{len(rows)} of {agents.completed}"
     p = new_figure(
         f"Agent task completion time: {part} ({shown} completed tasks, in start order)",
         "task (in start order)",
@@ -157,19 +156,19 @@ def split_figure(agents: dict[str, Any] | None) -> Any:
     return p
 
 
-def ttft_depth_figure(agents: dict[str, Any] | None) -> Any:
+def ttft_depth_figure(agents: Agents | None) -> Any:
     """TTFT p50, p90 and p99 by depth (0: the root agents); None without a successful
     request."""
-    rows = [r for r in (agents or {}).get("by_depth") or [] if r["ttft_ms"]["count"]]
+    rows = [r for r in (agents.by_depth if agents else []) if r.ttft_ms.count]
     if not rows:
         return None
     cols: dict[str, Any] = {
-        "depth": [r["depth"] for r in rows],
-        "n": [r["requests_ok"] for r in rows],
-        "sessions": [r["sessions"] for r in rows],
+        "depth": [r.depth for r in rows],
+        "n": [r.requests_ok for r in rows],
+        "sessions": [r.sessions for r in rows],
     }
     for q in ("p50", "p90", "p99"):
-        cols[q] = [r["ttft_ms"][q] for r in rows]
+        cols[q] = [r.ttft_ms.at(q) for r in rows]
     src = ColumnDataSource(cols)
     p = new_figure("TTFT by agent depth (0: the root agents)", "depth", "TTFT (ms)", height=260)
     lines = []

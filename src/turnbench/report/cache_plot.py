@@ -12,6 +12,7 @@ from bokeh.models import ColumnDataSource
 from bokeh.models.annotations import Span
 
 from turnbench.metrics.cache import KEPT_THRESHOLD
+from turnbench.metrics.cache_model import Cache
 from turnbench.report.figures import (
     FAILED,
     MUTED,
@@ -26,19 +27,19 @@ from turnbench.report.figures import (
 )
 
 
-def cache_by_turn(cache: dict[str, Any] | None) -> Any:
+def cache_by_turn(cache: Cache | None) -> Any:
     """Mean prompt, ideal cached and realised cached tokens per turn; None without an ideal."""
-    turns = (cache or {}).get("per_turn") or []
+    turns = cache.per_turn if cache else []
     if not turns:
         return None
     src = ColumnDataSource(
         {
-            "turn": [t["turn"] for t in turns],
-            "n": [t["requests"] for t in turns],
-            "prompt": [t["mean_prompt_tokens"] for t in turns],
-            "ideal": [t["mean_ideal_tokens"] for t in turns],
+            "turn": [t.turn for t in turns],
+            "n": [t.requests for t in turns],
+            "prompt": [t.mean_prompt_tokens for t in turns],
+            "ideal": [t.mean_ideal_tokens for t in turns],
             "realised": [
-                t["mean_realised_tokens"] if t["mean_realised_tokens"] is not None else float("nan")
+                t.mean_realised_tokens if t.mean_realised_tokens is not None else float("nan")
                 for t in turns
             ],
         }
@@ -82,19 +83,21 @@ def cache_by_turn(cache: dict[str, Any] | None) -> Any:
     return p
 
 
-def cache_over_time(cache: dict[str, Any] | None, x_range: Any) -> Any:
-    """Σ realised / Σ ideal per time bin, the cliff threshold and the cliff itself."""
-    if cache is None:
+def cache_over_time(cache: Cache | None, x_range: Any) -> Any:
+    """Σ realised / Σ ideal per time bin, the cliff threshold and the cliff itself; None
+    without a bin that has a kept ratio (or without an ideal: no `over_time`)."""
+    over_time = cache.over_time if cache else None
+    if cache is None or over_time is None:
         return None
-    width = cache["over_time"]["bin_s"]
-    bins = [b for b in cache["over_time"]["bins"] if b["kept"] is not None]
+    width = over_time.bin_s
+    bins = [(b.start_s, b.kept, b.requests) for b in over_time.bins if b.kept is not None]
     if not bins:
         return None
     src = ColumnDataSource(
         {
-            "t": [b["start_s"] for b in bins],
-            "kept": [b["kept"] * 100 for b in bins],
-            "n": [b["requests"] for b in bins],
+            "t": [start for start, _, _ in bins],
+            "kept": [kept * 100 for _, kept, _ in bins],
+            "n": [n for _, _, n in bins],
         }
     )
     p = new_figure(
@@ -109,17 +112,17 @@ def cache_over_time(cache: dict[str, Any] | None, x_range: Any) -> Any:
     p.add_layout(
         Span(location=KEPT_THRESHOLD * 100, dimension="width", line_color=MUTED, line_dash="dotted")
     )
-    if cache["cliff"] is not None:
+    if cache.cliff is not None:
         p.add_layout(
             Span(
-                location=cache["cliff"]["time_s"],
+                location=cache.cliff.time_s,
                 dimension="height",
                 line_color=FAILED,
                 line_dash="dashed",
                 line_width=2,
             )
         )
-        p.title.text += f"; eviction cliff at {cache['cliff']['time_s']:.1f} s"
+        p.title.text += f"; eviction cliff at {cache.cliff.time_s:.1f} s"
     hover_steps(
         p,
         src,

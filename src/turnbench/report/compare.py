@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import numpy as np
 
 from turnbench.errors import InputError
 from turnbench.metrics import bootstrap
+from turnbench.metrics.agents_model import Agents
+from turnbench.metrics.model import Requests, Summary
 from turnbench.metrics.summary import MAIN, MS, read_matrix, summarize
 from turnbench.record.journal import open_readonly
 
@@ -39,7 +42,7 @@ class Run:
 
     letter: str
     path: Path
-    summary: dict[str, Any]
+    summary: Summary
     replicates: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -149,7 +152,7 @@ def load_run(letter: str, run_dir: Path) -> Run:
     conn = open_readonly(db)
     try:
         ttft, e2e, tpot, turn = _ok_columns(conn)
-        total_gaps = int(summary["requests"]["itl_ms"]["count"])
+        total_gaps = int(summary.requests.itl_ms.count)
         gaps, owners, clusters = _gap_sample(conn, total_gaps, bootstrap.rng_for(run_dir, "itl"))
     finally:
         conn.close()
@@ -159,7 +162,9 @@ def load_run(letter: str, run_dir: Path) -> Run:
             dev = bootstrap.clustered_replicates(
                 gaps, owners, clusters, REQUEST_PERCENTILES, bootstrap.rng_for(run_dir, key)
             )
-            points = np.array([summary["requests"][key][f"p{p}"] or 0 for p in REQUEST_PERCENTILES])
+            points = np.array(
+                [getattr(summary.requests, key).at(f"p{p}") or 0 for p in REQUEST_PERCENTILES]
+            )
             reps = None if dev is None else dev + points[:, None]
         else:
             reps = bootstrap.replicates(
@@ -197,10 +202,10 @@ def _figure(label: str, values: list[Any], runs: list[Run] | None = None) -> Fig
 
 def _turns(runs: list[Run]) -> tuple[Section, list[str]]:
     """TTFT p50 / p90 by turn index, for the turns every run has; a note names the others."""
-    by_run = [{t["turn"]: t for t in r.summary["per_turn"] if t["ttft_ms"]["count"]} for r in runs]
+    by_run = [{t.turn: t for t in r.summary.per_turn if t.ttft_ms.count} for r in runs]
     shared = sorted(set.intersection(*(set(b) for b in by_run)))
     figures = [
-        _figure(_turn_label(t, p), [b[t]["ttft_ms"][f"p{p}"] for b in by_run], runs)
+        _figure(_turn_label(t, p), [b[t].ttft_ms.at(f"p{p}") for b in by_run], runs)
         for t in shared
         for p in TURN_PERCENTILES
     ]
@@ -234,7 +239,7 @@ def _span(turns: list[int]) -> str:
 
 def _requests(runs: list[Run]) -> Section:
     figures = [
-        _figure(_label(name, p), [r.summary["requests"][key][f"p{p}"] for r in runs], runs)
+        _figure(_label(name, p), [getattr(r.summary.requests, key).at(f"p{p}") for r in runs], runs)
         for name, key in LATENCIES
         for p in REQUEST_PERCENTILES
     ]
@@ -248,49 +253,43 @@ def _throughput(runs: list[Run]) -> Section:
         ("total tokens/s", "total_tokens_per_s"),
     )
     figures = [
-        _figure(label, [r.summary["requests"]["throughput"][key] for r in runs])
+        _figure(label, [getattr(r.summary.requests.throughput, key) for r in runs])
         for label, key in rows
     ]
     return Section("Throughput (over each run's measured window)", figures)
 
 
 def _errors(runs: list[Run]) -> Section:
-    def rate(req: dict[str, Any]) -> float | None:
-        sent = req["ok"] + req["failed"] + req["cancelled"]
-        return 100.0 * req["failed"] / sent if sent else None
+    def rate(req: Requests) -> float | None:
+        sent = req.ok + req.failed + req.cancelled
+        return 100.0 * req.failed / sent if sent else None
 
-    reqs = [r.summary["requests"] for r in runs]
+    reqs = [r.summary.requests for r in runs]
     figures = [
-        _figure("failed attempts", [q["failed"] for q in reqs]),
+        _figure("failed attempts", [q.failed for q in reqs]),
         _figure("failed %", [rate(q) for q in reqs]),
-        _figure("cancelled attempts", [q["cancelled"] for q in reqs]),
+        _figure("cancelled attempts", [q.cancelled for q in reqs]),
     ]
     # `cancelled` is the row above; the others are kinds of failure
-    kinds = sorted({k for r in runs for k in r.summary["errors"]} - {"cancelled"})
+    kinds = sorted({k for r in runs for k in r.summary.errors} - {"cancelled"})
     figures += [
-        _figure(f"  {kind}", [r.summary["errors"].get(kind, 0) for r in runs]) for kind in kinds
+        _figure(f"  {kind}", [r.summary.errors.get(kind, 0) for r in runs]) for kind in kinds
     ]
     return Section("Errors (main stage)", figures)
 
 
 def _goodput(runs: list[Run]) -> Section | None:
     """Request goodput of the SLO tiers that every run with SLOs judged; None without any."""
-    tiers = [r.summary["slo"]["tiers"] for r in runs if r.summary.get("slo")]
+    tiers = [r.summary.slo.tiers for r in runs if r.summary.slo]
     if not tiers:
         return None
     figures = []
     for name in sorted(set.intersection(*(set(t) for t in tiers))):
-        good = [
-            (r.summary.get("slo") or {}).get("tiers", {}).get(name, {}).get("requests", {})
-            for r in runs
-        ]
-        all_ = [g.get("all") or {} for g in good]
+        tier = [r.summary.slo.tiers.get(name) if r.summary.slo else None for r in runs]
+        all_ = [t.requests.all if t else None for t in tier]
         figures += [
-            _figure(
-                f"{name}: requests good %",
-                [a["ratio"] * 100 if a.get("ratio") is not None else None for a in all_],
-            ),
-            _figure(f"{name}: good requests/s", [a.get("per_s") for a in all_]),
+            _figure(f"{name}: requests good %", [_pct(a.ratio) if a else None for a in all_]),
+            _figure(f"{name}: good requests/s", [a.per_s if a else None for a in all_]),
         ]
     return Section("Goodput (SLO tiers)", figures)
 
@@ -298,8 +297,9 @@ def _goodput(runs: list[Run]) -> Section | None:
 def _cache(runs: list[Run]) -> Section | None:
     """Cached prompt tokens and, where the ideal was counted, kept %; None when no run has
     either."""
-    cached = [r.summary["requests"]["cached_token_ratio"] for r in runs]
-    kept = [((r.summary.get("cache") or {}).get("totals") or {}).get("kept") for r in runs]
+    cached = [r.summary.requests.cached_token_ratio for r in runs]
+    totals = [r.summary.cache.totals if r.summary.cache else None for r in runs]
+    kept = [t.kept if t else None for t in totals]
     figures = []
     if any(v is not None for v in cached):
         figures.append(_figure("cached prompt tokens %", [_pct(v) for v in cached]))
@@ -311,32 +311,28 @@ def _cache(runs: list[Run]) -> Section | None:
 def _agents(runs: list[Run]) -> Section | None:
     """Agent tasks (summary.json `agents`): completion time, its model and tool shares, the
     work per task, and TTFT by depth; None when no run has agents."""
-    agents = [r.summary.get("agents") or {} for r in runs]
+    agents = [r.summary.agents for r in runs]
     if not any(agents):
         return None
 
-    def get(a: dict[str, Any], *path: Any) -> Any:
-        for key in path:
-            a = a.get(key) if isinstance(a, dict) else None  # type: ignore[assignment]
-        return a
+    def each(figure: Callable[[Agents], float | int | None]) -> list[float | int | None]:
+        return [None if a is None else figure(a) for a in agents]
 
     figures = [
-        _figure("tasks completed", [a.get("completed") for a in agents]),
-        _figure("tasks/h", [a.get("tasks_per_h") for a in agents]),
-        _figure("task completion s p50", [get(a, "completion_s", "p50") for a in agents]),
-        _figure("task completion s p90", [get(a, "completion_s", "p90") for a in agents]),
-        _figure("model time %", [_pct(get(a, "time_shares", "model")) for a in agents]),
-        _figure("tool time %", [_pct(get(a, "time_shares", "tool")) for a in agents]),
-        _figure("requests per task (mean)", [get(a, "requests_per_task", "mean") for a in agents]),
-        _figure(
-            "sub-agents per task (mean)", [get(a, "subagents_per_task", "mean") for a in agents]
-        ),
+        _figure("tasks completed", each(lambda a: a.completed)),
+        _figure("tasks/h", each(lambda a: a.tasks_per_h)),
+        _figure("task completion s p50", each(lambda a: a.completion_s.p50)),
+        _figure("task completion s p90", each(lambda a: a.completion_s.p90)),
+        _figure("model time %", each(lambda a: _pct(a.time_shares.model))),
+        _figure("tool time %", each(lambda a: _pct(a.time_shares.tool))),
+        _figure("requests per task (mean)", each(lambda a: a.requests_per_task.mean)),
+        _figure("sub-agents per task (mean)", each(lambda a: a.subagents_per_task.mean)),
     ]
-    depths = sorted({row["depth"] for a in agents for row in a.get("by_depth") or []})
+    depths = sorted({row.depth for a in agents if a for row in a.by_depth})
     for d in depths:
-        rows = [{r["depth"]: r for r in a.get("by_depth") or []}.get(d) or {} for a in agents]
+        rows = [{r.depth: r for r in a.by_depth}.get(d) if a else None for a in agents]
         figures.append(
-            _figure(f"TTFT p90 ms at depth {d}", [get(r, "ttft_ms", "p90") for r in rows])
+            _figure(f"TTFT p90 ms at depth {d}", [r.ttft_ms.p90 if r else None for r in rows])
         )
     return Section("Agent tasks", figures)
 
@@ -395,5 +391,5 @@ def compare(run_dirs: list[Path]) -> Comparison:
     sections = [turns, _requests(runs), _throughput(runs)]
     sections += [s for s in (_goodput(runs), _cache(runs), _agents(runs)) if s is not None]
     sections.append(_errors(runs))
-    diff = config_differences([r.summary["config"] for r in runs])
+    diff = config_differences([r.summary.config for r in runs])
     return Comparison(runs, sections, diff, notes)

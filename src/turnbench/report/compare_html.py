@@ -35,15 +35,15 @@ def per_turn_plot(c: Comparison) -> Any:
     p = new_figure("TTFT by turn index (p50 solid, p90 dashed)", "turn", "TTFT (ms)", height=340)
     drawn = []
     for i, run in enumerate(c.runs):
-        rows = [t for t in run.summary["per_turn"] if t["ttft_ms"]["count"]]
+        rows = [t for t in run.summary.per_turn if t.ttft_ms.count]
         if not rows:
             continue
         src = ColumnDataSource(
             {
-                "turn": [t["turn"] for t in rows],
-                "p50": [t["ttft_ms"]["p50"] for t in rows],
-                "p90": [t["ttft_ms"]["p90"] for t in rows],
-                "n": [t["ok"] for t in rows],
+                "turn": [t.turn for t in rows],
+                "p50": [t.ttft_ms.p50 for t in rows],
+                "p90": [t.ttft_ms.p90 for t in rows],
+                "n": [t.ok for t in rows],
                 "run": [run.letter] * len(rows),
             }
         )

@@ -55,16 +55,16 @@ def runs_table(c: Comparison) -> TextTable:
     """Which run is which letter, and what each ran."""
     rows = []
     for run in c.runs:
-        cfg = run.summary["config"]
-        req = run.summary["requests"]
+        cfg = run.summary.config
+        req = run.summary.requests
         rows.append(
             [
                 run.letter,
                 run.path.name,
                 str((cfg.get("workload") or {}).get("type", "-")),
                 str((cfg.get("load") or {}).get("mode", "-")),
-                f"{req['ok']} / {req['failed']} / {req['cancelled']}",
-                fmt(req["window_s"], 2),
+                f"{req.ok} / {req.failed} / {req.cancelled}",
+                fmt(req.window_s, 2),
             ]
         )
     header = ["run", "folder", "workload", "load mode", "ok / failed / cancelled", "window s"]

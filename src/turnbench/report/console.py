@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from turnbench.metrics.model import Summary
 from turnbench.report.tables import TextTable, all_tables, unreachable_problem
 
 
@@ -21,7 +20,7 @@ def to_rich(table: TextTable) -> Table:
     return out
 
 
-def print_report(summary: dict[str, Any], console: Console | None = None) -> None:
+def print_report(summary: Summary, console: Console | None = None) -> None:
     """Print the whole console report: a red problem line first when the target stayed
     unreachable and ended the run (everything below is only what ran before), then verdict
     notes, then the tables, then the run's notices, one line each, last, where a user who
@@ -31,11 +30,11 @@ def print_report(summary: dict[str, Any], console: Console | None = None) -> Non
     problem = unreachable_problem(summary)
     if problem is not None:
         console.print(f"[bold red]problem: {escape(problem)}[/]", soft_wrap=True, highlight=False)
-    for note in summary["verdict"]["notes"]:
+    for note in summary.verdict.notes:
         console.print(f"[bold yellow]warning:[/] {escape(note)}")
     for table in all_tables(summary):
         console.print(to_rich(table))
-    for notice in summary["notices"]:
+    for notice in summary.notices:
         console.print(
             f"[yellow]notice: {escape(notice['message'])}[/]", soft_wrap=True, highlight=False
         )

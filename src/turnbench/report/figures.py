@@ -22,6 +22,8 @@ from bokeh.models.annotations import BoxAnnotation
 from bokeh.plotting import figure
 from bokeh.resources import Resources
 
+from turnbench.metrics.outages_model import Outage
+
 PALETTE = (
     "#1f77b4",
     "#ff7f0e",
@@ -43,9 +45,9 @@ Span = tuple[float, float]
 """An outage on the run clock, seconds: (start, end), end the run's end if it never ended."""
 
 
-def outage_spans(outages: list[dict[str, Any]]) -> list[Span]:
+def outage_spans(outages: list[Outage]) -> list[Span]:
     """The summary's outages as spans; one still open at the end reaches the run's end."""
-    return [(o["start_s"], o["start_s"] + o["duration_s"]) for o in outages]
+    return [(o.start_s, o.start_s + o.duration_s) for o in outages]
 
 
 def new_figure(

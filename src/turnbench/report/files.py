@@ -6,14 +6,13 @@ no engine, target or config; a run calls the same function when it ends.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
 from turnbench.errors import InputError
+from turnbench.metrics.model import Summary, to_json
 
 
 def default_console() -> Console:
@@ -21,9 +20,7 @@ def default_console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=120)
 
 
-def write_report(
-    run_dir: Path, console: Console | None = None, *, html: bool = True
-) -> dict[str, Any]:
+def write_report(run_dir: Path, console: Console | None = None, *, html: bool = True) -> Summary:
     """(Re)build summary.json and report.html from events.db; print the console report,
     then the report's path as the last line.
 
@@ -43,7 +40,7 @@ def write_report(
 
     console = console or default_console()
     summary = summarize(db)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (run_dir / "summary.json").write_bytes(to_json(summary))
     report = run_dir / ("report.html" if html else "summary.json")
     if html:
         page = render_html(summary, series(db), load_series(db), lane_rows(db), run_dir)

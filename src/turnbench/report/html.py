@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from turnbench.metrics.model import Summary
+from turnbench.metrics.stages_model import Stage
 from turnbench.report import agents, cache_plot, plots, server_plot, stage_plot, sweep_plot
 from turnbench.report.answer import answer_html
 from turnbench.report.figures import head_script, outage_spans, page, time_range
@@ -87,23 +89,23 @@ NO_LOAD: dict[str, Any] = {
 """Load series with nothing in them: their panels are left out."""
 
 
-def _sweep_curves(stages: list[dict[str, Any]], slo: dict[str, Any] | None) -> dict[str, Any]:
+def _sweep_curves(stages: list[Stage], slo: dict[str, Any] | None) -> dict[str, Any]:
     """The throughput-latency curves of a run of 2+ stages (a warm-up stage left out)."""
-    points = [s for s in stages if s["name"] != "warmup"]
+    points = [s for s in stages if s.name != "warmup"]
     return sweep_plot.curves(points, slo) if len(points) >= 2 else {}
 
 
 def _figures(
-    summary: dict[str, Any], series: dict[str, Any], load: dict[str, Any], lanes: list[Any]
+    summary: Summary, series: dict[str, Any], load: dict[str, Any], lanes: list[Any]
 ) -> dict[str, list[tuple[str, Any]]]:
     """Every figure with something to draw, by section; the time plots share one x range."""
-    spans = outage_spans(summary["outages"])
+    spans = outage_spans(summary.outages)
     x = time_range()
-    stages = summary.get("stages") or []
+    stages = summary.stages or []
     return {
         "Per stage": [
-            ("stages", stage_plot.stages_figure(stages, summary.get("frontier") or [])),
-            *_sweep_curves(stages, summary["config"].get("slo")).items(),
+            ("stages", stage_plot.stages_figure(stages, summary.frontier or [])),
+            *_sweep_curves(stages, summary.config.get("slo")).items(),
         ],
         "Over time": [
             ("throughput", plots.throughput(series["throughput"], spans, x)),
@@ -111,19 +113,19 @@ def _figures(
             ("lag", plots.schedule_lag(load["lag"], spans, x)),
             ("errors", plots.errors(load["errors"], load["bin_s"], spans, x)),
             ("ttft_time", plots.ttft_over_time(series["ttft_samples"], spans, x)),
-            ("server_queue", server_plot.server_queue(summary.get("server"), spans, x)),
-            ("server_cache", server_plot.server_cache(summary.get("server"), spans, x)),
-            ("cache_time", cache_plot.cache_over_time(summary.get("cache"), x)),
+            ("server_queue", server_plot.server_queue(summary.server, spans, x)),
+            ("server_cache", server_plot.server_cache(summary.server, spans, x)),
+            ("cache_time", cache_plot.cache_over_time(summary.cache, x)),
         ],
         "Conversations": [("lanes", lanes_figure(lanes) if lanes else None)],
         "Agent tasks": [
-            ("agent_split", agents.split_figure(summary.get("agents"))),
-            ("agent_ttft_depth", agents.ttft_depth_figure(summary.get("agents"))),
+            ("agent_split", agents.split_figure(summary.agents)),
+            ("agent_ttft_depth", agents.ttft_depth_figure(summary.agents)),
         ],
         "By turn and context": [
-            ("per_turn", plots.per_turn(summary["per_turn"])),
+            ("per_turn", plots.per_turn(summary.per_turn)),
             ("ttft_context", plots.ttft_by_context(load["ttft_by_context"])),
-            ("cache_turn", cache_plot.cache_by_turn(summary.get("cache"))),
+            ("cache_turn", cache_plot.cache_by_turn(summary.cache)),
         ],
         "Latency distributions": [
             ("cdf_ttft", plots.cdfs(series["cdf"], "ttft")),
@@ -133,7 +135,7 @@ def _figures(
 
 
 def render(
-    summary: dict[str, Any],
+    summary: Summary,
     series: dict[str, Any],
     load: dict[str, Any] | None = None,
     lanes: list[dict[str, Any]] | None = None,
@@ -142,24 +144,24 @@ def render(
     """The whole report as one HTML document. `load` (`load_series`) and `lanes`
     (`lane_rows`): None leaves their panels out (a test of the tables needs neither);
     `run_dir` finds a capacity search above the run."""
-    run = summary["run"]
+    run = summary.run
     sections = {
         name: [(key, fig) for key, fig in figs if fig is not None]
         for name, figs in _figures(summary, series, load or NO_LOAD, lanes or []).items()
     }
     for _key, fig in sections["Over time"]:
-        stage_plot.mark_stages(fig, summary.get("stages") or [])
+        stage_plot.mark_stages(fig, summary.stages or [])
     script, divs = page({key: fig for figs in sections.values() for key, fig in figs})
     body = [
-        f"<h1>turnbench report: {escape(run.get('run_id', ''))}</h1>",
-        f"<p class='meta'>Target <code>{escape(run.get('target'))}</code>, model "
-        f"<code>{escape(run.get('model'))}</code>, API {escape(run.get('api'))}; turnbench "
-        f"{escape(run.get('turnbench_version'))}; ended: {escape(run.get('end_reason'))}.</p>",
+        f"<h1>turnbench report: {escape(run.run_id or '')}</h1>",
+        f"<p class='meta'>Target <code>{escape(run.target)}</code>, model "
+        f"<code>{escape(run.model)}</code>, API {escape(run.api)}; turnbench "
+        f"{escape(run.turnbench_version)}; ended: {escape(run.end_reason)}.</p>",
     ]
     if (problem := unreachable_problem(summary)) is not None:
         body.append(f"<div class='problem'>problem: {escape(problem)}</div>")
     body.append(answer_html(summary, run_dir))
-    body += [f"<div class='warn'>notice: {escape(n['message'])}</div>" for n in summary["notices"]]
+    body += [f"<div class='warn'>notice: {escape(n['message'])}</div>" for n in summary.notices]
     anchors = [name for name, figs in sections.items() if figs]
     nav = "".join(f"<a href='#sec-{i}'>{escape(n)}</a>" for i, n in enumerate(anchors))
     body.append(f"<nav>{nav}<a href='#tables'>Tables</a><a href='#config'>Configuration</a></nav>")
@@ -175,7 +177,7 @@ def render(
     body += [table_html(table) for table in all_tables(summary)]
     body.append(
         "<h2 id='config'>Configuration</h2><pre>"
-        + escape(json.dumps(summary["config"], indent=2))
+        + escape(json.dumps(summary.config, indent=2))
         + "</pre>"
     )
-    return document(f"turnbench report {run.get('run_id', '')}", body, script)
+    return document(f"turnbench report {run.run_id or ''}", body, script)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from bokeh.models import ColumnDataSource, DataRange1d, LinearAxis
 
+from turnbench.metrics.model import TurnRow
 from turnbench.report.figures import (
     FAILED,
     MUTED,
@@ -211,19 +212,19 @@ def ttft_over_time(samples: list[tuple[float, float, int]], spans: list[Span], x
     return p
 
 
-def per_turn(turns: list[dict[str, Any]]) -> Any:
+def per_turn(turns: list[TurnRow]) -> Any:
     """TTFT and E2E percentiles by turn index (E2E on the right axis, dashed)."""
-    rows = [t for t in turns if t["ttft_ms"]["count"]]
+    rows = [t for t in turns if t.ttft_ms.count]
     if not rows:
         return None
     cols: dict[str, Any] = {
-        "turn": [t["turn"] for t in rows],
-        "n": [t["ok"] for t in rows],
-        "failed": [t["failed"] for t in rows],
+        "turn": [t.turn for t in rows],
+        "n": [t.ok for t in rows],
+        "failed": [t.failed for t in rows],
     }
     for metric in ("ttft_ms", "e2e_ms"):
         for q in ("p50", "p90", "p99"):
-            cols[f"{metric}_{q}"] = [t[metric][q] for t in rows]
+            cols[f"{metric}_{q}"] = [getattr(t, metric).at(q) for t in rows]
     src = ColumnDataSource(cols)
     p = new_figure("TTFT and E2E by turn index", "turn", "TTFT (ms)")
     ttft = []

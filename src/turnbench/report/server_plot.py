@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from bokeh.models import ColumnDataSource
 
+from turnbench.metrics.server_model import Server, ServerSecond
 from turnbench.report.figures import (
     FAILED,
     PALETTE,
@@ -28,19 +29,17 @@ from turnbench.report.figures import (
 _KEYS = ("running", "waiting", "preemptions", "kv_usage", "prefix_hit_rate", "external_hit_rate")
 
 
-def _columns(points: list[dict[str, Any]]) -> dict[str, Any]:
-    t = np.array([p["t"] for p in points], dtype=float)
-    cols = {
-        k: np.array([np.nan if p[k] is None else p[k] for p in points], dtype=float) for k in _KEYS
-    }
+def _columns(points: list[ServerSecond]) -> dict[str, Any]:
+    t = np.array([p.t for p in points], dtype=float)
+    cols = {k: np.array([getattr(p, k) for p in points], dtype=float) for k in _KEYS}
     for k in ("kv_usage", "prefix_hit_rate", "external_hit_rate"):
         cols[k] = cols[k] * 100
     return rebin(t, cols)
 
 
-def server_queue(server: dict[str, Any] | None, spans: list[Span], x_range: Any) -> Any:
+def server_queue(server: Server | None, spans: list[Span], x_range: Any) -> Any:
     """The server's running and waiting requests (and preemptions) per second."""
-    points = (server or {}).get("per_second") or []
+    points = server.per_second if server else []
     if not points:
         return None
     src = ColumnDataSource(_columns(points))
@@ -54,7 +53,7 @@ def server_queue(server: dict[str, Any] | None, spans: list[Span], x_range: Any)
     shade(p, spans)
     run = p.line("t", "running", source=src, color=PALETTE[0], line_width=2, legend_label="running")
     p.line("t", "waiting", source=src, color=PALETTE[1], line_width=2, legend_label="waiting")
-    if any(q["preemptions"] for q in points):
+    if any(q.preemptions for q in points):
         p.vbar(
             x="t",
             top="preemptions",
@@ -80,9 +79,9 @@ def server_queue(server: dict[str, Any] | None, spans: list[Span], x_range: Any)
     return p
 
 
-def server_cache(server: dict[str, Any] | None, spans: list[Span], x_range: Any) -> Any:
+def server_cache(server: Server | None, spans: list[Span], x_range: Any) -> Any:
     """The server's KV-cache usage and prefix-cache hit rates per second, in %."""
-    points = (server or {}).get("per_second") or []
+    points = server.per_second if server else []
     if not points:
         return None
     cols = _columns(points)

@@ -12,25 +12,26 @@ from typing import Any
 from bokeh.models import ColumnDataSource
 from bokeh.models.annotations import BoxAnnotation, Label
 
+from turnbench.metrics.stages_model import FrontierPoint, Stage
 from turnbench.report.figures import OK, PALETTE, finish_legend, hover, new_figure, zero_based
 from turnbench.report.tables import stage_load
 
 
-def mark_stages(p: Any, stages: list[dict[str, Any]]) -> None:
-    """Every other stage shaded faintly on a time plot, each named at the top."""
+def mark_stages(p: Any, stages: list[Stage]) -> None:
+    """Every other stage shaded faintly on a time plot, each named at the top (a sweep's
+    point, which has no span on a run's clock, is not a stage)."""
     for i, stage in enumerate(stages):
+        start, end = stage.start_s, stage.end_s
+        if start is None or end is None:
+            continue
         if i % 2:
-            p.add_layout(
-                BoxAnnotation(
-                    left=stage["start_s"], right=stage["end_s"], fill_color="#888", fill_alpha=0.07
-                )
-            )
+            p.add_layout(BoxAnnotation(left=start, right=end, fill_color="#888", fill_alpha=0.07))
         p.add_layout(
             Label(
-                x=stage["start_s"],
+                x=start,
                 y=4,
                 y_units="screen",
-                text=str(stage["name"]),
+                text=stage.name,
                 text_font_size="10px",
                 text_color="#777",
                 x_offset=3,
@@ -38,20 +39,21 @@ def mark_stages(p: Any, stages: list[dict[str, Any]]) -> None:
         )
 
 
-def stages_figure(stages: list[dict[str, Any]], frontier: list[dict[str, Any]]) -> Any:
-    """Each stage's output tokens/s in total against per user (p50), the frontier joined."""
+def stages_figure(stages: list[Stage], frontier: list[FrontierPoint]) -> Any:
+    """Each stage's (or sweep point's) output tokens/s in total against per user (p50), the
+    frontier joined."""
     if not stages:
         return None
 
-    def source(points: list[dict[str, Any]]) -> ColumnDataSource:
+    def source(points: list[Stage]) -> ColumnDataSource:
         return ColumnDataSource(
             {
-                "total": [s["output_tokens_per_s"] for s in points],
-                "per_user": [s["output_tokens_per_s_per_user"] for s in points],
-                "name": [str(s["name"]) for s in points],
-                "load": [stage_load(s["mode"], s["level"]) for s in points],
-                "ttft": [s["ttft_ms"]["p90"] for s in points],
-                "tpot": [s["tpot_ms"]["p90"] for s in points],
+                "total": [s.output_tokens_per_s for s in points],
+                "per_user": [s.output_tokens_per_s_per_user for s in points],
+                "name": [s.name for s in points],
+                "load": [stage_load(s.mode, s.level) for s in points],
+                "ttft": [s.ttft_ms.p90 for s in points],
+                "tpot": [s.tpot_ms.p90 for s in points],
             }
         )
 
@@ -61,10 +63,10 @@ def stages_figure(stages: list[dict[str, Any]], frontier: list[dict[str, Any]]) 
         "output tokens/s per user (p50)",
     )
     if frontier:
-        ordered = sorted(frontier, key=lambda s: s["output_tokens_per_s"] or 0)
+        ordered = sorted(frontier, key=lambda s: s.output_tokens_per_s)
         p.line(
-            [s["output_tokens_per_s"] for s in ordered],
-            [s["output_tokens_per_s_per_user"] for s in ordered],
+            [s.output_tokens_per_s for s in ordered],
+            [s.output_tokens_per_s_per_user for s in ordered],
             color=PALETTE[1],
             line_width=2,
             legend_label="Pareto frontier",

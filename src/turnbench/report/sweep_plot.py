@@ -16,7 +16,9 @@ from typing import Any
 from bokeh.models import ColumnDataSource
 from pydantic import ValidationError
 
+from turnbench.metrics.model import Dist
 from turnbench.metrics.stages import pareto
+from turnbench.metrics.stages_model import Stage, TurnFigures
 from turnbench.report.figures import PALETTE, finish_legend, hover, new_figure, zero_based
 from turnbench.report.tables import stage_load
 from turnbench.slo import SloConfig
@@ -40,23 +42,23 @@ def slo_lines(slo: dict[str, Any] | None, metric: str) -> list[tuple[str, float]
     ]
 
 
-def curve(points: list[dict[str, Any]], metric: str, slo: dict[str, Any] | None) -> Any:
+def _p90(point: Stage | TurnFigures, metric: str) -> float | None:
+    dist: Dist = getattr(point, f"{metric}_ms")
+    return dist.p90
+
+
+def curve(points: list[Stage], metric: str, slo: dict[str, Any] | None) -> Any:
     """Output tokens/s in total (x) against the p90 of `metric` (y), the points joined in
     the sweep's order; None when no point has both."""
-    known = [
-        p
-        for p in points
-        if p.get("output_tokens_per_s") is not None
-        and (p.get(f"{metric}_ms") or {}).get("p90") is not None
-    ]
+    known = [p for p in points if p.output_tokens_per_s is not None and _p90(p, metric) is not None]
     if not known:
         return None
     source = ColumnDataSource(
         {
-            "x": [p["output_tokens_per_s"] for p in known],
-            "y": [p[f"{metric}_ms"]["p90"] for p in known],
-            "name": [str(p["name"]) for p in known],
-            "load": [stage_load(p["mode"], p["level"]) for p in known],
+            "x": [p.output_tokens_per_s for p in known],
+            "y": [_p90(p, metric) for p in known],
+            "name": [p.name for p in known],
+            "load": [stage_load(p.mode, p.level) for p in known],
         }
     )
     name = CURVES[metric]
@@ -98,19 +100,19 @@ def curve(points: list[dict[str, Any]], metric: str, slo: dict[str, Any] | None)
     return p
 
 
-def _by_turn(points: list[dict[str, Any]], metric: str) -> dict[int, list[float]]:
+def _by_turn(points: list[Stage], metric: str) -> dict[int, list[float]]:
     """Each turn index's p90 of `metric` at every point (NaN where it had none), for turns
-    a stage gives apart (`by_turn`: a series' points have none) and that some point has."""
+    a stage or point gives apart (`by_turn`) and that some point has."""
     turns: dict[int, list[float]] = {}
     for i, point in enumerate(points):
-        for row in point.get("by_turn") or []:
-            value = row[f"{metric}_ms"]["p90"]
-            ys = turns.setdefault(row["turn"], [math.nan] * len(points))
+        for row in point.by_turn:
+            value = _p90(row, metric)
+            ys = turns.setdefault(row.turn, [math.nan] * len(points))
             ys[i] = math.nan if value is None else value
     return {turn: ys for turn, ys in turns.items() if not all(map(math.isnan, ys))}
 
 
-def curves(points: list[dict[str, Any]], slo: dict[str, Any] | None) -> dict[str, Any]:
+def curves(points: list[Stage], slo: dict[str, Any] | None) -> dict[str, Any]:
     """Both curves by panel name (`curve_ttft`, `curve_tpot`), and the conversations/h
     frontier (`conversations`), those with something to draw."""
     figs = {f"curve_{m}": curve(points, m, slo) for m in CURVES}
@@ -118,19 +120,22 @@ def curves(points: list[dict[str, Any]], slo: dict[str, Any] | None) -> dict[str
     return {key: fig for key, fig in figs.items() if fig is not None}
 
 
-def conversations_figure(points: list[dict[str, Any]]) -> Any:
+def conversations_figure(points: list[Stage]) -> Any:
     """Conversations/h per user against in total, one point per stage, their Pareto frontier
-    joined; None when fewer than two points have both figures (a series' points have none)."""
-    total, per_user = "conversations_per_h", "conversations_per_h_per_user"
-    known = [p for p in points if p.get(total) is not None and p.get(per_user) is not None]
+    joined; None when fewer than two points have both figures."""
+    known = [
+        p
+        for p in points
+        if p.conversations_per_h is not None and p.conversations_per_h_per_user is not None
+    ]
     if len(known) < 2:
         return None
     source = ColumnDataSource(
         {
-            "total": [p[total] for p in known],
-            "per_user": [p[per_user] for p in known],
-            "name": [str(p["name"]) for p in known],
-            "load": [stage_load(p["mode"], p["level"]) for p in known],
+            "total": [p.conversations_per_h for p in known],
+            "per_user": [p.conversations_per_h_per_user for p in known],
+            "name": [p.name for p in known],
+            "load": [stage_load(p.mode, p.level) for p in known],
         }
     )
     p = new_figure(
@@ -138,10 +143,10 @@ def conversations_figure(points: list[dict[str, Any]]) -> Any:
         "conversations/h (total)",
         "conversations/h per user (3600 / median length)",
     )
-    front = pareto(known, total, per_user)
+    front = pareto(known, "conversations_per_h", "conversations_per_h_per_user")
     p.line(
-        [q[total] for q in front], [q[per_user] for q in front], color=PALETTE[1], line_width=2,
-        legend_label="Pareto frontier",
+        [q.conversations_per_h for q in front], [q.conversations_per_h_per_user for q in front],
+        color=PALETTE[1], line_width=2, legend_label="Pareto frontier",
     )  # fmt: skip
     dots = p.scatter("total", "per_user", source=source, size=10, color=PALETTE[0])
     p.text(
