@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from raw_http import WARM_TURNS, Canned, replay
 
 from conftest import SimProcess, start_sim
-from turnbench.cache.ideal import BlockRegistry
+from turnbench.cache.registry import BlockRegistry
 from turnbench.client.apis import RequestView, api_for
 from turnbench.client.apis.base import Reply
 from turnbench.client.transport import Transport

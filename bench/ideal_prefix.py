@@ -9,10 +9,13 @@ text (vocabulary words and punctuation), of the given length.
     .venv/bin/python bench/ideal_prefix.py                 # both cases
     .venv/bin/python bench/ideal_prefix.py --repeat 5      # best of 5 per case
     .venv/bin/python bench/ideal_prefix.py --instructions  # instructions (callgrind), not time
+    .venv/bin/python bench/ideal_prefix.py --bytecodes     # bytecodes (sys.settrace), by function
 
 Why instructions too: the machine is shared, so wall-clock figures move with its load; the
 instructions a run executes under valgrind's callgrind do not (string hashes are seeded
-alike, `PYTHONHASHSEED=0`), so before and after compare to a fraction of a percent.
+alike, `PYTHONHASHSEED=0`), so before and after compare to a fraction of a percent. Why
+bytecodes: most of the cost is the interpreter's per bytecode, so their count by function
+says where to cut.
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
-from turnbench.cache.ideal import BlockRegistry
+from turnbench.cache.registry import BlockRegistry
 from turnbench.client.apis.base import Reply
 from turnbench.config import SessionConfig
 from turnbench.session import Session
@@ -127,6 +133,8 @@ def _instructions(case: str, ideal: bool) -> int:
 def _count(case: str) -> None:
     name, make, _ = CASES[case]
     n = sum(len(c.turns) for c in make())
+    # one play first, so that both counted runs find every module compiled (.pyc) alike
+    subprocess.run([sys.executable, __file__, "--play", case], check=True)
     without, with_ = _instructions(case, False), _instructions(case, True)
     print(
         f"{name}: {n} requests; instructions per request added by the ideal: "
@@ -134,11 +142,49 @@ def _count(case: str) -> None:
     )
 
 
+def _bytecodes(case: str, ideal: bool) -> tuple[Counter[str], int]:
+    """Bytecodes turnbench's functions run in one play of `case` (the agentic one: one
+    session's turns), by function, and the requests played."""
+    _, make, reply_tokens = CASES[case]
+    conversations = make()[:1] if case == "agentic" else make()
+    counts: Counter[str] = Counter()
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if event == "opcode" and "turnbench" in frame.f_code.co_filename:
+            counts[f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_code.co_name}"] += 1
+        return trace
+
+    registry = BlockRegistry(16, 64) if ideal else None
+    sys.settrace(trace)
+    try:
+        _, requests, _ = _play(conversations, reply_tokens, registry)
+    finally:
+        sys.settrace(None)
+    return counts, requests
+
+
+def _count_bytecodes(case: str) -> None:
+    name = CASES[case][0]
+    with_, n = _bytecodes(case, True)
+    without, _ = _bytecodes(case, False)
+    added = {k: (with_[k] - without[k]) / n for k in with_.keys() | without.keys()}
+    top = sorted(((v, k) for k, v in added.items() if abs(v) >= 0.5), reverse=True)
+    print(
+        f"{name}: {n} requests; bytecodes per request added by the ideal: {sum(added.values()):.0f}"
+    )
+    for v, k in top:
+        print(f"  {v:7.1f}  {k}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="Best of this many runs.")
     parser.add_argument(
         "--instructions", action="store_true", help="Count instructions (callgrind) instead."
+    )
+    parser.add_argument(
+        "--bytecodes", action="store_true", help="Count bytecodes (sys.settrace) instead."
     )
     parser.add_argument("--play", choices=sorted(CASES), help=argparse.SUPPRESS)
     parser.add_argument("--ideal", action="store_true", help=argparse.SUPPRESS)
@@ -150,6 +196,10 @@ def main() -> None:
     if args.instructions:
         for case in CASES:
             _count(case)
+        return
+    if args.bytecodes:
+        for case in CASES:
+            _count_bytecodes(case)
         return
     for name, make, reply_tokens in CASES.values():
         _case(name, make, reply_tokens, args.repeat)

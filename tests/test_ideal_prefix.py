@@ -17,7 +17,7 @@ from typing import Any
 
 from conftest import SimProcess
 from runs import RunResult, run_bench
-from turnbench.cache.ideal import BlockRegistry
+from turnbench.cache.registry import BlockRegistry
 from turnbench.client.apis.base import Reply
 from turnbench.client.apis.chat import ChatApi
 from turnbench.client.apis.completions import CompletionsApi

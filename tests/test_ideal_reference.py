@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from turnbench.cache.ideal import PIECE_CHARS, BlockRegistry
+from turnbench.cache.registry import PIECE_CHARS, BlockRegistry
 from turnbench.client.apis.base import Reply
 from turnbench.config import SessionConfig
 from turnbench.session import PlannedRequest, Session

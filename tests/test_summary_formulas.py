@@ -125,9 +125,7 @@ def test_throughput_and_the_cached_ratio_are_over_the_measured_window(
     assert turn2.cached_ratio == pytest.approx(192 / 400)
 
 
-def test_summary_json_is_the_model_and_reads_back_into_it(
-    summary: Summary, tmp_path: Path
-) -> None:
+def test_summary_json_is_the_model_and_reads_back_into_it(summary: Summary, tmp_path: Path) -> None:
     path = tmp_path / "summary.json"
     path.write_bytes(to_json(summary))
     assert load_summary(path) == summary

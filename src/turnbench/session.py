@@ -11,7 +11,8 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
-from turnbench.cache.ideal import BlockRegistry, PrefixChain
+from turnbench.cache.ideal import PrefixChain
+from turnbench.cache.registry import BlockRegistry
 from turnbench.client.apis.base import Reply
 from turnbench.config import SessionConfig
 from turnbench.tokens.sizer import TextSizer
@@ -92,7 +93,8 @@ class Session:
             self._salt = None
             self._append({"role": "system", "content": system}, _system_size(system))
         if registry is not None:
-            self._chain = PrefixChain(registry, self.history[0] if self.history else None)
+            first = self.history[0]["content"] if self.history else None  # a system prompt
+            self._chain = PrefixChain(registry, first)
         self.task_id = session_id
         """The agent task it belongs to (the root session's id); a root is its own."""
         self.parent_id: str | None = None

@@ -24,7 +24,8 @@ that first piece). So the common case hashes no piece but the first.
 Why each session keeps its own chain (`PrefixChain`, one key a message): its own history was
 all sent (or generated) by its earlier turns, so it never looks it up, and a turn costs work
 in its new messages only, not in its context length; its held prefix counts in the tokens the
-server reported. The worker-wide `BlockRegistry` holds the keys for sharing between sessions.
+server reported. The worker-wide `BlockRegistry` (`turnbench.cache.registry`) holds the keys
+for sharing between sessions.
 """
 
 from __future__ import annotations
@@ -32,22 +33,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from turnbench.cache.registry import KEY_BYTES, PIECE_CHARS, TEXT_BYTES, BlockRegistry
 from turnbench.tokens.template import GENERATION_OVERHEAD, MESSAGE_OVERHEAD, message_text
 
-PIECE_CHARS = 128
-"""Characters of message text a piece key stands for, where a match stops inside a message."""
 HEADER_TOKENS = MESSAGE_OVERHEAD - 1
 """`<|im_start|>` and the role: a message's header, the same as a generation prompt's."""
 GENERATION_ROLE = "assistant"
 """The generation prompt that ends every request is the header of an assistant message: the
 reply that follows it, so a prompt is a prefix of the history after its reply."""
-KEY_BYTES = 64
-"""What one key costs a registry: its int object and its share of a set's table."""
-TEXT_BYTES = 120
-"""What a kept first-piece text costs a registry beyond its characters: its str object and
-its dict entry."""
-_PIECES = ""
-"""A first piece's kept text when two texts shared it: its texts are kept as piece keys."""
 _NO_MATCH: tuple[list[tuple[int, str, str]], int, int, int, int, int] = ([], 0, 0, 0, 0, 0)
 
 
@@ -59,187 +52,77 @@ def _text(message: Mapping[str, Any]) -> str:
     return message_text(message)
 
 
-def _common_pieces(a: str, b: str) -> int:
-    """How many leading pieces `a` and `b` share; their first is known to be the same.
-
-    Why a binary search: a slice comparison runs in C, so log2(pieces) of them cost less
-    than hashing the pieces one by one."""
-    lo = 1
-    hi = (min(len(a), len(b)) + PIECE_CHARS - 1) // PIECE_CHARS
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        end = mid * PIECE_CHARS
-        if a[:end] == b[:end]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _piece_keys(first: int, text: str) -> list[int]:
-    """The keys of `text`'s pieces, chained from its first piece's key (`first`, included)."""
-    keys = [first]
-    for start in range(PIECE_CHARS, len(text), PIECE_CHARS):
-        first = hash((first, text[start : start + PIECE_CHARS]))
-        keys.append(first)
-    return keys
-
-
-class BlockRegistry:
-    """The keys earlier requests of this worker sent or generated, for sharing between
-    sessions: two generations of sets, at most `capacity_mb` of them.
-
-    Why generations and not an LRU: adding a request's keys is one C-level `set.update`; a
-    key found in the old generation moves to the young one, and when the young one is full
-    the old one is dropped, so what is still used survives (least recently used, roughly).
-    """
-
-    __slots__ = (
-        "_half", "_old", "_old_texts", "_room", "_texts", "_young", "block_size", "swaps"
-    )  # fmt: skip
-
-    def __init__(self, block_size: int, capacity_mb: int) -> None:
-        self.block_size = block_size
-        self._half = max(1, capacity_mb * 1_000_000 // 2)
-        """Bytes of one generation."""
-        self._young: set[int] = set()
-        self._old: set[int] = set()
-        self._texts: dict[int, str] = {}
-        """The text of each long text's first piece's key, while one text alone has it
-        (`_PIECES` once a second one did), young generation."""
-        self._old_texts: dict[int, str] = {}
-        self._room = self._half
-        """The bytes of one generation less what the young generation's kept texts cost:
-        what its keys may take."""
-        self.swaps = 0
-        """How many times the young generation became the old one."""
-
-    def __len__(self) -> int:
-        return len(self._young) + len(self._old)
-
-    def holds(self, key: int) -> bool:
-        """Whether `key` was sent (a key found in the old generation moves to the young)."""
-        if key in self._young:
-            return True
-        if key in self._old:
-            self._young.add(key)
-            return True
-        return False
-
-    def add(self, keys: Iterable[int], first: int = 0, text: str = "") -> None:
-        """Hold `keys`, and a long `text` as `keep` does (its first piece's key `first`);
-        then the old generation goes if the young one is full.
-
-        Why one long text here, and `keep` for any other: a request's part has one as a
-        rule (its new message, or its reply), and every call costs."""
-        young = self._young
-        young.update(keys)
-        if text:
-            texts = self._texts
-            if first not in texts and first not in self._old_texts:  # `keep`, the usual
-                young.add(first)
-                texts[first] = text
-                self._room -= len(text) + TEXT_BYTES
-            else:
-                self.keep(first, text)
-        if len(young) * KEY_BYTES > self._room:
-            self._old, self._young = young, set()
-            self._old_texts, self._texts = self._texts, {}
-            self._room = self._half
-            self.swaps += 1
-
-    def keep(self, first: int, text: str) -> None:
-        """Hold a long text's first piece's key `first`, with what a later text that shares
-        it must compare itself with (then `add`: it drops the old generation when due)."""
-        texts = self._texts
-        self._young.add(first)
-        if first not in texts and first not in self._old_texts:  # the first with it
-            texts[first] = text
-            self._room -= len(text) + TEXT_BYTES
-            return
-        kept = texts.get(first)
-        if kept is None:
-            texts[first] = kept = self._old_texts.pop(first)
-        if not kept:
-            self._young.update(_piece_keys(first, text))
-        elif kept is not text and kept != text:  # a second text: both as piece keys
-            texts[first] = _PIECES
-            self._young.update(_piece_keys(first, kept))
-            self._young.update(_piece_keys(first, text))
-
-    def pieces(self, first: int, text: str) -> int:
-        """How many leading pieces of `text` (of more than one piece) were sent, its first
-        piece's key `first` being held."""
-        kept = self._texts.get(first)
-        if kept is None:
-            kept = self._old_texts.get(first)
-            if kept is None:  # only a text of one piece was sent (or its text was dropped)
-                return 1
-        if kept:
-            return _common_pieces(text, kept)
-        held = 1
-        for start in range(PIECE_CHARS, len(text), PIECE_CHARS):
-            first = hash((first, text[start : start + PIECE_CHARS]))
-            if not self.holds(first):
-                break
-            held += 1
-        return held
-
-
 class PrefixChain:
     """One session's history as chained keys, one a message, with what of it is known held.
 
-    Why the usual request's path is written out in `match`, `computed` and `answered`, with
-    few helper calls and attributes: every request runs it, and most of its cost is the
-    interpreter's per bytecode, not the hashing (bench/README.md).
+    Why `match`, `computed` and `answered` open with a path for one new message written out
+    (few calls, attributes and tuples): every request runs them, most requests add one
+    message (a one-turn conversation's after a shared system prompt, an agent's next tool
+    result), and most of their cost is the interpreter's per bytecode, not the hashing
+    (bench/README.md). Any other request takes the general path, which gives the same figure.
+
+    Why the reply answered last joins `msgs` only when the next request is matched (`_reply`):
+    its key hashes its whole text, which only a next request needs, and a one-turn
+    conversation has none.
     """
 
     __slots__ = (
-        "_last", "_reply_swaps", "_sent", "_unkeyed", "held", "held_reply", "held_tokens",
-        "msgs", "registry",
+        "_last", "_reply", "_reply_swaps", "_sent", "held", "held_reply", "held_tokens", "msgs",
+        "registry",
     )  # fmt: skip
 
-    def __init__(self, registry: BlockRegistry, first: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, registry: BlockRegistry, system: str | None = None) -> None:
         """`registry`: the worker's, where this session's keys go and others' are found;
-        `first`: the history's first message (a system prompt), if any."""
+        `system`: the text of the history's first message, a system prompt, if any.
+
+        The attributes: `msgs`, the history: each message's key (chained from the one
+        before), role and text. `held`: history messages this session's own requests sent or
+        generated (all of them given to the registry); `held_reply`: the message after them
+        is a generated reply, held but for its end marker; `held_tokens`: the tokens of what
+        they sent or generated (as the server's usage reported them). `_reply`: the new
+        messages of the prompt answered last and its reply (role, text), not yet in `msgs`.
+        `_last`: the prompt matched last: its new messages (as `msgs` holds them), its
+        generation prompt's key, how many of its messages the registry held (so registered
+        already), and the message its match stopped in with that message's header's and
+        first piece's keys (0 where not hashed), so that `computed` need not hash them again.
+        `_sent`: that prompt was computed and is not yet answered. `_reply_swaps`:
+        `registry.swaps` when the reply held but for its end marker (`held_reply`) left its
+        header and first piece, if the generation had not changed since its prompt was
+        computed; else -1. While it has not changed since either, those keys are in the young
+        generation as they would be after adding them again, so `computed` need not.
+        """
         self.registry = registry
-        if first is None:
+        if system is None:
             self.msgs: list[tuple[int, str, str]] = []
-            """The history: each message's key (chained from the one before), role and
-            text."""
         else:
-            role, text = first.get("role", "user"), first.get("content")
-            if type(text) is not str or first.get("tool_calls"):
-                text = message_text(first)
-            self.msgs = [(hash((0, role, text)), role, text)]
+            top = registry._system
+            if top[2] != system:
+                top = registry._system = (hash((0, "system", system)), "system", system)
+            self.msgs = [top]
         self.held = 0
-        """History messages this session's own requests sent or generated (all of them
-        given to the registry)."""
         self.held_reply = False
-        """The message after them is a generated reply, held but for its end marker."""
         self.held_tokens = 0
-        """The tokens of what they sent or generated (as the server's usage reported them)."""
-        self._unkeyed = False
-        """The last history message is a reply whose key is not hashed yet (it is 0): a
-        session's last reply needs none."""
+        self._reply: tuple[list[tuple[int, str, str]], str, str] | None = None
         self._last: tuple[list[tuple[int, str, str]], int, int, int, int, int] = _NO_MATCH
-        """The prompt matched last: its new messages (as `msgs` holds them), its generation
-        prompt's key, how many of its messages the registry held (so registered already), and
-        the message its match stopped in with that message's header's and first piece's keys
-        (0 where not hashed), so that `computed` need not hash them again."""
         self._sent = False
-        """The prompt matched last was computed and is not yet answered into the history."""
         self._reply_swaps = -1
-        """`registry.swaps` when the reply held but for its end marker (`held_reply`) left
-        its header and first piece, if the generation had not changed since its prompt was
-        computed; else -1. While it has not changed since either, those keys are in the
-        young generation as they would be after adding them again, so `computed` need not."""
 
     def append(self, message: Mapping[str, Any]) -> None:
         """Append a message to the history."""
         msgs = self.msgs
         role, text = message.get("role", "user"), _text(message)
         msgs.append((hash((msgs[-1][0] if msgs else 0, role, text)), role, text))
+
+    def _fold(self) -> None:
+        """The prompt answered last and its reply join `msgs`: the reply's key, now that a
+        request follows it."""
+        reply = self._reply
+        assert reply is not None
+        new, role, text = reply
+        msgs = self.msgs
+        msgs += new
+        msgs.append((hash((msgs[-1][0] if msgs else 0, role, text)), role, text))
+        self._reply = None
 
     def match(
         self,
@@ -253,27 +136,101 @@ class PrefixChain:
         requests hold, else None. `sizes`, `new_sizes`: the tokens of the history's messages
         and of the new ones, in any one unit; `size`: the sum of `sizes`."""
         msgs = self.msgs
+        reply = self._reply
+        if reply is not None:  # `_fold`, written out
+            folded, reply_role, reply_text = reply
+            msgs += folded
+            key = hash((msgs[-1][0] if msgs else 0, reply_role, reply_text))
+            msgs.append((key, reply_role, reply_text))
+            self._reply = None
+        self._sent = False
         n = len(msgs)
-        if self._unkeyed:  # the reply answered last: its key, now that a request follows it
-            _, reply_role, reply_text = msgs[-1]
-            parent = msgs[-2][0] if n > 1 else 0
-            msgs[-1] = (hash((parent, reply_role, reply_text)), reply_role, reply_text)
-            self._unkeyed = False
+        if len(messages) != 1:
+            return self._match(messages, sizes, size, new_sizes)
+        # one new message: the general path written out (a lookup moves a key of the old
+        # generation to the young, as `registry.holds` does)
+        message = messages[0]
+        role, text = message.get("role", "user"), message.get("content")
+        if type(text) is not str or "tool_calls" in message:
+            text = message_text(message)
+        base = msgs[-1][0] if n else 0
+        key = hash((base, role, text))
+        new = [(key, role, text)]
+        generation = hash((key, GENERATION_ROLE))
+        registry = self.registry
+        young = registry._young
+        held = self.held
+        if held == n - 1:  # one message past what it holds (a system prompt, its reply): another's?
+            if base not in young:
+                if base not in registry._old:
+                    if self.held_reply:  # its reply's end: nobody holds more
+                        self._last = (new, generation, held, 0, 0, 0)
+                        return None
+                    return self._stop(new, generation, held, base, sizes, size, new_sizes)
+                young.add(base)
+        elif held < n:  # more of the history past what it holds (a cut history): another's?
+            i = held
+            while i < n:
+                k = msgs[i][0]
+                if k not in young:
+                    if k not in registry._old:
+                        if i == held and self.held_reply:
+                            self._last = (new, generation, i, 0, 0, 0)
+                            return None
+                        return self._stop(new, generation, i, base, sizes, size, new_sizes)
+                    young.add(k)
+                i += 1
+        old = registry._old
+        if key in young or key in old:  # all of it
+            young.add(key)
+            self._last = (new, generation, n + 1, 0, 0, 0)
+            if generation in young or registry.holds(generation):
+                return size + new_sizes[0] + GENERATION_OVERHEAD
+            return float(size + new_sizes[0])
+        # (`held_reply` means the reply is message `held`, so here `held` < n)
+        head = hash((base, role))  # the match stops in the new message: its header, its text
+        if head not in young:
+            if head not in old:
+                self._last = (new, generation, n, n, head, 0)
+                return None if n == held else size
+            young.add(head)
+        if not text:
+            self._last = (new, generation, n, n, head, 0)
+            return size + HEADER_TOKENS
+        first = hash((head, text[:PIECE_CHARS]))
+        self._last = (new, generation, n, n, head, first)
+        if first not in young:
+            if first not in old:
+                return size + HEADER_TOKENS
+            young.add(first)
+        chars = len(text)
+        if chars <= PIECE_CHARS:
+            return size + HEADER_TOKENS + new_sizes[0] - MESSAGE_OVERHEAD  # all but its end
+        share = min(1.0, registry.pieces(first, text) * PIECE_CHARS / chars)
+        return size + HEADER_TOKENS + share * (new_sizes[0] - MESSAGE_OVERHEAD)
+
+    def _match(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        sizes: Sequence[int],
+        size: int,
+        new_sizes: Sequence[int],
+    ) -> float | None:
+        """`match` of any number of new messages."""
+        msgs = self.msgs
+        n = len(msgs)
         base = parent = msgs[-1][0] if n else 0
         new = []
         for message in messages:
             role, text = message.get("role", "user"), message.get("content")
-            if type(text) is not str or message.get("tool_calls"):
+            if type(text) is not str or "tool_calls" in message:
                 text = message_text(message)
             parent = hash((parent, role, text))
             new.append((parent, role, text))
         generation = hash((parent, GENERATION_ROLE))
-        self._sent = False
         registry = self.registry
         young, old = registry._young, registry._old
-        i = held = self.held
-        # the history past what this session holds, then the new messages: another's?
-        # (`registry.holds`, written out: a key of the old generation moves to the young)
+        i = self.held
         while i < n:
             key = msgs[i][0]
             if key not in young:
@@ -293,10 +250,27 @@ class PrefixChain:
                 if generation in young or registry.holds(generation):
                     return size + sum(new_sizes) + GENERATION_OVERHEAD
                 return float(size + sum(new_sizes))
-        if i == held and self.held_reply:  # its reply's end: nobody else holds more
+        if i == self.held and self.held_reply:  # its reply's end: nobody else holds more
             self._last = (new, generation, i, 0, 0, 0)
             return None
-        # the match stops in message i: its header, then its text's pieces as far as they go
+        return self._stop(new, generation, i, base, sizes, size, new_sizes)
+
+    def _stop(
+        self,
+        new: list[tuple[int, str, str]],
+        generation: int,
+        i: int,
+        base: int,
+        sizes: Sequence[int],
+        size: int,
+        new_sizes: Sequence[int],
+    ) -> float | None:
+        """`match` where it stops in message `i` of the history and `new` (`base`: the key
+        of the history's last message): its header, then its text's pieces as far as they
+        go."""
+        msgs, registry = self.msgs, self.registry
+        young, old = registry._young, registry._old
+        n = len(msgs)
         if i < n:
             _, role, text = msgs[i]
             before: float = sum(sizes[:i])
@@ -310,7 +284,7 @@ class PrefixChain:
         if head not in young:
             if head not in old:
                 self._last = (new, generation, i, i, head, 0)
-                return None if i == held else before
+                return None if i == self.held else before
             young.add(head)
         if not text:
             self._last = (new, generation, i, i, head, 0)
@@ -337,8 +311,53 @@ class PrefixChain:
         Why at the first token and not at the send: a cache can reuse only what was computed;
         a request sent while another with the same prefix is still in prefill finds nothing.
         """
-        msgs, registry = self.msgs, self.registry
         new, generation, start, at, head, first = self._last
+        msgs, registry = self.msgs, self.registry
+        n = len(msgs)
+        held = self.held
+        if len(new) == 1 and (
+            (at == n and head)  # (`at` is `start` where `head` is hashed)
+            or (start == held == n - 1 and self.held_reply and self._reply_swaps == registry.swaps)
+        ):
+            # the usual, written out: the one new message (the match stopped in it, or in the
+            # reply before it, whose header and first piece `answered` left held)
+            key, role, text = new[0]
+            if at == n:
+                keys: tuple[int, ...] = (generation, key, head)
+            else:
+                reply = msgs[-1][0]
+                head, first = hash((reply, role)), 0
+                keys = (generation, reply, key, head)
+            young = registry._young
+            young.update(keys)
+            if (chars := len(text)) > PIECE_CHARS:
+                first = first or hash((head, text[:PIECE_CHARS]))
+                texts = registry._texts
+                if first not in texts and first not in registry._old_texts:  # `keep`'s usual
+                    young.add(first)
+                    texts[first] = text
+                    registry._room -= chars + TEXT_BYTES
+                else:
+                    registry.keep(first, text)
+            elif text:
+                young.add(first or hash((head, text)))
+            if len(young) * KEY_BYTES > registry._room:
+                registry.turn()
+        else:
+            self._register(new, generation, start, at, head, first)
+        self._reply_swaps = registry.swaps
+        self._sent = True
+        if n > held or self.held_reply:
+            self.held, self.held_reply = n, False
+            if history_tokens > self.held_tokens:
+                self.held_tokens = history_tokens
+
+    def _register(
+        self, new: list[tuple[int, str, str]], generation: int, start: int, at: int, head: int,
+        first: int,
+    ) -> None:  # fmt: skip
+        """`computed`'s registry work for any prompt (`_last`'s fields)."""
+        msgs, registry = self.msgs, self.registry
         n = len(msgs)
         held = self.held
         if start < held:
@@ -349,7 +368,7 @@ class PrefixChain:
         if start < n:  # history nobody registered: a reply, a cut history
             todo = msgs[start:] + new
             parent = msgs[start - 1][0] if start else 0
-        elif start == n:  # the usual: the new messages, all of them
+        elif start == n:  # the new messages, all of them
             todo = new
             parent = msgs[-1][0] if n else 0
         else:
@@ -376,12 +395,6 @@ class PrefixChain:
             parent = key
             start += 1
         registry.add(keys, long_first, long_text)
-        self._reply_swaps = registry.swaps
-        self._sent = True
-        if n > held or self.held_reply:
-            self.held, self.held_reply = n, False
-            if history_tokens > self.held_tokens:
-                self.held_tokens = history_tokens
 
     def answered(
         self,
@@ -393,32 +406,42 @@ class PrefixChain:
         history. `generated`: the reply is the server's own (not a recorded one), so the
         server holds its text after the prompt; `held_tokens`: the tokens of that prompt, and
         of the reply if generated."""
-        msgs = self.msgs
+        if self._reply is not None:  # (two answers with no match between)
+            self._fold()
         last = self._last
-        msgs += last[0]
+        new = last[0]
         role, text = reply.get("role", GENERATION_ROLE), reply.get("content")
-        if type(text) is not str or reply.get("tool_calls"):
+        if type(text) is not str or "tool_calls" in reply:
             text = message_text(reply)
-        msgs.append((0, role, text))
-        self._unkeyed = True
+        self._reply = (new, role, text)
         if not self._sent:
             return
         self._sent = False
-        prompt = len(msgs) - 1
-        if prompt > self.held or (generated and not self.held_reply):
-            self.held, self.held_reply, self.held_tokens = prompt, generated, held_tokens
+        # (`computed` ran last: `held` is the history's length and `held_reply` False)
+        if new or generated:
+            self.held += len(new)
+            self.held_reply, self.held_tokens = generated, held_tokens
         if generated and text:  # held but for its end marker: its header and first piece
+            registry = self.registry
+            young = registry._young
             if role == GENERATION_ROLE:  # its header is the generation prompt: registered
                 head = last[1]
-                keys: tuple[int, ...] = ()
             else:
-                head = hash((msgs[-2][0], role))
-                keys = (head,)
-            registry = self.registry
-            if len(text) > PIECE_CHARS:
-                registry.add(keys, hash((head, text[:PIECE_CHARS])), text)
+                head = hash(((new or self.msgs)[-1][0], role))
+                young.add(head)
+            if (chars := len(text)) > PIECE_CHARS:  # `registry.add`, written out
+                first = hash((head, text[:PIECE_CHARS]))
+                texts = registry._texts
+                if first not in texts and first not in registry._old_texts:  # `keep`'s usual
+                    young.add(first)
+                    texts[first] = text
+                    registry._room -= chars + TEXT_BYTES
+                else:
+                    registry.keep(first, text)
             else:
-                registry.add((*keys, hash((head, text))))
+                young.add(hash((head, text)))
+            if len(young) * KEY_BYTES > registry._room:
+                registry.turn()
             if registry.swaps == self._reply_swaps:
                 return
         self._reply_swaps = -1
@@ -427,7 +450,7 @@ class PrefixChain:
         """The history was cut: rebuild the chain from `messages`; its first `kept` messages
         (`kept_tokens` tokens) are the start of the old history (the system prompt), and stay
         held."""
-        self.msgs, self._unkeyed = [], False
+        self.msgs, self._reply = [], None
         for message in messages:
             self.append(message)
         if kept < self.held or (kept == self.held and self.held_reply):

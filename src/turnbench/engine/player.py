@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-from turnbench.cache.ideal import BlockRegistry
+from turnbench.cache.registry import BlockRegistry
 from turnbench.client import attempt as ak
 from turnbench.client.apis import Api, RequestView
 from turnbench.client.attempt import Attempt

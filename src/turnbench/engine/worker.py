@@ -20,7 +20,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
-from turnbench.cache.ideal import BlockRegistry
+from turnbench.cache.registry import BlockRegistry
 from turnbench.client.apis import api_for
 from turnbench.client.fetch import fetch_json
 from turnbench.client.transport import Transport
