@@ -271,18 +271,7 @@ def summary(
             sessions_fully_ok=fully_ok,
         ),
         slo=Slo(window_s=10.0, tiers={"default": tier}),
-        cache=Cache(
-            block_size=16,
-            totals=None,
-            per_turn=[],
-            per_session=None,
-            over_time=None,
-            by_context=[],
-            cliff=None,
-            context_cliff_tokens=None,
-            retention=None,
-            warm_start=warm_start,
-        ),
+        cache=Cache(block_size=16, warm_start=warm_start),
     )
 
 

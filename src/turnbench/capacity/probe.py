@@ -23,6 +23,7 @@ from turnbench.capacity.early import probe_stop
 from turnbench.capacity.search import Over
 from turnbench.config import RunConfig
 from turnbench.errors import InputError
+from turnbench.metrics.cache_model import WarmStart
 from turnbench.metrics.model import Summary, load_summary
 from turnbench.pacing.load import RUN_WIDE_KEYS
 
@@ -109,7 +110,7 @@ class ProbeResult:
     """Conversations that ended on their own in the measured part (not cut by its end)."""
     figures: dict[str, float | None]
     goodput: dict[str, dict[str, float | None]]
-    warm_start: dict[str, Any] | None
+    warm_start: WarmStart | None
     end_reason: str
     notes: list[str] = field(default_factory=list)
     stopped_early: str | None = None
@@ -135,7 +136,7 @@ class ProbeResult:
     @property
     def warm(self) -> bool:
         """Whether the server's prefix cache was warm at its start (summary cache.warm_start)."""
-        return bool(self.warm_start and self.warm_start.get("warm"))
+        return self.warm_start is not None and self.warm_start.warm
 
     def to_json(self, search_dir: Path) -> dict[str, Any]:
         """The probe as search.json lists it."""
@@ -156,7 +157,7 @@ class ProbeResult:
             "finished_conversations": self.finished,
             **self.figures,
             "goodput": self.goodput,
-            "warm_start": self.warm_start,
+            "warm_start": msgspec.to_builtins(self.warm_start),
             "warm": self.warm,
             "notes": self.notes,
         }
@@ -199,7 +200,7 @@ def result_of(spec: ProbeSpec, folder: Path, summary: Summary, criteria: Criteri
         finished=conversations.sessions - conversations.outcomes.get("unfinished", 0),
         figures=figures,
         goodput=goodput,
-        warm_start=msgspec.to_builtins(summary.cache.warm_start) if summary.cache else None,
+        warm_start=summary.cache.warm_start if summary.cache else None,
         end_reason=summary.run.end_reason or "crashed",
         notes=notes,
         stopped_early=early[0] if early else None,

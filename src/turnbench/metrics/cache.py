@@ -334,18 +334,7 @@ def describe_cache(conn: sqlite3.Connection, block_size: int, salted: bool) -> C
     if not len(matrix):
         if not warm.warm:
             return None
-        return Cache(
-            block_size=block_size,
-            totals=None,
-            per_turn=[],
-            per_session=None,
-            over_time=None,
-            by_context=[],
-            cliff=None,
-            context_cliff_tokens=None,
-            retention=None,
-            warm_start=warm,
-        )
+        return Cache(block_size=block_size, warm_start=warm)
     r = _Rows(matrix, block_size)
     over_time, cliff = _over_time(r)
     by_context, context_cliff = _by_context(r)

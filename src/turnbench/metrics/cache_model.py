@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import msgspec
+
 from turnbench.metrics.model_base import Dist, Model
 
 Bound = Literal["about", "under", "at_least"]
@@ -117,17 +119,17 @@ class WarmStart(Model):
     warm: bool
 
 
-class Cache(Model):
+class Cache(Model, kw_only=True):
     """The prefix cache, ideal against realised; only `block_size` and `warm_start` filled
-    in (the rest None or empty) for a warm start without an ideal."""
+    in (the rest left at their None or empty defaults) for a warm start without an ideal."""
 
     block_size: int
-    totals: CacheTotals | None
-    per_turn: list[CacheTurn]
-    per_session: SessionKept | None
-    over_time: OverTime | None
-    by_context: list[ContextBin]
-    cliff: Cliff | None
-    context_cliff_tokens: int | None
-    retention: Retention | None
+    totals: CacheTotals | None = None
+    per_turn: list[CacheTurn] = msgspec.field(default_factory=list)
+    per_session: SessionKept | None = None
+    over_time: OverTime | None = None
+    by_context: list[ContextBin] = msgspec.field(default_factory=list)
+    cliff: Cliff | None = None
+    context_cliff_tokens: int | None = None
+    retention: Retention | None = None
     warm_start: WarmStart
