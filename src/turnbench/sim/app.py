@@ -267,8 +267,8 @@ class SimServer:
         `wire`'s format; returns the outcome. `served`: the header naming the replica, on every
         reply (None: none)."""
         cfg, metrics, cache = self.cfg, self.metrics, replica.cache
-        n_prompt = len(req.prompt_tokens)
-        keys = block_hashes(req.prompt_tokens, cfg.block_size) if cache.capacity_blocks else []
+        n_prompt = req.blocks.count
+        keys = req.blocks.keys if cache.capacity_blocks else []
         cached = cache.match(keys, n_prompt)
         replica.prefix_queries += n_prompt
         replica.prefix_hits += cached
@@ -310,7 +310,7 @@ class SimServer:
         metrics.generation_tokens += emitted
         if outcome in ("ok", "stall", "stall_mid", "malformed"):
             metrics.success[reply.finish_reason] += 1
-            self._cache_reply(cache, req.prompt_tokens, keys, reply)
+            self._cache_reply(cache, req.blocks.tail, keys, reply)
         return resp, outcome
 
     async def _stream(
@@ -366,10 +366,10 @@ class SimServer:
         return n_tokens, plan.outcome
 
     def _cache_reply(
-        self, cache: PrefixCache, prompt_tokens: list[str], keys: list[int], reply: Reply
+        self, cache: PrefixCache, tail: list[str], keys: list[int], reply: Reply
     ) -> None:
         """Cache the reply's full blocks too, chained after the prompt's, as vLLM keeps them,
-        in the serving replica's `cache`.
+        in the serving replica's `cache`; `tail`: the prompt's tokens after its full blocks.
 
         Why it matters: the next turn renders this prompt, then the reply, then more; its
         prefix therefore runs through the reply's blocks as well.
@@ -377,5 +377,5 @@ class SimServer:
         if not cache.capacity_blocks or not reply.pieces:
             return
         bs = self.cfg.block_size
-        rest = prompt_tokens[len(keys) * bs :] + [p.strip() for p in reply.pieces]
+        rest = tail + [p.strip() for p in reply.pieces]
         cache.insert(block_hashes(rest, bs, keys[-1] if keys else 0))

@@ -23,7 +23,11 @@ class CompletionsApi:
         """Validate the body; the reply's format follows its `stream_options`."""
         cfg = self._cfg
         req = parse_request(
-            raw, chat=self._chat, served_model=cfg.model, max_model_len=cfg.max_model_len
+            raw,
+            chat=self._chat,
+            served_model=cfg.model,
+            max_model_len=cfg.max_model_len,
+            block_size=cfg.block_size,
         )
         wire = ReplyFormat(
             chat=self._chat,

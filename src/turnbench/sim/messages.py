@@ -159,6 +159,7 @@ class MessagesApi:
             ignore_eos=bool(opt(body, "ignore_eos", (bool,), "a boolean")),
             stream=bool(opt(body, "stream", (bool,), "a boolean")),
             max_model_len=cfg.max_model_len,
+            block_size=cfg.block_size,
             where="messages",
             stop=tuple(s for s in stop if s),
         )

@@ -13,7 +13,8 @@ from typing import Any
 
 import msgspec
 
-from turnbench.tokens.template import render_chat, render_message, tokens
+from turnbench.sim.prompt_blocks import MEMO, PromptBlocks
+from turnbench.tokens.template import render_chat, render_message
 
 
 class RequestError(Exception):
@@ -57,7 +58,8 @@ class SimRequest:
 
     chat: bool
     prompt: str
-    prompt_tokens: list[str]
+    blocks: PromptBlocks
+    """The prompt's token count and KV blocks (`prompt_blocks`)."""
     max_tokens: int | None
     min_tokens: int
     ignore_eos: bool
@@ -143,7 +145,9 @@ def render_prompt(prompt: object) -> str:
     return prompt
 
 
-def parse_request(raw: bytes, *, chat: bool, served_model: str, max_model_len: int) -> SimRequest:
+def parse_request(
+    raw: bytes, *, chat: bool, served_model: str, max_model_len: int, block_size: int
+) -> SimRequest:
     """Validate a `/v1/chat/completions` or `/v1/completions` body (raises `RequestError`)."""
     body = decode_body(raw)
     check_model(body, served_model)
@@ -177,12 +181,12 @@ def parse_request(raw: bytes, *, chat: bool, served_model: str, max_model_len: i
     opt(body, "user", (str,), "a string")
     opt(body, "metadata", (dict,), "an object")
     opt(body, "tools", (list,), "a list")
-    toks = tokens(prompt)
-    check_context(len(toks), max_tokens, max_model_len, "messages" if chat else "prompt")
+    blocks = MEMO.blocks(prompt, block_size)
+    check_context(blocks.count, max_tokens, max_model_len, "messages" if chat else "prompt")
     return SimRequest(
         chat=chat,
         prompt=prompt,
-        prompt_tokens=toks,
+        blocks=blocks,
         max_tokens=max_tokens,
         min_tokens=min_tokens,
         ignore_eos=bool(opt(body, "ignore_eos", (bool,), "a boolean")),
@@ -234,6 +238,7 @@ def rendered_request(
     ignore_eos: bool,
     stream: bool,
     max_model_len: int,
+    block_size: int,
     where: str,
     stop: tuple[str, ...] = (),
 ) -> SimRequest:
@@ -242,12 +247,12 @@ def rendered_request(
     faults of chat completions unchanged; they have no seeds or stream options, and only
     Messages has stop strings (`stop_sequences`).
     """
-    toks = tokens(prompt)
-    check_context(len(toks), max_tokens, max_model_len, where)
+    blocks = MEMO.blocks(prompt, block_size)
+    check_context(blocks.count, max_tokens, max_model_len, where)
     return SimRequest(
         chat=True,
         prompt=prompt,
-        prompt_tokens=toks,
+        blocks=blocks,
         max_tokens=max_tokens,
         min_tokens=0,
         ignore_eos=ignore_eos,
