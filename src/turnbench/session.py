@@ -86,15 +86,16 @@ class Session:
         (`target.responses_state: chained`); None for the others."""
         self._scale = 1.0
         self.registry = registry
-        self._chain: PrefixChain | None = None
         self._salt = salt
-        if conversation.system:
-            system = conversation.system if salt is None else f"{salt} {conversation.system}"
-            self._salt = None
+        system = conversation.system
+        if system:
+            if salt is not None:
+                system = f"{salt} {system}"
+                self._salt = None
             self._append({"role": "system", "content": system}, _system_size(system))
-        if registry is not None:
-            first = self.history[0]["content"] if self.history else None  # a system prompt
-            self._chain = PrefixChain(registry, first)
+        self._chain: PrefixChain | None = (
+            None if registry is None else PrefixChain(registry, system)
+        )
         self.task_id = session_id
         """The agent task it belongs to (the root session's id); a root is its own."""
         self.parent_id: str | None = None
@@ -216,8 +217,8 @@ class Session:
         chain = self._chain
         if chain is None:
             return None
-        matched = chain.held_tokens
         local = chain.match(planned.new_messages, self._sizes, self._size, planned.new_sizes)
+        matched = chain.held_tokens  # (as the match left it)
         if local is not None:  # beyond its own history: a prefix another session sent
             local = round(local * self._scale)
             if local > matched:
@@ -230,8 +231,9 @@ class Session:
     def computed(self) -> None:
         """The request last `sent` got its first token: the server computed its prompt, so
         later requests may find it cached."""
-        if self._chain is not None:
-            self._chain.computed(round(self._size * self._scale))
+        chain = self._chain
+        if chain is not None:
+            chain.computed(self._size * self._scale)
 
     def _compact(self) -> None:
         """Context compaction: everything but the system prompt leaves the history."""

@@ -41,7 +41,12 @@ HEADER_TOKENS = MESSAGE_OVERHEAD - 1
 GENERATION_ROLE = "assistant"
 """The generation prompt that ends every request is the header of an assistant message: the
 reply that follows it, so a prompt is a prefix of the history after its reply."""
-_NO_MATCH: tuple[list[tuple[int, str, str]], int, int, int, int, int] = ([], 0, 0, 0, 0, 0)
+Entry = tuple[int, str, str]
+"""A history message as the chain holds it: its key (chained from the one before), role, text."""
+Prepared = tuple[Sequence[Entry], tuple[int, ...], str, int]
+_NO_MATCH: Prepared = ((), (0,), "", -1)
+_GENERAL = -2
+"""`_last`'s swaps of a prompt that `computed` registers the general way, from `_where`."""
 
 
 def _text(message: Mapping[str, Any]) -> str:
@@ -55,45 +60,52 @@ def _text(message: Mapping[str, Any]) -> str:
 class PrefixChain:
     """One session's history as chained keys, one a message, with what of it is known held.
 
-    Why `match`, `computed` and `answered` open with a path for one new message written out
-    (few calls, attributes and tuples): every request runs them, most requests add one
-    message (a one-turn conversation's after a shared system prompt, an agent's next tool
-    result), and most of their cost is the interpreter's per bytecode, not the hashing
-    (bench/README.md). Any other request takes the general path, which gives the same figure.
+    Why `match` prepares what `computed` adds (`_last`): on a request of one new message it
+    hashes that message's key, header and first piece anyway, so `computed` is one
+    `set.update` of a tuple and a text kept. Most requests add one message (a one-turn
+    conversation's after a shared system prompt, an agent's next tool result), and most of
+    their cost is the interpreter's per bytecode, not the hashing (bench/README.md); any
+    other request takes the general path (`_match`, `_stop`, `_register`), same figure.
 
-    Why the reply answered last joins `msgs` only when the next request is matched (`_reply`):
-    its key hashes its whole text, which only a next request needs, and a one-turn
-    conversation has none.
+    Why what a request made held (`held`, `held_reply`, `held_tokens`) is settled only at the
+    next match (or a cut): only a match reads it, so a one-turn conversation never pays for
+    it, and a turn settles its prompt and its reply in one step. Why the reply answered last
+    joins `msgs` only then (`_reply`): its key hashes its whole text, which only a next
+    request needs. The registry's keys, by contrast, go in at once (`computed`, `answered`):
+    other sessions may look them up before this one's next match.
     """
 
     __slots__ = (
-        "_last", "_reply", "_reply_swaps", "_sent", "held", "held_reply", "held_tokens", "msgs",
-        "registry",
+        "_last", "_reply", "_reply_swaps", "_sent", "_tokens", "_where", "held", "held_reply",
+        "held_tokens", "msgs", "registry",
     )  # fmt: skip
 
     def __init__(self, registry: BlockRegistry, system: str | None = None) -> None:
         """`registry`: the worker's, where this session's keys go and others' are found;
         `system`: the text of the history's first message, a system prompt, if any.
 
-        The attributes: `msgs`, the history: each message's key (chained from the one
-        before), role and text. `held`: history messages this session's own requests sent or
-        generated (all of them given to the registry); `held_reply`: the message after them
-        is a generated reply, held but for its end marker; `held_tokens`: the tokens of what
-        they sent or generated (as the server's usage reported them). `_reply`: the new
-        messages of the prompt answered last and its reply (role, text), not yet in `msgs`.
-        `_last`: the prompt matched last: its new messages (as `msgs` holds them), its
-        generation prompt's key, how many of its messages the registry held (so registered
-        already), and the message its match stopped in with that message's header's and
-        first piece's keys (0 where not hashed), so that `computed` need not hash them again.
-        `_sent`: that prompt was computed and is not yet answered. `_reply_swaps`:
-        `registry.swaps` when the reply held but for its end marker (`held_reply`) left its
-        header and first piece, if the generation had not changed since its prompt was
-        computed; else -1. While it has not changed since either, those keys are in the young
-        generation as they would be after adding them again, so `computed` need not.
+        The attributes: `msgs`, the history as entries. `held`: history messages this
+        session's own requests sent or generated (all of them given to the registry);
+        `held_reply`: the message after them is a generated reply, held but for its end
+        marker; `held_tokens`: the tokens of what they sent or generated (as the server's
+        usage reported them); all three as of the last match. `_sent`: `registry.swaps` when
+        the prompt matched last was computed, -1 while it is not (or settled); `_tokens`: its
+        history's tokens. `_reply`: the prompt's new messages and its answer (role, text,
+        generated, the tokens it made held), not yet in `msgs`. `_last`: the prompt matched
+        last: its new messages (as entries), the keys `computed` adds (the generation
+        prompt's first), a long text to keep with the last of them, its first piece's key
+        ("" for none), and the `registry.swaps` that needs (-1: none; `_GENERAL`, or the
+        generation turned since: `computed` takes the general path, from `_where`: how many
+        of its messages the registry held, and the message its match stopped in with that
+        message's header's and first piece's keys, 0 where not hashed). `_reply_swaps`:
+        `registry.swaps` when the prompt before the generated reply (`held_reply`) was
+        computed: while it has not changed, the reply's header and first piece, which
+        `answered` added, are in the young generation as adding them again would leave
+        them, so `computed` need not. `_where`, `_reply_swaps`: set before they are read.
         """
         self.registry = registry
-        if system is None:
-            self.msgs: list[tuple[int, str, str]] = []
+        if not system:
+            self.msgs: list[Entry] = []
         else:
             top = registry._system
             if top[2] != system:
@@ -102,10 +114,9 @@ class PrefixChain:
         self.held = 0
         self.held_reply = False
         self.held_tokens = 0
-        self._reply: tuple[list[tuple[int, str, str]], str, str] | None = None
-        self._last: tuple[list[tuple[int, str, str]], int, int, int, int, int] = _NO_MATCH
-        self._sent = False
-        self._reply_swaps = -1
+        self._reply: tuple[Sequence[Entry], str, str, bool, int] | None = None
+        self._last = _NO_MATCH
+        self._sent = -1
 
     def append(self, message: Mapping[str, Any]) -> None:
         """Append a message to the history."""
@@ -113,12 +124,29 @@ class PrefixChain:
         role, text = message.get("role", "user"), _text(message)
         msgs.append((hash((msgs[-1][0] if msgs else 0, role, text)), role, text))
 
+    def _settle(self) -> None:
+        """What the requests since the last match made this session hold, now that it
+        matters (a match, a cut): the prompt, computed (`_sent`, `_tokens`), and its answer
+        (`_reply`: held but for its end marker if generated)."""
+        n = len(self.msgs)
+        if n > self.held or self.held_reply:
+            self.held, self.held_reply = n, False
+            if (tokens := round(self._tokens)) > self.held_tokens:
+                self.held_tokens = tokens
+        reply = self._reply
+        if reply is not None:
+            new, _, _, generated, held_tokens = reply
+            if new or generated:
+                self.held += len(new)
+                self.held_reply, self.held_tokens = generated, held_tokens
+        self._sent = -1
+
     def _fold(self) -> None:
         """The prompt answered last and its reply join `msgs`: the reply's key, now that a
         request follows it."""
         reply = self._reply
         assert reply is not None
-        new, role, text = reply
+        new, role, text, _, _ = reply
         msgs = self.msgs
         msgs += new
         msgs.append((hash((msgs[-1][0] if msgs else 0, role, text)), role, text))
@@ -136,14 +164,20 @@ class PrefixChain:
         requests hold, else None. `sizes`, `new_sizes`: the tokens of the history's messages
         and of the new ones, in any one unit; `size`: the sum of `sizes`."""
         msgs = self.msgs
-        reply = self._reply
-        if reply is not None:  # `_fold`, written out
-            folded, reply_role, reply_text = reply
+        if self._sent >= 0:  # `_settle`, written out: answered, the prompt and the reply
+            reply = self._reply
+            if reply is not None and (reply[0] or reply[3]):
+                self.held = len(msgs) + len(reply[0])  # (`held` is at most `len(msgs)`)
+                self.held_reply, self.held_tokens = reply[3], reply[4]
+            else:
+                self._settle()
+            self._sent = -1
+        if self._reply is not None:  # `_fold`, written out
+            folded, reply_role, reply_text, _, _ = self._reply
             msgs += folded
             key = hash((msgs[-1][0] if msgs else 0, reply_role, reply_text))
             msgs.append((key, reply_role, reply_text))
             self._reply = None
-        self._sent = False
         n = len(msgs)
         if len(messages) != 1:
             return self._match(messages, sizes, size, new_sizes)
@@ -151,11 +185,11 @@ class PrefixChain:
         # generation to the young, as `registry.holds` does)
         message = messages[0]
         role, text = message.get("role", "user"), message.get("content")
-        if type(text) is not str or "tool_calls" in message:
+        if text.__class__ is not str or "tool_calls" in message:
             text = message_text(message)
         base = msgs[-1][0] if n else 0
         key = hash((base, role, text))
-        new = [(key, role, text)]
+        new = ((key, role, text),)
         generation = hash((key, GENERATION_ROLE))
         registry = self.registry
         young = registry._young
@@ -163,10 +197,21 @@ class PrefixChain:
         if held == n - 1:  # one message past what it holds (a system prompt, its reply): another's?
             if base not in young:
                 if base not in registry._old:
-                    if self.held_reply:  # its reply's end: nobody holds more
-                        self._last = (new, generation, held, 0, 0, 0)
+                    if not self.held_reply:
+                        return self._stop(new, generation, held, base, sizes, size, new_sizes)
+                    # its reply's end: nobody holds more. The reply's header and first
+                    # piece are held as `answered` left them while no generation turned
+                    self._where = (held, 0, 0, 0)  # (if the generation turns before `computed`)
+                    if (swaps := self._reply_swaps) != registry.swaps:
+                        self._last = (new, (generation,), "", _GENERAL)
                         return None
-                    return self._stop(new, generation, held, base, sizes, size, new_sizes)
+                    head = hash((base, role))
+                    if not text:
+                        self._last = (new, (generation, base, key, head), "", swaps)
+                        return None
+                    keys = (generation, base, key, head, hash((head, text[:PIECE_CHARS])))
+                    self._last = (new, keys, text if len(text) > PIECE_CHARS else "", swaps)
+                    return None
                 young.add(base)
         elif held < n:  # more of the history past what it holds (a cut history): another's?
             i = held
@@ -175,7 +220,8 @@ class PrefixChain:
                 if k not in young:
                     if k not in registry._old:
                         if i == held and self.held_reply:
-                            self._last = (new, generation, i, 0, 0, 0)
+                            self._last = (new, (generation,), "", _GENERAL)
+                            self._where = (i, 0, 0, 0)
                             return None
                         return self._stop(new, generation, i, base, sizes, size, new_sizes)
                     young.add(k)
@@ -183,27 +229,31 @@ class PrefixChain:
         old = registry._old
         if key in young or key in old:  # all of it
             young.add(key)
-            self._last = (new, generation, n + 1, 0, 0, 0)
+            self._last = (new, (generation,), "", -1)
             if generation in young or registry.holds(generation):
                 return size + new_sizes[0] + GENERATION_OVERHEAD
             return float(size + new_sizes[0])
+        # the match stops in the new message: its header, then its first piece
         # (`held_reply` means the reply is message `held`, so here `held` < n)
-        head = hash((base, role))  # the match stops in the new message: its header, its text
-        if head not in young:
-            if head not in old:
-                self._last = (new, generation, n, n, head, 0)
-                return None if n == held else size
-            young.add(head)
+        head = hash((base, role))
         if not text:
-            self._last = (new, generation, n, n, head, 0)
+            self._last = (new, (generation, key, head), "", -1)
+            if head not in young:
+                if head not in old:
+                    return None if n == held else size
+                young.add(head)
             return size + HEADER_TOKENS
         first = hash((head, text[:PIECE_CHARS]))
-        self._last = (new, generation, n, n, head, first)
+        chars = len(text)
+        self._last = (new, (generation, key, head, first), text if chars > PIECE_CHARS else "", -1)
+        if head not in young:
+            if head not in old:
+                return None if n == held else size
+            young.add(head)
         if first not in young:
             if first not in old:
                 return size + HEADER_TOKENS
             young.add(first)
-        chars = len(text)
         if chars <= PIECE_CHARS:
             return size + HEADER_TOKENS + new_sizes[0] - MESSAGE_OVERHEAD  # all but its end
         share = min(1.0, registry.pieces(first, text) * PIECE_CHARS / chars)
@@ -246,18 +296,20 @@ class PrefixChain:
                     young.add(key)
                 i += 1
             else:
-                self._last = (new, generation, i, 0, 0, 0)
+                self._last = (new, (generation,), "", _GENERAL)
+                self._where = (i, 0, 0, 0)
                 if generation in young or registry.holds(generation):
                     return size + sum(new_sizes) + GENERATION_OVERHEAD
                 return float(size + sum(new_sizes))
         if i == self.held and self.held_reply:  # its reply's end: nobody else holds more
-            self._last = (new, generation, i, 0, 0, 0)
+            self._last = (new, (generation,), "", _GENERAL)
+            self._where = (i, 0, 0, 0)
             return None
         return self._stop(new, generation, i, base, sizes, size, new_sizes)
 
     def _stop(
         self,
-        new: list[tuple[int, str, str]],
+        new: Sequence[Entry],
         generation: int,
         i: int,
         base: int,
@@ -281,16 +333,17 @@ class PrefixChain:
             before = size + sum(new_sizes[: i - n]) if i > n else size
             tokens = new_sizes[i - n]
             head = hash((new[i - n - 1][0] if i > n else base, role))
+        self._last = (new, (generation,), "", _GENERAL)
         if head not in young:
             if head not in old:
-                self._last = (new, generation, i, i, head, 0)
+                self._where = (i, i, head, 0)
                 return None if i == self.held else before
             young.add(head)
         if not text:
-            self._last = (new, generation, i, i, head, 0)
+            self._where = (i, i, head, 0)
             return before + HEADER_TOKENS
         first = hash((head, text[:PIECE_CHARS]))
-        self._last = (new, generation, i, i, head, first)
+        self._where = (i, i, head, first)
         if first not in young:
             if first not in old:
                 return before + HEADER_TOKENS
@@ -301,9 +354,10 @@ class PrefixChain:
         share = min(1.0, registry.pieces(first, text) * PIECE_CHARS / chars)
         return before + HEADER_TOKENS + share * (tokens - MESSAGE_OVERHEAD)
 
-    def computed(self, history_tokens: int) -> None:
+    def computed(self, history_tokens: float) -> None:
         """The server computed the prompt last matched (its first token came): from now on
-        its keys are held. `history_tokens`: the history's tokens, all in that prompt.
+        its keys are held. `history_tokens`: the history's tokens, all in that prompt (rounded
+        only if the prompt is not answered, when they count).
 
         Each of its messages the registry did not hold leaves its key, its header's, and its
         first piece's (a long text's with the text), for a later match that stops inside it.
@@ -311,52 +365,30 @@ class PrefixChain:
         Why at the first token and not at the send: a cache can reuse only what was computed;
         a request sent while another with the same prefix is still in prefill finds nothing.
         """
-        new, generation, start, at, head, first = self._last
-        msgs, registry = self.msgs, self.registry
-        n = len(msgs)
-        held = self.held
-        if len(new) == 1 and (
-            (at == n and head)  # (`at` is `start` where `head` is hashed)
-            or (start == held == n - 1 and self.held_reply and self._reply_swaps == registry.swaps)
-        ):
-            # the usual, written out: the one new message (the match stopped in it, or in the
-            # reply before it, whose header and first piece `answered` left held)
-            key, role, text = new[0]
-            if at == n:
-                keys: tuple[int, ...] = (generation, key, head)
-            else:
-                reply = msgs[-1][0]
-                head, first = hash((reply, role)), 0
-                keys = (generation, reply, key, head)
+        new, keys, text, swaps = self._last
+        registry = self.registry
+        if swaps != -1 and swaps != registry.swaps:  # the general way (or the reply's keys went)
+            self._register(new, keys[0], *self._where)
+        else:  # `registry.add`, written out
             young = registry._young
             young.update(keys)
-            if (chars := len(text)) > PIECE_CHARS:
-                first = first or hash((head, text[:PIECE_CHARS]))
+            if text:
+                first = keys[-1]
                 texts = registry._texts
                 if first not in texts and first not in registry._old_texts:  # `keep`'s usual
-                    young.add(first)
                     texts[first] = text
-                    registry._room -= chars + TEXT_BYTES
+                    registry._room -= len(text) + TEXT_BYTES
                 else:
                     registry.keep(first, text)
-            elif text:
-                young.add(first or hash((head, text)))
             if len(young) * KEY_BYTES > registry._room:
                 registry.turn()
-        else:
-            self._register(new, generation, start, at, head, first)
-        self._reply_swaps = registry.swaps
-        self._sent = True
-        if n > held or self.held_reply:
-            self.held, self.held_reply = n, False
-            if history_tokens > self.held_tokens:
-                self.held_tokens = history_tokens
+        self._sent = registry.swaps
+        self._tokens = history_tokens
 
     def _register(
-        self, new: list[tuple[int, str, str]], generation: int, start: int, at: int, head: int,
-        first: int,
-    ) -> None:  # fmt: skip
-        """`computed`'s registry work for any prompt (`_last`'s fields)."""
+        self, new: Sequence[Entry], generation: int, start: int, at: int, head: int, first: int
+    ) -> None:
+        """`computed`'s registry work for any prompt (`_where`'s fields)."""
         msgs, registry = self.msgs, self.registry
         n = len(msgs)
         held = self.held
@@ -366,7 +398,7 @@ class PrefixChain:
         long_first, long_text = 0, ""
         reply = held if self.held_reply and self._reply_swaps == registry.swaps else -1
         if start < n:  # history nobody registered: a reply, a cut history
-            todo = msgs[start:] + new
+            todo: Sequence[Entry] = [*msgs[start:], *new]
             parent = msgs[start - 1][0] if start else 0
         elif start == n:  # the new messages, all of them
             todo = new
@@ -407,52 +439,50 @@ class PrefixChain:
         server holds its text after the prompt; `held_tokens`: the tokens of that prompt, and
         of the reply if generated."""
         if self._reply is not None:  # (two answers with no match between)
+            if self._sent >= 0:
+                self._settle()
             self._fold()
         last = self._last
         new = last[0]
         role, text = reply.get("role", GENERATION_ROLE), reply.get("content")
-        if type(text) is not str or "tool_calls" in reply:
+        if text.__class__ is not str or "tool_calls" in reply:
             text = message_text(reply)
-        self._reply = (new, role, text)
-        if not self._sent:
+        self._reply = (new, role, text, generated, held_tokens)
+        sent = self._sent
+        if sent < 0:
             return
-        self._sent = False
-        # (`computed` ran last: `held` is the history's length and `held_reply` False)
-        if new or generated:
-            self.held += len(new)
-            self.held_reply, self.held_tokens = generated, held_tokens
         if generated and text:  # held but for its end marker: its header and first piece
             registry = self.registry
             young = registry._young
             if role == GENERATION_ROLE:  # its header is the generation prompt: registered
-                head = last[1]
+                head = last[1][0]
             else:
                 head = hash(((new or self.msgs)[-1][0], role))
                 young.add(head)
-            if (chars := len(text)) > PIECE_CHARS:  # `registry.add`, written out
-                first = hash((head, text[:PIECE_CHARS]))
+            first = hash((head, text[:PIECE_CHARS]))
+            young.add(first)
+            if len(text) > PIECE_CHARS:  # `registry.add`, written out
                 texts = registry._texts
                 if first not in texts and first not in registry._old_texts:  # `keep`'s usual
-                    young.add(first)
                     texts[first] = text
-                    registry._room -= chars + TEXT_BYTES
+                    registry._room -= len(text) + TEXT_BYTES
                 else:
                     registry.keep(first, text)
-            else:
-                young.add(hash((head, text)))
             if len(young) * KEY_BYTES > registry._room:
                 registry.turn()
-            if registry.swaps == self._reply_swaps:
-                return
-        self._reply_swaps = -1
+            self._reply_swaps = sent  # (no longer `registry.swaps` if that turned it)
+        else:
+            self._reply_swaps = -1
 
     def restart(self, messages: Iterable[Mapping[str, Any]], kept: int, kept_tokens: int) -> None:
         """The history was cut: rebuild the chain from `messages`; its first `kept` messages
         (`kept_tokens` tokens) are the start of the old history (the system prompt), and stay
         held."""
+        if self._sent >= 0:
+            self._settle()
         self.msgs, self._reply = [], None
         for message in messages:
             self.append(message)
         if kept < self.held or (kept == self.held and self.held_reply):
             self.held, self.held_reply, self.held_tokens = kept, False, kept_tokens
-        self._last, self._sent, self._reply_swaps = _NO_MATCH, False, -1
+        self._last, self._sent, self._reply_swaps = _NO_MATCH, -1, -1
