@@ -21,18 +21,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
-from turnbench.record.schema import ATTEMPT_COLUMNS, DDL, SESSION_COLUMNS
+from turnbench.record.schema import ATTEMPT_COLUMNS, DDL, SESSION_COLUMNS, SessionRecord
 
 USERS, TURNS = 64, 10
 NS = 1_000_000_000
 
 
-def _requests(n: int, rng: np.random.Generator) -> tuple[list[tuple], list[tuple]]:
+def _requests(n: int, rng: np.random.Generator) -> tuple[list[tuple], list[SessionRecord]]:
     """N attempt rows and their sessions: each user plays conversations back to back."""
     attempts: list[tuple] = []
-    sessions: list[tuple] = []
+    sessions: list[SessionRecord] = []
     clock = np.zeros(USERS)
     sid = 0
     columns = {c: i for i, c in enumerate(ATTEMPT_COLUMNS)}
@@ -87,21 +88,22 @@ def _requests(n: int, rng: np.random.Generator) -> tuple[list[tuple], list[tuple
                         break
             clock[user] = t
             sessions.append(
-                (
-                    f"s{sid}",
-                    f"c{sid % 500}",
-                    user % 2,
-                    "main",
-                    int(start * NS),
-                    int(start * NS),
-                    int(t * NS),
-                    0,
-                    TURNS,
-                    TURNS,
-                    0,
-                    TURNS,
-                    0,
-                    "completed",
+                SessionRecord(
+                    session_id=f"s{sid}",
+                    conversation_id=f"c{sid % 500}",
+                    worker=user % 2,
+                    stage="main",
+                    t_intended_ns=int(start * NS),
+                    t_start_ns=int(start * NS),
+                    t_end_ns=int(t * NS),
+                    gate_wait_ns=0,
+                    turns_planned=TURNS,
+                    turns_ok=TURNS,
+                    turns_failed=0,
+                    attempts=TURNS,
+                    dropped_messages=0,
+                    outcome="completed",
+                    task_id=f"s{sid}",
                 )
             )
     return attempts[:n], sessions
@@ -127,7 +129,7 @@ def build(db: Path, n: int) -> None:
     marks = ", ".join("?" * len(SESSION_COLUMNS))
     conn.executemany(
         f"INSERT INTO sessions (run_id, {', '.join(SESSION_COLUMNS)}) VALUES ('big', {marks})",
-        sessions,
+        [msgspec.structs.astuple(s) for s in sessions],
     )
     end_s = max(a[ATTEMPT_COLUMNS.index("t_end_ns")] for a in attempts) / NS
     scrapes = []

@@ -15,12 +15,29 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
+from bokeh.core.serialization import Serializer
+from bokeh.core.templates import JS_RESOURCES, MACROS, ROOT_DIV
+from bokeh.core.validation import check_integrity
 from bokeh.document import Document
-from bokeh.embed import components
-from bokeh.models import DataRange1d, HoverTool, Model, Range1d
+from bokeh.embed.elements import script_for_render_items
+from bokeh.embed.util import RenderItem
+from bokeh.model import collect_models
+from bokeh.models import (
+    BoxZoomTool,
+    DataRange1d,
+    HoverTool,
+    Model,
+    PanTool,
+    Range1d,
+    ResetTool,
+    SaveTool,
+    WheelZoomTool,
+)
 from bokeh.models.annotations import BoxAnnotation
+from bokeh.models.renderers import GlyphRenderer
 from bokeh.plotting import figure
 from bokeh.resources import Resources
+from bokeh.util.serialization import make_globally_unique_css_safe_id, make_globally_unique_id
 
 from turnbench.metrics.outages_model import Outage
 
@@ -37,7 +54,6 @@ PALETTE = (
     "#17becf",
 )
 OK, FAILED, TOKENS, MUTED = "#1f77b4", "#d62728", "#2ca02c", "#7f7f7f"
-TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 MAX_BINS = 2000
 """At most this many points on a time axis: a run of hours still draws a few hundred KB."""
 
@@ -69,8 +85,7 @@ def new_figure(
         title=title,
         height=height,
         sizing_mode="stretch_width",
-        tools=TOOLS,
-        active_scroll="wheel_zoom",
+        tools=[],
         toolbar_location="above",
         x_axis_label=x_label,
         y_axis_label=y_label,
@@ -83,6 +98,9 @@ def new_figure(
     p.outline_line_color = None
     p.axis.axis_label_text_font_style = "normal"
     p.axis.axis_label_text_color = "#555"
+    wheel = WheelZoomTool()
+    p.add_tools(PanTool(), wheel, BoxZoomTool(dimensions="both"), ResetTool(), SaveTool())
+    p.toolbar.active_scroll = wheel
     p.toolbar.logo = None
     return p
 
@@ -166,13 +184,42 @@ def head_script() -> str:
     return str(_RESOURCES.render_js())
 
 
-def page(figures: dict[str, Model]) -> tuple[str, dict[str, str]]:
-    """The script that draws these figures and each figure's <div>, by name."""
+def _drop_unseen_glyphs(fig: Any) -> None:
+    """A glyph renderer's selected-off and muted looks are never seen on the report (it has no
+    selection tool, and its legends hide rather than mute): they are left to BokehJS's
+    defaults instead of two more models per series to write."""
+    for renderer in fig.renderers:
+        if isinstance(renderer, GlyphRenderer):
+            renderer.nonselection_glyph = "auto"
+            renderer.muted_glyph = "auto"
+
+
+def page(figures: dict[str, Model], *, validate: bool = False) -> tuple[str, dict[str, str]]:
+    """The script that draws these figures and each figure's <div>, by name.
+
+    What `bokeh.embed.components` writes, without the work a report does not need: it adds
+    the figures to a document (a walk over every model), walks them again in search of
+    Python callbacks and checks the whole document, together about half the page's cost.
+    One serializer writes every figure, so a model they share (the time plots' x range) is
+    written once and referenced. `validate` runs Bokeh's checks (a test's guard against a
+    malformed figure) and raises on any error or warning they find."""
     if not figures:
         return "", {}
-    doc = Document()
-    with doc.models.freeze():  # one recount of the document's models, not one per figure
-        for fig in figures.values():
-            doc.add_root(fig)
-    script, divs = components(figures)
-    return str(script), {name: str(div) for name, div in divs.items()}
+    for fig in figures.values():
+        _drop_unseen_glyphs(fig)
+    if validate:
+        issues = check_integrity(list(collect_models(*figures.values())))
+        if found := [*issues.error, *issues.warning]:
+            named = "; ".join(f"{issue.name}: {issue.extra}" for issue in found)
+            raise ValueError(f"the report's figures fail Bokeh's checks: {named}")
+    doc = Document().to_json(deferred=False)  # the version, title and config
+    doc["roots"] = Serializer(deferred=False).encode(list(figures.values()))
+    doc_id = make_globally_unique_id()
+    item = RenderItem(
+        doc_id, roots={fig: make_globally_unique_css_safe_id() for fig in figures.values()}
+    )
+    script = JS_RESOURCES.render(
+        js_raw=[script_for_render_items({doc_id: doc}, [item])], js_files=[]
+    )
+    divs = [ROOT_DIV.render(root=root, macros=MACROS) for root in item.roots]
+    return str(script), dict(zip(figures, divs, strict=True))

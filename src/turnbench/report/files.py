@@ -25,8 +25,9 @@ def write_report(run_dir: Path, console: Console | None = None, *, html: bool = 
     then the report's path as the last line.
 
     `html=False` (a capacity probe, a sweep point) skips report.html, the one costly part
-    (~2 s): the folder keeps events.db and summary.json, and `turnbench report` draws it
-    later; the last line then names summary.json."""
+    (1.5-2 s, most of it importing Bokeh and building its models): the folder keeps events.db
+    and summary.json, and `turnbench report` draws it later; the last line then names
+    summary.json."""
     db = run_dir / "events.db"
     if not db.exists():
         raise InputError("no events.db in this folder", file=str(run_dir))

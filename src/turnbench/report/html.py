@@ -140,10 +140,13 @@ def render(
     load: dict[str, Any] | None = None,
     lanes: list[dict[str, Any]] | None = None,
     run_dir: Path | None = None,
+    *,
+    validate: bool = False,
 ) -> str:
     """The whole report as one HTML document. `load` (`load_series`) and `lanes`
     (`lane_rows`): None leaves their panels out (a test of the tables needs neither);
-    `run_dir` finds a capacity search above the run."""
+    `run_dir` finds a capacity search above the run; `validate` runs Bokeh's checks on
+    the figures (a test's; a report skips them, see `figures.page`)."""
     run = summary.run
     sections = {
         name: [(key, fig) for key, fig in figs if fig is not None]
@@ -151,7 +154,9 @@ def render(
     }
     for _key, fig in sections["Over time"]:
         stage_plot.mark_stages(fig, summary.stages or [])
-    script, divs = page({key: fig for figs in sections.values() for key, fig in figs})
+    script, divs = page(
+        {key: fig for figs in sections.values() for key, fig in figs}, validate=validate
+    )
     body = [
         f"<h1>turnbench report: {escape(run.run_id or '')}</h1>",
         f"<p class='meta'>Target <code>{escape(run.target)}</code>, model "
