@@ -1,8 +1,8 @@
 """`turnbench capacity`: the largest user count or session rate that meets the SLOs.
 
 Why its own module: the command has its own flags (the range, the probes, the criteria) on
-top of the few of `run` a search needs; `cli.py` imports it at its bottom so it joins the
-app. As in `cli.py`, the search's modules are imported only when the command runs.
+top of the few of `run` a search needs; `cli.py` imports it (so it joins the app) when the
+command is wanted, and the search's modules are imported only when the command runs.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The `turnbench export` and `turnbench compare` commands: a run's table as a file, and runs
 side by side (docs/export.md, docs/compare.md).
 
-Why a module of its own: `cli.py` declares the commands that run and report one run; these two
-read finished runs only, and import numpy, pyarrow or bokeh only when they run.
+Why a module of its own: these two read finished runs only, and import numpy, pyarrow or bokeh
+only when they run; `cli.py` imports this module when one of them is wanted.
 """
 
 from __future__ import annotations

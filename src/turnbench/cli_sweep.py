@@ -2,8 +2,8 @@
 point's throughput and latency and the Pareto frontier.
 
 Why its own module: as `cli_capacity.py`, the command has its own flags (the points, their
-length, the shape) on top of the few of `run` a sweep needs; `cli.py` imports it at its
-bottom so it joins the app, and the sweep's modules are imported only when it runs.
+length, the shape) on top of the few of `run` a sweep needs; `cli.py` imports it (so it joins
+the app) when the command is wanted, and the sweep's modules are imported only when it runs.
 """
 
 from __future__ import annotations

@@ -2,31 +2,37 @@
 
 Why the exact ready line on stdout: tests and scripts start the simulator on port 0 and read
 the real address from that one line; everything else goes to stderr.
+
+Why the server (aiohttp, the simulator's modules, asyncio, ssl) is imported only where it is
+used: `turnbench --help` declares this command to list it, and would otherwise load a whole
+server to do so.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import ssl
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from aiohttp import web
 
 from turnbench.cli_format import fail
 from turnbench.errors import InputError
-from turnbench.sim.app import SimServer
 from turnbench.sim.config import FAULT_KINDS, ROUTERS, SESSION_HEADERS, SimConfig, load_config
+
+if TYPE_CHECKING:
+    import asyncio
+    import ssl
 
 READY_PREFIX = "turnbench sim ready: "
 
 
 async def _watch_parent(stop: asyncio.Event) -> None:
     """Set `stop` once the process that started us is gone (re-parented)."""
+    import asyncio
+
     parent = os.getppid()
     while os.getppid() == parent:
         await asyncio.sleep(1.0)
@@ -42,6 +48,12 @@ async def serve(
 ) -> None:
     """Serve until SIGINT/SIGTERM (or the parent's death), printing the ready line; HTTPS
     when given a server TLS context."""
+    import asyncio
+
+    from aiohttp import web
+
+    from turnbench.sim.app import SimServer
+
     sim = SimServer(cfg)
     runner = web.ServerRunner(sim.make_server(), handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
@@ -83,6 +95,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def run(main: Coroutine[Any, Any, None]) -> None:
     """Run a coroutine on the fastest available event loop."""
+    import asyncio
+
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(main)
 
@@ -111,6 +125,8 @@ def tls_server_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | 
     Why checked before listening: a missing or bad file must be one line naming it at start,
     not a handshake failure that every client sees later.
     """
+    import ssl
+
     if cert is None and key is None:
         return None
     if cert is None or key is None:

@@ -2,6 +2,9 @@
 
 Why inspect before a run: a dataset's shape (turns per conversation, context growth) decides
 what a multi-turn benchmark measures, and repairs made while loading must be visible.
+
+Why the readers, the token counts and rich are imported in the commands: `turnbench --help`
+declares these commands to list them, and does not read a dataset.
 """
 
 from __future__ import annotations
@@ -12,24 +15,19 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast, get_args
+from typing import TYPE_CHECKING, cast, get_args
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from turnbench.cli_format import Command, Group, fail
 from turnbench.errors import InputError
-from turnbench.tokens.template import (
-    GENERATION_OVERHEAD,
-    MESSAGE_OVERHEAD,
-    count_tokens,
-    render_message,
-)
 from turnbench.workload.config import DatasetFormat, DatasetOptions, MessagesOptions
-from turnbench.workload.conversation import Conversation, Turn, walk
-from turnbench.workload.dataset import DatasetLoad, load_dataset
-from turnbench.workload.messages import to_record
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from turnbench.workload.conversation import Conversation, Turn
+    from turnbench.workload.dataset import DatasetLoad
 
 dataset_app = typer.Typer(
     help="Inspect and convert workload datasets.", no_args_is_help=True, cls=Group
@@ -51,11 +49,15 @@ def _format(value: str, flag: str, allowed: tuple[str, ...]) -> DatasetFormat:
 
 
 def _load(path: Path, fmt: DatasetFormat, messages_key: str | None) -> DatasetLoad:
+    from turnbench.workload.dataset import load_dataset
+
     options = DatasetOptions(messages=MessagesOptions(messages_key=messages_key))
     return load_dataset(path, fmt, options)
 
 
 def _turn_tokens(turn: Turn) -> int:
+    from turnbench.tokens.template import MESSAGE_OVERHEAD, count_tokens, render_message
+
     if turn.input_tokens is not None:
         return turn.input_tokens
     return sum(count_tokens(render_message(m)) - MESSAGE_OVERHEAD for m in turn.messages)
@@ -63,6 +65,13 @@ def _turn_tokens(turn: Turn) -> int:
 
 def _context_by_turn(plans: Sequence[Conversation]) -> list[list[int]]:
     """Tokens of the full chat prompt at each turn index (recorded replies in the history)."""
+    from turnbench.tokens.template import (
+        GENERATION_OVERHEAD,
+        MESSAGE_OVERHEAD,
+        count_tokens,
+        render_message,
+    )
+
     by_turn: list[list[int]] = []
     for conv in plans:
         ctx = count_tokens(render_message({"role": "system", "content": conv.system}))
@@ -96,6 +105,9 @@ def inspect(
 ) -> None:
     """Print conversations, turn and token statistics, context growth, agent graphs (sub-agents,
     depth, ideal cache hit) and load repairs."""
+    from rich.console import Console
+    from rich.table import Table
+
     try:
         load = _load(file, _format(format, "--format", FORMATS), messages_key)
     except InputError as err:
@@ -147,6 +159,10 @@ def _print_graphs(out: Console, plans: Sequence[Conversation]) -> None:
     Context growth and the ideal cache hit come from the recorded input sizes and hash ids a
     trace loader keeps in each plan's metadata (WEKA); other sources show `-` there.
     """
+    from rich.table import Table
+
+    from turnbench.workload.conversation import walk
+
     summary = Table(title="agent tasks (session graphs)")
     summary.add_column("measure")
     summary.add_column("value", justify="right")
@@ -223,6 +239,8 @@ def _write(dst: Path, plans: Sequence[Conversation], src: Path) -> None:
     """Write plans as canonical records; an unwritable output is a user error, not a bug,
     and so is an agent with sub-agents, which a messages record cannot hold (dropping them
     would turn an agent into a plain conversation without a word)."""
+    from turnbench.workload.messages import to_record
+
     for conv in plans:
         if conv.children:
             raise InputError(
