@@ -22,6 +22,14 @@ from turnbench.tokens.template import make_text
 settings.register_profile("turnbench", deadline=None)
 settings.load_profile("turnbench")
 
+# The suite starts about a thousand Python processes (runs, their events.db writers and
+# workers, simulators). Where the environment sets PYTHONDONTWRITEBYTECODE, as some
+# containers do, each of them compiled turnbench's ~100 modules from source again (~0.2 s a
+# process; pip compiled the dependencies' at install): this process and those it starts keep
+# the bytecode (in `__pycache__`, which git ignores).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 READY_PREFIX = "turnbench sim ready: "
 
 

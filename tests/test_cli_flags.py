@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -108,22 +110,54 @@ def assert_clean_run(proc: subprocess.CompletedProcess[str], out: Path) -> Path:
 CASES = sorted(set(OPTIONS) - SKIPPED)
 
 
-@pytest.mark.parametrize("flag", CASES)
-def test_each_run_flag_alone(
-    flag: str, tmp_path: Path, fast_sim: SimProcess, datasets: dict[str, Path]
-) -> None:
+def _run_flag(
+    flag: str, tmp_path: Path, sim: SimProcess, datasets: dict[str, Path]
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`turnbench run` with `flag` (and what it needs), `--target` the simulator, `--out`."""
     values = [
         v.format(**{k: str(p) for k, p in datasets.items()}) for v in _values(flag, OPTIONS[flag])
     ]
-    args = ["run"] if flag == "--target" else ["run", "--target", fast_sim.url]
+    args = ["run"] if flag == "--target" else ["run", "--target", sim.url]
     if flag == "--target":
-        args += ["--target", fast_sim.url]
+        args += ["--target", sim.url]
     elif flag != "--out":
         args += [flag, *values]
     out = tmp_path / "out"
     args += ["--out", str(out)]
-    env = {"TURNBENCH_FLAG_KEY": SECRET}
-    proc = turnbench(*args, cwd=tmp_path, env=env)
+    return turnbench(*args, cwd=tmp_path, env={"TURNBENCH_FLAG_KEY": SECRET}), out
+
+
+@pytest.fixture(scope="module")
+def flag_runs(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    fast_sim: SimProcess,
+    datasets: dict[str, Path],
+) -> Iterator[dict[str, Future[tuple[subprocess.CompletedProcess[str], Path]]]]:
+    """The selected flags' runs, two at a time, started at once and each awaited by its test.
+
+    Why two at a time: each run is a whole `turnbench` process (start, run, summary,
+    report.html), mostly one busy core while the simulator idles; on a 2-core machine two of
+    them take ~60 % of the time one after another does, with the same checks."""
+    selected = [
+        item.callspec.params["flag"]
+        for item in request.session.items
+        if getattr(item, "originalname", "") == "test_each_run_flag_alone"
+        and item.module is request.module
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {
+            flag: pool.submit(_run_flag, flag, tmp_path_factory.mktemp("flag"), fast_sim, datasets)
+            for flag in selected
+        }
+
+
+@pytest.mark.parametrize("flag", CASES)
+def test_each_run_flag_alone(
+    flag: str,
+    flag_runs: dict[str, Future[tuple[subprocess.CompletedProcess[str], Path]]],
+) -> None:
+    proc, out = flag_runs[flag].result()
     if flag in REFUSED:
         assert proc.returncode == 2
         assert proc.stderr.strip().count("\n") == 0, proc.stderr
