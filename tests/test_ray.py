@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from graph import check_dependencies
 from runs import assert_one_in_flight, peak_concurrency, request_intervals, run_bench
 
 try:
@@ -56,3 +57,33 @@ def test_multi_turn_run_on_ray_actors(tmp_path: Path) -> None:
     assert len(anchors) == 2 and len({a["wall_anchor_ns"] for a in anchors}) == 1
     lag = result.summary["requests"]["schedule_lag_ms"]
     assert lag["p50"] < 50
+
+
+def test_an_agent_tasks_whole_tree_runs_on_one_ray_actor(tmp_path: Path) -> None:
+    """Agents on Ray as with worker processes: each task's root, sub-agents and forks are
+    played by the actor that started its root (a fork copies its parent's history in that
+    actor, never across), every branch's dependencies hold and every session completes."""
+    result = run_bench(
+        tmp_path,
+        {
+            "engine": {"kind": "ray", "workers": 2},
+            "target": {"sim_args": ["--zero-delay"]},
+            "workload": {
+                "type": "synthetic_agent",  # as `--agent 2:2:2 --sessions 4`
+                "steps": 2,
+                "subagents": {"fan_out": 2, "depth": 2},
+                "tool_latency_s": {"dist": "uniform", "min": 0.01, "max": 0.08},
+            },
+            "load": {"sessions": 4},
+        },
+    )
+    sessions, attempts = result.sessions, result.attempts
+    assert len(sessions) == 4 * 7  # each task: its root, 2 sub-agents, 4 sub-sub-agents
+    assert all(s["outcome"] == "completed" for s in sessions)
+    assert attempts and all(a["status"] == "ok" for a in attempts)
+    owners: dict[str, set[int]] = defaultdict(set)
+    for row in [*sessions, *attempts]:
+        owners[row["task_id"]].add(row["worker"])
+    assert len(owners) == 4 and all(len(w) == 1 for w in owners.values()), owners
+    assert {w for ws in owners.values() for w in ws} == {0, 1}
+    assert check_dependencies(sessions, attempts) > 0
