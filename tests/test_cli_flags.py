@@ -12,14 +12,22 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
 
-from cli_options import command_tree, hints, options, turnbench, values_for
+from cli_options import (
+    case_folder,
+    command_tree,
+    hints,
+    options,
+    turnbench,
+    two_at_a_time,
+    values_for,
+)
 from conftest import SimProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,22 +142,13 @@ def flag_runs(
     fast_sim: SimProcess,
     datasets: dict[str, Path],
 ) -> Iterator[dict[str, Future[tuple[subprocess.CompletedProcess[str], Path]]]]:
-    """The selected flags' runs, two at a time, started at once and each awaited by its test.
+    """The selected flags' runs, two at a time (`two_at_a_time`), each awaited by its test."""
 
-    Why two at a time: each run is a whole `turnbench` process (start, run, summary,
-    report.html), mostly one busy core while the simulator idles; on a 2-core machine two of
-    them take ~60 % of the time one after another does, with the same checks."""
-    selected = [
-        item.callspec.params["flag"]
-        for item in request.session.items
-        if getattr(item, "originalname", "") == "test_each_run_flag_alone"
-        and item.module is request.module
-    ]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        yield {
-            flag: pool.submit(_run_flag, flag, tmp_path_factory.mktemp("flag"), fast_sim, datasets)
-            for flag in selected
-        }
+    def run(flag: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+        return _run_flag(flag, case_folder(tmp_path_factory), fast_sim, datasets)
+
+    with two_at_a_time(request, "test_each_run_flag_alone", "flag", run) as runs:
+        yield runs
 
 
 @pytest.mark.parametrize("flag", CASES)

@@ -22,6 +22,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,15 @@ import openai
 import pytest
 import trustme
 
-from cli_options import command_tree, hints, options, turnbench, values_for
+from cli_options import (
+    case_folder,
+    command_tree,
+    hints,
+    options,
+    turnbench,
+    two_at_a_time,
+    values_for,
+)
 from conftest import SimProcess, start_sim
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -471,18 +480,43 @@ CAPACITY_RECORDED: dict[str, tuple[tuple[str, ...], Any]] = {
 CAPACITY_CONFIG = {"--model": "model: turnbench-sim", "--api": "api: completions"}
 
 
-@pytest.mark.parametrize("flag", sorted(set(CAPACITY_OPTIONS) - SKIPPED))
-def test_each_capacity_flag_alone(flag: str, tmp_path: Path, fast_sim: SimProcess) -> None:
-    """One probe against the fast simulator; every probe passes, so the search holds at its
-    --max: the answer, then the report's path, last; the flag's value is in the record."""
+Ran = tuple[subprocess.CompletedProcess[str], Path]
+"""A case's `turnbench` process and its `--out` folder."""
+
+
+def _capacity(flag: str, tmp_path: Path, sim: SimProcess) -> Ran:
+    """`turnbench capacity` of one probe with `flag`, the base flags it does not replace."""
     values = _values(flag, CAPACITY_OPTIONS[flag], _hints("capacity"), CAPACITY_NEEDS)
     base = {f: v for f, v in CAPACITY_BASE.items() if f != flag and f not in values}
     out = tmp_path / "out"
-    args = ["capacity", "--target", fast_sim.url, "--out", str(out)]
+    args = ["capacity", "--target", sim.url, "--out", str(out)]
     args += [item for f, v in base.items() for item in (f, *v)]
     if flag not in ("--target", "--out"):
         args += [flag, *values]
-    proc = turnbench(*args, cwd=tmp_path)
+    return turnbench(*args, cwd=tmp_path), out
+
+
+@pytest.fixture(scope="module")
+def capacity_runs(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    fast_sim: SimProcess,
+) -> Iterator[dict[str, Future[Ran]]]:
+    """The selected capacity cases, two at a time (`two_at_a_time`: the SLO, 10 s, is far
+    from what a busy machine makes of the fast simulator)."""
+
+    def run(flag: str) -> Ran:
+        return _capacity(flag, case_folder(tmp_path_factory), fast_sim)
+
+    with two_at_a_time(request, "test_each_capacity_flag_alone", "flag", run) as runs:
+        yield runs
+
+
+@pytest.mark.parametrize("flag", sorted(set(CAPACITY_OPTIONS) - SKIPPED))
+def test_each_capacity_flag_alone(flag: str, capacity_runs: dict[str, Future[Ran]]) -> None:
+    """One probe against the fast simulator; every probe passes, so the search holds at its
+    --max: the answer, then the report's path, last; the flag's value is in the record."""
+    proc, out = capacity_runs[flag].result()
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     (folder,) = [p for p in out.iterdir() if p.is_dir()]
@@ -524,10 +558,8 @@ SWEEP_NEEDS: dict[str, list[str]] = {
 SWEEP_ALONE = {"--rate": "--users"}  # the points are given one way or the other
 
 
-@pytest.mark.parametrize("flag", sorted(set(SWEEP_OPTIONS) - SKIPPED))
-def test_each_sweep_flag_alone(flag: str, tmp_path: Path, fast_sim: SimProcess) -> None:
-    """A sweep of one point (stages) against the fast simulator: exit 0, the run's (or the
-    series') file last."""
+def _sweep(flag: str, tmp_path: Path, sim: SimProcess) -> Ran:
+    """`turnbench sweep` of one point with `flag`, the base flags it does not replace."""
     values = _values(flag, SWEEP_OPTIONS[flag], _hints("sweep"), SWEEP_NEEDS)
     base = {
         f: v
@@ -535,11 +567,34 @@ def test_each_sweep_flag_alone(flag: str, tmp_path: Path, fast_sim: SimProcess) 
         if f != flag and f not in values and SWEEP_ALONE.get(flag) != f
     }
     out = tmp_path / "out"
-    args = ["sweep", "--target", fast_sim.url, "--out", str(out)]
+    args = ["sweep", "--target", sim.url, "--out", str(out)]
     args += [item for f, v in base.items() for item in (f, *v)]
     if flag not in ("--target", "--out"):
         args += [flag, *values]
-    proc = turnbench(*args, cwd=tmp_path)
+    return turnbench(*args, cwd=tmp_path), out
+
+
+@pytest.fixture(scope="module")
+def sweep_runs(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    fast_sim: SimProcess,
+) -> Iterator[dict[str, Future[Ran]]]:
+    """The selected sweep cases, two at a time (`two_at_a_time`)."""
+
+    def run(flag: str) -> Ran:
+        return _sweep(flag, case_folder(tmp_path_factory), fast_sim)
+
+    with two_at_a_time(request, "test_each_sweep_flag_alone", "flag", run) as runs:
+        yield runs
+
+
+@pytest.mark.parametrize("flag", sorted(set(SWEEP_OPTIONS) - SKIPPED))
+def test_each_sweep_flag_alone(flag: str, sweep_runs: dict[str, Future[Ran]]) -> None:
+    """A sweep of one point (stages) against the fast simulator: exit 0, the run's (or the
+    series') file last."""
+    proc, out = sweep_runs[flag].result()
+    values = _values(flag, SWEEP_OPTIONS[flag], _hints("sweep"), SWEEP_NEEDS)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     (folder,) = [p for p in out.iterdir() if p.is_dir()]
