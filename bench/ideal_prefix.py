@@ -24,6 +24,7 @@ import argparse
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -81,17 +82,26 @@ def _play(
 def _case(
     name: str, make: Callable[[], list[Conversation]], reply_tokens: int, repeat: int
 ) -> None:
+    """Best of `repeat` plays each way, and the median of the paired differences: each
+    repeat plays both ways back to back (in turn, which one first), so a change of the
+    machine's speed between repeats (a shared VM's does, by half) falls on both of a pair."""
     best: dict[bool, float] = {}
-    for _ in range(repeat):
-        for ideal in (False, True):
+    pairs: list[float] = []
+    for i in range(repeat):
+        per: dict[bool, float] = {}
+        for ideal in (False, True) if i % 2 == 0 else (True, False):
             registry = BlockRegistry(16, 64) if ideal else None
             spent, n, largest = _play(make(), reply_tokens, registry)
+            per[ideal] = spent / n
             best[ideal] = min(best.get(ideal, float("inf")), spent / n)
+        pairs.append((per[True] - per[False]) * 1e6)
     extra = (best[True] - best[False]) * 1e6
+    pairs.sort()
     print(
         f"{name}: {n} requests, largest context {largest:,} tokens; per request "
         f"{best[False] * 1e6:.1f} us without the ideal, {best[True] * 1e6:.1f} us with it: "
-        f"+{extra:.1f} us"
+        f"+{extra:.1f} us; paired: median +{statistics.median(pairs):.1f} us "
+        f"(quartiles +{pairs[len(pairs) // 4]:.1f} to +{pairs[(3 * len(pairs)) // 4]:.1f})"
     )
 
 

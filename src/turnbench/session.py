@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
-from turnbench.cache.ideal import PrefixChain
+from turnbench.cache.ideal import PrefixChain, new_chain
 from turnbench.cache.registry import BlockRegistry
 from turnbench.client.apis.base import Reply
 from turnbench.config import SessionConfig
@@ -93,9 +93,7 @@ class Session:
                 system = f"{salt} {system}"
                 self._salt = None
             self._append({"role": "system", "content": system}, _system_size(system))
-        self._chain: PrefixChain | None = (
-            None if registry is None else PrefixChain(registry, system)
-        )
+        self._chain: PrefixChain | None = None if registry is None else new_chain(registry, system)
         self.task_id = session_id
         """The agent task it belongs to (the root session's id); a root is its own."""
         self.parent_id: str | None = None
@@ -225,8 +223,7 @@ class Session:
                 matched = local
         if matched >= planned.context_tokens:  # (comparisons, not min and max: every request)
             matched = planned.context_tokens - 1
-        bs = chain.registry.block_size
-        return matched // bs * bs if matched > 0 else 0
+        return matched - matched % chain.registry.block_size if matched > 0 else 0
 
     def computed(self) -> None:
         """The request last `sent` got its first token: the server computed its prompt, so
@@ -288,11 +285,14 @@ class Session:
         else:
             self._append(reply.message())
             generated = not reply.tool_calls
-        if self._chain is not None:
+        chain = self._chain
+        if chain is not None:
             held = prompt_tokens or planned.context_tokens
-            if generated:
+            if generated:  # an assistant message of the reply's text
                 held += completion_tokens or round(self._sizes[-1] * self._scale)
-            self._chain.answered(self.history[-1], held, generated)
+                chain.answered(self.history[-1]["content"], held)
+            else:
+                chain.answered_unheld(self.history[-1], held)
         if prompt_tokens and planned.context_tokens:
             local = planned.context_tokens / self._scale
             if local > 0:

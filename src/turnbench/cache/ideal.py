@@ -43,18 +43,8 @@ GENERATION_ROLE = "assistant"
 reply that follows it, so a prompt is a prefix of the history after its reply."""
 Entry = tuple[int, str, str]
 """A history message as the chain holds it: its key (chained from the one before), role, text."""
-Prepared = tuple[Sequence[Entry], tuple[int, ...], str, int]
-_NO_MATCH: Prepared = ((), (0,), "", -1)
 _GENERAL = -2
 """`_last`'s swaps of a prompt that `computed` registers the general way, from `_where`."""
-
-
-def _text(message: Mapping[str, Any]) -> str:
-    """`message_text`, in fewer steps for the usual message: a string and no tool calls."""
-    content = message.get("content")
-    if type(content) is str and not message.get("tool_calls"):
-        return content
-    return message_text(message)
 
 
 class PrefixChain:
@@ -72,85 +62,71 @@ class PrefixChain:
     it, and a turn settles its prompt and its reply in one step. Why the reply answered last
     joins `msgs` only then (`_reply`): its key hashes its whole text, which only a next
     request needs. The registry's keys, by contrast, go in at once (`computed`, `answered`):
-    other sessions may look them up before this one's next match.
+    other sessions may look them up before this one's next match. Why the server's own reply
+    (`answered`) and any other (`answered_unheld`) come in apart: the session knows which,
+    and the first is an assistant message of a string, whose role and text need no reading.
+
+    Why no `__init__` (`new_chain` makes one): called from C, in an interpreter loop of its
+    own, it took ~400 of the ~2,800 instructions of making a chain (bench/README.md). `_last`,
+    `_tokens`, `_where` are set before they are read (a `computed` or an answer follows a match).
     """
 
     __slots__ = (
-        "_last", "_reply", "_reply_swaps", "_sent", "_tokens", "_where", "held", "held_reply",
-        "held_tokens", "msgs", "registry",
+        "_last", "_reply", "_sent", "_tokens", "_where", "held", "held_reply", "held_tokens",
+        "msgs", "registry",
     )  # fmt: skip
-
-    def __init__(self, registry: BlockRegistry, system: str | None = None) -> None:
-        """`registry`: the worker's, where this session's keys go and others' are found;
-        `system`: the text of the history's first message, a system prompt, if any.
-
-        The attributes: `msgs`, the history as entries. `held`: history messages this
-        session's own requests sent or generated (all of them given to the registry);
-        `held_reply`: the message after them is a generated reply, held but for its end
-        marker; `held_tokens`: the tokens of what they sent or generated (as the server's
-        usage reported them); all three as of the last match. `_sent`: `registry.swaps` when
-        the prompt matched last was computed, -1 while it is not (or settled); `_tokens`: its
-        history's tokens. `_reply`: the prompt's new messages and its answer (role, text,
-        generated, the tokens it made held), not yet in `msgs`. `_last`: the prompt matched
-        last: its new messages (as entries), the keys `computed` adds (the generation
-        prompt's first), a long text to keep with the last of them, its first piece's key
-        ("" for none), and the `registry.swaps` that needs (-1: none; `_GENERAL`, or the
-        generation turned since: `computed` takes the general path, from `_where`: how many
-        of its messages the registry held, and the message its match stopped in with that
-        message's header's and first piece's keys, 0 where not hashed). `_reply_swaps`:
-        `registry.swaps` when the prompt before the generated reply (`held_reply`) was
-        computed: while it has not changed, the reply's header and first piece, which
-        `answered` added, are in the young generation as adding them again would leave
-        them, so `computed` need not. `_where`, `_reply_swaps`: set before they are read.
-        """
-        self.registry = registry
-        if not system:
-            self.msgs: list[Entry] = []
-        else:
-            top = registry._system
-            if top[2] != system:
-                top = registry._system = (hash((0, "system", system)), "system", system)
-            self.msgs = [top]
-        self.held = 0
-        self.held_reply = False
-        self.held_tokens = 0
-        self._reply: tuple[Sequence[Entry], str, str, bool, int] | None = None
-        self._last = _NO_MATCH
-        self._sent = -1
+    registry: BlockRegistry
+    msgs: list[Entry]
+    held: int
+    """History messages this session's own requests sent or generated (all of them given to
+    the registry), as of the last match, like `held_reply` and `held_tokens`."""
+    held_reply: int | None
+    """None, or the message after them is a generated reply, held but for its end marker,
+    and this is the `registry.swaps` when the prompt before it was computed (-1: its header
+    and first piece not registered, or no longer counted on): while that stands, they are in
+    the young generation as adding them again would leave them, so `computed` need not."""
+    held_tokens: int
+    """The tokens they sent or generated (as the server's usage reported them)."""
+    _sent: int
+    """`registry.swaps` when the prompt matched last was computed (-1: not, or settled), and
+    `_tokens` its history's tokens."""
+    _tokens: float
+    _reply: tuple[Sequence[Entry], str, str, int | None, int] | None
+    """That prompt's new messages and its answer (role, text, the `held_reply` it makes, the
+    tokens it made held), not yet in `msgs`."""
+    _last: tuple[Sequence[Entry], tuple[int, ...], str, int]
+    """The prompt matched last: its new messages (as entries), the keys `computed` adds (the
+    generation prompt's first), a text to keep with the last if long, and the `registry.swaps`
+    that needs (-1: none; `_GENERAL`, or the generation turned since: `computed` takes the
+    general path, from `held` if that swaps was 0 or more, else from `_where`)."""
+    _where: tuple[int, int, int, int]
+    """How many of the prompt's messages the registry held, the message its match stopped
+    in, and that message's header's and first piece's keys (0 where not hashed)."""
 
     def append(self, message: Mapping[str, Any]) -> None:
         """Append a message to the history."""
         msgs = self.msgs
-        role, text = message.get("role", "user"), _text(message)
+        role, text = message.get("role", "user"), message.get("content")
+        if text.__class__ is not str or "tool_calls" in message:  # (else it is the content)
+            text = message_text(message)
         msgs.append((hash((msgs[-1][0] if msgs else 0, role, text)), role, text))
 
     def _settle(self) -> None:
         """What the requests since the last match made this session hold, now that it
         matters (a match, a cut): the prompt, computed (`_sent`, `_tokens`), and its answer
-        (`_reply`: held but for its end marker if generated)."""
+        (`_reply`: held but for its end marker if the server's own)."""
         n = len(self.msgs)
-        if n > self.held or self.held_reply:
-            self.held, self.held_reply = n, False
+        if n > self.held or self.held_reply is not None:
+            self.held, self.held_reply = n, None
             if (tokens := round(self._tokens)) > self.held_tokens:
                 self.held_tokens = tokens
         reply = self._reply
         if reply is not None:
-            new, _, _, generated, held_tokens = reply
-            if new or generated:
+            new, _, _, held_reply, held_tokens = reply
+            if new or held_reply is not None:
                 self.held += len(new)
-                self.held_reply, self.held_tokens = generated, held_tokens
+                self.held_reply, self.held_tokens = held_reply, held_tokens
         self._sent = -1
-
-    def _fold(self) -> None:
-        """The prompt answered last and its reply join `msgs`: the reply's key, now that a
-        request follows it."""
-        reply = self._reply
-        assert reply is not None
-        new, role, text, _, _ = reply
-        msgs = self.msgs
-        msgs += new
-        msgs.append((hash((msgs[-1][0] if msgs else 0, role, text)), role, text))
-        self._reply = None
 
     def match(
         self,
@@ -164,30 +140,34 @@ class PrefixChain:
         requests hold, else None. `sizes`, `new_sizes`: the tokens of the history's messages
         and of the new ones, in any one unit; `size`: the sum of `sizes`."""
         msgs = self.msgs
-        if self._sent >= 0:  # `_settle`, written out: answered, the prompt and the reply
-            reply = self._reply
-            if reply is not None and (reply[0] or reply[3]):
-                self.held = len(msgs) + len(reply[0])  # (`held` is at most `len(msgs)`)
-                self.held_reply, self.held_tokens = reply[3], reply[4]
-            else:
+        reply = self._reply
+        if reply is not None:  # answered: `_answered_again`, written out
+            folded, reply_role, reply_text, held_reply, held_tokens = reply
+            settle = self._sent >= 0
+            if settle and not folded and held_reply is None:  # (no more held)
                 self._settle()
-            self._sent = -1
-        if self._reply is not None:  # `_fold`, written out
-            folded, reply_role, reply_text, _, _ = self._reply
+                settle = False
             msgs += folded
-            key = hash((msgs[-1][0] if msgs else 0, reply_role, reply_text))
-            msgs.append((key, reply_role, reply_text))
+            base = hash((msgs[-1][0] if msgs else 0, reply_role, reply_text))
+            msgs.append((base, reply_role, reply_text))
             self._reply = None
-        n = len(msgs)
+            n = len(msgs)
+            if settle:  # the prompt and the reply (`held` was at most the prompt's history)
+                self.held, self.held_reply, self.held_tokens = n - 1, held_reply, held_tokens
+                self._sent = -1
+        else:
+            if self._sent >= 0:  # computed, not answered (a retry)
+                self._settle()
+            n = len(msgs)
+            base = msgs[-1][0] if n else 0
         if len(messages) != 1:
             return self._match(messages, sizes, size, new_sizes)
         # one new message: the general path written out (a lookup moves a key of the old
-        # generation to the young, as `registry.holds` does)
+        # generation to the young, as `registry.holds` does); `base`: the history's last key
         message = messages[0]
         role, text = message.get("role", "user"), message.get("content")
         if text.__class__ is not str or "tool_calls" in message:
             text = message_text(message)
-        base = msgs[-1][0] if n else 0
         key = hash((base, role, text))
         new = ((key, role, text),)
         generation = hash((key, GENERATION_ROLE))
@@ -197,20 +177,22 @@ class PrefixChain:
         if held == n - 1:  # one message past what it holds (a system prompt, its reply): another's?
             if base not in young:
                 if base not in registry._old:
-                    if not self.held_reply:
+                    held_reply = self.held_reply
+                    if held_reply is None:
                         return self._stop(new, generation, held, base, sizes, size, new_sizes)
-                    # its reply's end: nobody holds more. The reply's header and first
-                    # piece are held as `answered` left them while no generation turned
-                    self._where = (held, 0, 0, 0)  # (if the generation turns before `computed`)
-                    if (swaps := self._reply_swaps) != registry.swaps:
+                    # its reply's end: nobody holds more. The reply's header and first piece
+                    # are held as `answered` left them while no generation turned (if one
+                    # turns before `computed`, that takes the general path from `held`)
+                    if held_reply != registry.swaps:
                         self._last = (new, (generation,), "", _GENERAL)
+                        self._where = (held, 0, 0, 0)
                         return None
                     head = hash((base, role))
                     if not text:
-                        self._last = (new, (generation, base, key, head), "", swaps)
+                        self._last = (new, (generation, base, key, head), "", held_reply)
                         return None
                     keys = (generation, base, key, head, hash((head, text[:PIECE_CHARS])))
-                    self._last = (new, keys, text if len(text) > PIECE_CHARS else "", swaps)
+                    self._last = (new, keys, text, held_reply)
                     return None
                 young.add(base)
         elif held < n:  # more of the history past what it holds (a cut history): another's?
@@ -219,7 +201,7 @@ class PrefixChain:
                 k = msgs[i][0]
                 if k not in young:
                     if k not in registry._old:
-                        if i == held and self.held_reply:
+                        if i == held and self.held_reply is not None:
                             self._last = (new, (generation,), "", _GENERAL)
                             self._where = (i, 0, 0, 0)
                             return None
@@ -244,8 +226,7 @@ class PrefixChain:
                 young.add(head)
             return size + HEADER_TOKENS
         first = hash((head, text[:PIECE_CHARS]))
-        chars = len(text)
-        self._last = (new, (generation, key, head, first), text if chars > PIECE_CHARS else "", -1)
+        self._last = (new, (generation, key, head, first), text, -1)
         if head not in young:
             if head not in old:
                 return None if n == held else size
@@ -254,6 +235,7 @@ class PrefixChain:
             if first not in old:
                 return size + HEADER_TOKENS
             young.add(first)
+        chars = len(text)
         if chars <= PIECE_CHARS:
             return size + HEADER_TOKENS + new_sizes[0] - MESSAGE_OVERHEAD  # all but its end
         share = min(1.0, registry.pieces(first, text) * PIECE_CHARS / chars)
@@ -301,7 +283,7 @@ class PrefixChain:
                 if generation in young or registry.holds(generation):
                     return size + sum(new_sizes) + GENERATION_OVERHEAD
                 return float(size + sum(new_sizes))
-        if i == self.held and self.held_reply:  # its reply's end: nobody else holds more
+        if i == self.held and self.held_reply is not None:  # its reply's end: nobody holds more
             self._last = (new, (generation,), "", _GENERAL)
             self._where = (i, 0, 0, 0)
             return None
@@ -368,16 +350,19 @@ class PrefixChain:
         new, keys, text, swaps = self._last
         registry = self.registry
         if swaps != -1 and swaps != registry.swaps:  # the general way (or the reply's keys went)
-            self._register(new, keys[0], *self._where)
+            if swaps >= 0:  # prepared after the session's own reply: its match passed `held`
+                self._register(new, keys[0], self.held, 0, 0, 0)
+            else:
+                self._register(new, keys[0], *self._where)
         else:  # `registry.add`, written out
             young = registry._young
             young.update(keys)
-            if text:
+            if (chars := len(text)) > PIECE_CHARS:
                 first = keys[-1]
                 texts = registry._texts
                 if first not in texts and first not in registry._old_texts:  # `keep`'s usual
                     texts[first] = text
-                    registry._room -= len(text) + TEXT_BYTES
+                    registry._room -= chars + TEXT_BYTES
                 else:
                     registry.keep(first, text)
             if len(young) * KEY_BYTES > registry._room:
@@ -396,7 +381,7 @@ class PrefixChain:
             start = held
         keys = [generation]
         long_first, long_text = 0, ""
-        reply = held if self.held_reply and self._reply_swaps == registry.swaps else -1
+        reply = held if self.held_reply == registry.swaps else -1
         if start < n:  # history nobody registered: a reply, a cut history
             todo: Sequence[Entry] = [*msgs[start:], *new]
             parent = msgs[start - 1][0] if start else 0
@@ -428,51 +413,57 @@ class PrefixChain:
             start += 1
         registry.add(keys, long_first, long_text)
 
-    def answered(
-        self,
-        reply: Mapping[str, Any],
-        held_tokens: int,
-        generated: bool,
-    ) -> None:
-        """The prompt matched last was answered: its new messages and the reply join the
-        history. `generated`: the reply is the server's own (not a recorded one), so the
-        server holds its text after the prompt; `held_tokens`: the tokens of that prompt, and
-        of the reply if generated."""
-        if self._reply is not None:  # (two answers with no match between)
-            if self._sent >= 0:
-                self._settle()
-            self._fold()
+    def _answered_again(self) -> None:
+        """An answer came with no match since the last one: that one settles (if computed),
+        and its prompt and reply join `msgs` (as a match folds them)."""
+        if self._sent >= 0:
+            self._settle()
+        reply = self._reply
+        assert reply is not None
+        new, role, text, _, _ = reply
+        msgs = self.msgs
+        msgs += new
+        msgs.append((hash((msgs[-1][0] if msgs else 0, role, text)), role, text))
+        self._reply = None
+
+    def answered(self, text: str, held_tokens: int) -> None:
+        """The prompt matched last was answered by the server's own reply, an assistant message
+        of `text`, which it holds after the prompt: the prompt's new messages and the reply
+        join the history. `held_tokens`: the tokens of that prompt and of the reply."""
+        if self._reply is not None:
+            self._answered_again()
         last = self._last
-        new = last[0]
+        sent = self._sent
+        if sent < 0 or not text:
+            self._reply = (last[0], GENERATION_ROLE, text, -1, held_tokens)
+            return
+        # held but for its end marker: its header (the generation prompt, registered) and
+        # first piece; `registry.add`, written out
+        registry = self.registry
+        young = registry._young
+        first = hash((last[1][0], text[:PIECE_CHARS]))
+        young.add(first)
+        if (chars := len(text)) > PIECE_CHARS:
+            texts = registry._texts
+            if first not in texts and first not in registry._old_texts:  # `keep`'s usual
+                texts[first] = text
+                registry._room -= chars + TEXT_BYTES
+            else:
+                registry.keep(first, text)
+        if len(young) * KEY_BYTES > registry._room:
+            registry.turn()  # (then `sent` is no longer `registry.swaps`)
+        self._reply = (last[0], GENERATION_ROLE, text, sent, held_tokens)
+
+    def answered_unheld(self, reply: Mapping[str, Any], held_tokens: int) -> None:
+        """The prompt matched last was answered by a reply the server does not hold after
+        it (a recorded one, or one that calls tools): the prompt's new messages and the reply
+        join the history. `held_tokens`: the tokens of that prompt."""
+        if self._reply is not None:
+            self._answered_again()
         role, text = reply.get("role", GENERATION_ROLE), reply.get("content")
         if text.__class__ is not str or "tool_calls" in reply:
             text = message_text(reply)
-        self._reply = (new, role, text, generated, held_tokens)
-        sent = self._sent
-        if sent < 0:
-            return
-        if generated and text:  # held but for its end marker: its header and first piece
-            registry = self.registry
-            young = registry._young
-            if role == GENERATION_ROLE:  # its header is the generation prompt: registered
-                head = last[1][0]
-            else:
-                head = hash(((new or self.msgs)[-1][0], role))
-                young.add(head)
-            first = hash((head, text[:PIECE_CHARS]))
-            young.add(first)
-            if len(text) > PIECE_CHARS:  # `registry.add`, written out
-                texts = registry._texts
-                if first not in texts and first not in registry._old_texts:  # `keep`'s usual
-                    texts[first] = text
-                    registry._room -= len(text) + TEXT_BYTES
-                else:
-                    registry.keep(first, text)
-            if len(young) * KEY_BYTES > registry._room:
-                registry.turn()
-            self._reply_swaps = sent  # (no longer `registry.swaps` if that turned it)
-        else:
-            self._reply_swaps = -1
+        self._reply = (self._last[0], role, text, None, held_tokens)
 
     def restart(self, messages: Iterable[Mapping[str, Any]], kept: int, kept_tokens: int) -> None:
         """The history was cut: rebuild the chain from `messages`; its first `kept` messages
@@ -483,6 +474,26 @@ class PrefixChain:
         self.msgs, self._reply = [], None
         for message in messages:
             self.append(message)
-        if kept < self.held or (kept == self.held and self.held_reply):
-            self.held, self.held_reply, self.held_tokens = kept, False, kept_tokens
-        self._last, self._sent, self._reply_swaps = _NO_MATCH, -1, -1
+        if kept < self.held or (kept == self.held and self.held_reply is not None):
+            self.held, self.held_reply, self.held_tokens = kept, None, kept_tokens
+        elif self.held_reply is not None:  # (its header and first piece no longer counted on)
+            self.held_reply = -1
+        self._sent = -1
+
+
+def new_chain(registry: BlockRegistry, system: str | None = None) -> PrefixChain:
+    """A session's chain, its history empty or `system`, the text of a system prompt, alone:
+    the worker's `registry`, where its keys go and others' are found."""
+    chain = PrefixChain()
+    chain.registry = registry
+    if not system:
+        chain.msgs = []
+    else:
+        top = registry._system
+        if top[2] != system:
+            top = registry._system = (hash((0, "system", system)), "system", system)
+        chain.msgs = [top]
+    chain.held = chain.held_tokens = 0
+    chain.held_reply = chain._reply = None
+    chain._sent = -1
+    return chain
