@@ -34,8 +34,15 @@ lint: $(BIN)/.installed-dev
 typecheck: $(BIN)/.installed-dev
 	$(BIN)/mypy
 
+# Most tests spend their time waiting on the processes they start (runs of a fixed duration,
+# simulators), so three run at once even on 2 cores (~10 min, from ~22 one at a time); the
+# `serial` ones (llama.cpp on the CPU, two runs' latency tails compared) run after them, alone,
+# whatever the first part's outcome (make fails if either part did).
+PYTEST_WORKERS ?= 3
 pytest: $(BIN)/.installed-dev
-	TURNBENCH_REAL_SERVER=$(REAL_SERVER_DIR) $(BIN)/pytest
+	TURNBENCH_REAL_SERVER=$(REAL_SERVER_DIR) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup \
+		-m "not serial"; status=$$?; \
+	TURNBENCH_REAL_SERVER=$(REAL_SERVER_DIR) $(BIN)/pytest -m serial && exit $$status
 
 # Debian's chromium for the report's browser tests (tests/test_report_browser.py); Playwright
 # drives it and never downloads a browser of its own.

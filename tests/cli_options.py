@@ -78,14 +78,33 @@ def two_at_a_time(
     Why: a case is a whole `turnbench` process (start, run, summary, report), mostly one busy
     core while the simulator idles; on a 2-core machine two at a time take ~60 % of the time
     one after another does (34 run-flag cases: 131 s -> 81 s), with the same checks. Only for
-    cases that do not measure time against a bound a busy machine could miss."""
-    selected = [
-        item.callspec.params[param]
-        for item in request.session.items
-        if getattr(item, "originalname", "") == test and item.module is request.module
-    ]
+    cases that do not measure time against a bound a busy machine could miss. Under
+    pytest-xdist every worker collects every case, so such a test carries an `xdist_group`
+    mark (`make test` runs `--dist loadgroup`): its cases all go to the worker that runs them
+    here, and no other worker plays them in vain. Under any other distribution a worker
+    cannot know its cases, and plays each when its test asks (`_OnDemand`)."""
     with ThreadPoolExecutor(max_workers=2) as pool:
+        if os.environ.get("PYTEST_XDIST_WORKER") and request.config.option.dist != "loadgroup":
+            yield _OnDemand(pool, run)
+            return
+        selected = [
+            item.callspec.params[param]
+            for item in request.session.items
+            if getattr(item, "originalname", "") == test and item.module is request.module
+        ]
         yield {case: pool.submit(run, case) for case in selected}
+
+
+class _OnDemand(dict[Any, Future[T]]):
+    """`two_at_a_time`'s cases, each started when its test first asks for it."""
+
+    def __init__(self, pool: ThreadPoolExecutor, run: Callable[[Any], T]) -> None:
+        super().__init__()
+        self._pool, self._run = pool, run
+
+    def __missing__(self, case: Any) -> Future[T]:
+        future = self[case] = self._pool.submit(self._run, case)
+        return future
 
 
 def case_folder(factory: pytest.TempPathFactory) -> Path:

@@ -151,6 +151,7 @@ def flag_runs(
         yield runs
 
 
+@pytest.mark.xdist_group("run-flags")  # (`two_at_a_time`: all its cases on one worker)
 @pytest.mark.parametrize("flag", CASES)
 def test_each_run_flag_alone(
     flag: str,

@@ -512,6 +512,7 @@ def capacity_runs(
         yield runs
 
 
+@pytest.mark.xdist_group("capacity-flags")  # (`two_at_a_time`: all its cases on one worker)
 @pytest.mark.parametrize("flag", sorted(set(CAPACITY_OPTIONS) - SKIPPED))
 def test_each_capacity_flag_alone(flag: str, capacity_runs: dict[str, Future[Ran]]) -> None:
     """One probe against the fast simulator; every probe passes, so the search holds at its
@@ -589,6 +590,7 @@ def sweep_runs(
         yield runs
 
 
+@pytest.mark.xdist_group("sweep-flags")  # (`two_at_a_time`: all its cases on one worker)
 @pytest.mark.parametrize("flag", sorted(set(SWEEP_OPTIONS) - SKIPPED))
 def test_each_sweep_flag_alone(flag: str, sweep_runs: dict[str, Future[Ran]]) -> None:
     """A sweep of one point (stages) against the fast simulator: exit 0, the run's (or the

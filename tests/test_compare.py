@@ -24,6 +24,8 @@ from turnbench.metrics import bootstrap
 from turnbench.report.compare import REDACTED, Comparison, Figure, compare, config_differences
 from turnbench.report.compare_tables import NOISE_MARK
 
+pytestmark = pytest.mark.serial  # two runs' tails agree only if no other test loads the machine
+
 SLOW_TTFT_MS = 200.0
 
 

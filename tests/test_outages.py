@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import free_port
+from conftest import SimProcess, free_port, sim_metric
 
 READY = "turnbench sim ready"
 
@@ -64,7 +64,12 @@ def _outage_run(
     extra: tuple[str, ...] = (),
     returncode: int = 0,
 ) -> dict[str, Any]:
-    """Kill the server 3 s into the run; start it again `restart_after_s` later (or never)."""
+    """Kill the server 2 s after it served the run's first requests; start it again
+    `restart_after_s` later (or never).
+
+    Why not a fixed time after the launch: on a busy machine (the suite runs several tests at
+    a time) the run's start-up alone can take seconds, and a kill before the run's clock
+    started is not the outage under test."""
     port = free_port()
     first, _ = _start_sim(port)
     out = tmp_path / "out"
@@ -73,7 +78,13 @@ def _outage_run(
     servers = [first]
 
     def chaos() -> None:
-        time.sleep(3.0)
+        served = SimProcess(first, f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        while sim_metric(served, "turnbench_sim_requests_total") < 8:
+            if time.monotonic() > deadline or run.poll() is not None:
+                break
+            time.sleep(0.1)
+        time.sleep(2.0)
         first.kill()
         first.wait()
         times["killed"] = time.time_ns()

@@ -22,6 +22,8 @@ from conftest import free_port
 from runs import assert_one_in_flight, run_bench
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-server"
+pytestmark = pytest.mark.serial  # llama.cpp takes both cores: other tests would slow its turns
+
 INSTALL = Path(
     os.environ.get("TURNBENCH_REAL_SERVER", Path.home() / ".cache" / "turnbench" / "real-server")
 )
