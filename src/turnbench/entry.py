@@ -10,8 +10,12 @@ from __future__ import annotations
 import signal
 import sys
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from turnbench import __version__
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
 
 INTERRUPTED_EXIT = 130
 _interrupted = False
@@ -75,3 +79,26 @@ def _forget_interrupt() -> None:
     sets it only if the interrupt leaves it, so one that completes forgets the earlier one.
     """
     exec("None")  # a constant: see above
+
+
+def start_uninterrupted(process: BaseProcess) -> None:
+    """`process.start()` (a spawned child) that a Ctrl-C cannot break: one arriving meanwhile
+    is raised again for the handler that was there once the child has all it needs.
+
+    Why: the parent writes the child's start-up data (its target, pickled) into a pipe the
+    child reads before anything else; a parent interrupted in the middle left the child an
+    EOFError traceback on the terminal. A handler that only notes the Ctrl-C stands in
+    meanwhile (Python runs handlers in the main thread, between bytecodes, so the write is
+    never cut). A terminal's Ctrl-C also reaches the child itself, which a child still
+    unpickling its target would answer with a KeyboardInterrupt traceback of its own: not
+    covered (multiprocessing clears a spawned child's signal mask, and an ignored SIGINT
+    passed on to it would be a Ctrl-C lost here).
+    """
+    noted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if noted:
+        signal.raise_signal(signal.SIGINT)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -294,12 +295,31 @@ def _gone_message(cfg: RunConfig) -> str:
 
 
 def _event_loop_runner() -> Any:
+    """`uvloop.run` (else `asyncio.run`), with Python's own SIGINT handler while it runs.
+
+    Why: asyncio's runner takes a Ctrl-C over only from that handler; it then cancels the main
+    task and raises KeyboardInterrupt once the task has unwound. The entry point's handler
+    would raise it inside whatever callback the loop was in: in a transport's `data_received`
+    uvloop prints a "Fatal error on transport" traceback, and the probe of the server reports
+    a connection error. The run itself takes SIGINT over for its graceful stop (`_run_async`).
+    """
     try:
         import uvloop
 
-        return uvloop.run
+        runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - platforms without uvloop
-        return asyncio.run
+        runner = asyncio.run
+
+    def run(main: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return runner(main)
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return runner(main)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    return run
 
 
 def execute(

@@ -28,6 +28,7 @@ from typing import Any
 
 from turnbench.engine.remote import RemoteLauncher
 from turnbench.engine.worker import SessionStart, WorkerCore, WorkerSpec
+from turnbench.entry import start_uninterrupted
 from turnbench.errors import EngineError
 
 BATCH_PERIOD_S = 0.05
@@ -175,7 +176,15 @@ class ProcessPool:
             proc = ctx.Process(
                 target=_process_main, args=(child,), daemon=True, name=f"turnbench-worker-{i}"
             )
-            proc.start()
+            try:
+                start_uninterrupted(proc)
+            except BaseException:  # a Ctrl-C (taken once the worker had started), an OS error
+                child.close()
+                parent.close()
+                if proc.pid is not None:
+                    self.procs.append(proc)
+                self.discard()
+                raise
             child.close()
             self.conns.append(parent)
             self.procs.append(proc)

@@ -36,6 +36,7 @@ from typing import Any
 import msgspec
 
 from turnbench.client.attempt import Attempt
+from turnbench.entry import start_uninterrupted
 from turnbench.errors import EngineError
 from turnbench.record.journal import leave_wal
 from turnbench.record.schema import (
@@ -129,7 +130,13 @@ class EventRecorder:
         self._process = ctx.Process(
             target=_write_events, args=(str(path), run_id, receive), name="turnbench-events-db"
         )
-        self._process.start()
+        try:
+            start_uninterrupted(self._process)
+        except BaseException:  # a Ctrl-C, taken once the writer had started: it ends at once
+            receive.close()
+            self._send.close()
+            self._process.join()
+            raise
         receive.close()
         self.broken = False
         """True once the writer process is gone: the run must stop, nothing more is kept."""
