@@ -374,30 +374,38 @@ def execute(
         pool = _pool(cfg, specs, procs)
         procs = None  # the pool's now, closed by the run
         run_dir = new_folder(cfg, out)
-        resolved = cfg.redacted()
-        resolved["resolved"] = {
-            "url": target.url,
-            "model": target.model,
-            "max_model_len": target.max_model_len,
-            "length_source": sizer.source,
-            "cache_salt": salt,
-            "metrics_url": metrics_url(target.url, cfg.target.metrics_url)
-            if cfg.target.metrics_interval_s > 0
-            else None,
-        }
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-        recorder = EventRecorder(run_dir / "events.db", run_id=run_dir.name)
-        recorder.start_run(
-            name=cfg.name,
-            turnbench_version=__version__,
-            started_wall_ns=time.time_ns(),
-            target=target.url,
-            model=target.model,
-            api=cfg.target.api,
-            max_model_len=target.max_model_len,
-            config_json=resolved,
-        )
-        console.print(f"run folder: {run_dir}")
+        recorder: EventRecorder | None = None
+        try:
+            resolved = cfg.redacted()
+            resolved["resolved"] = {
+                "url": target.url,
+                "model": target.model,
+                "max_model_len": target.max_model_len,
+                "length_source": sizer.source,
+                "cache_salt": salt,
+                "metrics_url": metrics_url(target.url, cfg.target.metrics_url)
+                if cfg.target.metrics_interval_s > 0
+                else None,
+            }
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+            recorder = EventRecorder(run_dir / "events.db", run_id=run_dir.name)
+            recorder.start_run(
+                name=cfg.name,
+                turnbench_version=__version__,
+                started_wall_ns=time.time_ns(),
+                target=target.url,
+                model=target.model,
+                api=cfg.target.api,
+                max_model_len=target.max_model_len,
+                config_json=resolved,
+            )
+            console.print(f"run folder: {run_dir}")
+        except BaseException:  # (a Ctrl-C) before the run began: nothing of it is kept
+            if recorder is not None:  # (else its writer keeps this process from exiting)
+                with contextlib.suppress(EngineError):
+                    recorder.close()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         reason = "crashed"
         began = False
 
